@@ -1,7 +1,15 @@
 //! flow: run distributed-systems experiments described in YAML.
 //!
 //! Data flows one way: [`suite`] loads and validates files, [`expand`] turns a
-//! suite into runs, [`plan`] turns each run into a DAG of rendered steps.
+//! suite into run points, [`plan`] turns each point into a DAG of rendered
+//! steps, [`artifact`] writes them down. [`commands`] ties them to the CLI.
 
+pub mod artifact;
+pub mod cli;
+pub mod commands;
 pub mod diag;
+pub mod duration;
+pub mod expand;
+pub mod plan;
+pub mod suite;
 pub mod yaml;

@@ -1,1 +1,45 @@
-fn main() {}
+//! The `flow` binary: parse arguments, set up logging, run the command, and
+//! map its outcome to a documented exit code.
+
+use clap::Parser;
+
+use flow::cli::{Cli, Command};
+use flow::commands::{self, exit};
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match &cli.command {
+        Command::Validate(a) => commands::validate(a),
+        Command::Plan(a) => commands::plan(a),
+        Command::Schema(a) => commands::schema(a),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(commands::Error::Invalid(rendered)) => {
+            eprint!("{rendered}");
+            exit::INVALID
+        }
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+/// `FLOW_LOG` sets tracing filters (e.g. `FLOW_LOG=flow=debug`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

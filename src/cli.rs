@@ -1,0 +1,73 @@
+//! Command-line types (clap derive) and nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run distributed-systems experiments described in YAML.
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check a suite and everything it names; nothing runs.
+    Validate(SuiteArgs),
+    /// Expand a suite into runs and show or store their plans.
+    Plan(PlanArgs),
+    /// Print the JSON Schema of suite, workload and inventory files.
+    Schema(SchemaArgs),
+}
+
+/// Which suite, with which hosts and overrides.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// A suite name (`suites/NAME.yaml`) or a path to a suite file.
+    #[arg(long, short = 's', value_name = "NAME|PATH")]
+    pub suite: String,
+    /// An inventory file; replaces the suite's `hosts:`.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// Override a value: `param=value` or `steps.NAME.FIELD=value` (value is YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+    /// Print the plan instead of writing an artifact folder.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of `--dry-run`.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Only this file kind.
+    #[arg(value_enum)]
+    pub kind: Option<SchemaKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Suite,
+    Workload,
+    Inventory,
+}

@@ -1,0 +1,55 @@
+//! One function per command; each returns what the process should exit with.
+
+mod plan;
+mod schema;
+
+pub use plan::{plan, validate};
+pub use schema::schema;
+
+use thiserror::Error;
+
+/// Exit codes, documented in `docs/reference/cli.md`.
+pub mod exit {
+    /// Every run passed (or, for commands that run nothing: success).
+    pub const OK: i32 = 0;
+    /// Some run failed, or an operation failed (I/O, a host).
+    pub const FAILED: i32 = 1;
+    /// The input is invalid: a suite, workload, inventory or argument.
+    pub const INVALID: i32 = 2;
+    /// Interrupted by SIGINT/SIGTERM.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// What can go wrong in a command.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Configuration errors, already rendered with locations and carets.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) => exit::INVALID,
+            Error::Io { .. } | Error::Output(_) => exit::FAILED,
+        }
+    }
+
+    pub fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: crate::diag::display_path(path),
+            source,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `flow validate` and `flow plan`.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::artifact::{ArtifactDir, atomic_write};
+use crate::cli::{PlanArgs, PlanFormat, SuiteArgs};
+use crate::diag::{Diagnostic, Diagnostics, Sources};
+use crate::expand::{Expansion, expand};
+use crate::plan::output::{Format, PlanWriter};
+use crate::plan::{PlanOptions, Planner, RunPlan, SCHEMA_VERSION};
+use crate::suite::{LoadOptions, Suite, load};
+
+use super::{Error, exit};
+
+/// At most this many distinct plan-time errors are reported.
+const MAX_PLAN_ERRORS: usize = 50;
+
+/// A suite loaded and expanded, ready to plan.
+pub struct Prepared {
+    pub suite: Suite,
+    pub expansion: Expansion,
+}
+
+/// Loads and expands a suite; configuration errors come back rendered.
+pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
+    let opts = LoadOptions {
+        hosts: args.hosts.clone(),
+        set: args.set.clone(),
+    };
+    let suite = load(&args.suite, &opts).map_err(|f| Error::Invalid(f.render()))?;
+    let expansion = expand(&suite).map_err(|d| Error::Invalid(d.render(&suite.sources)))?;
+    Ok(Prepared { suite, expansion })
+}
+
+fn invalid(diags: &Diagnostics, sources: &Sources) -> Error {
+    Error::Invalid(diags.render(sources))
+}
+
+/// Plans every run, calling `each` with it. Errors are collected (each
+/// distinct one once), and duplicate run ids are reported.
+fn plan_all(
+    p: &Prepared,
+    planner: &Planner<'_>,
+    mut each: impl FnMut(&RunPlan) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut diags = Diagnostics::new();
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(planner.len());
+    // Most plan-time errors are the same for every run of a group: try the
+    // first run of each group before streaming anything.
+    let mut first_of_group = vec![usize::MAX; p.expansion.groups.len()];
+    for (i, r) in p.expansion.runs.iter().enumerate() {
+        if first_of_group[r.group] == usize::MAX {
+            first_of_group[r.group] = i;
+        }
+    }
+    for &i in first_of_group.iter().filter(|&&i| i != usize::MAX) {
+        if let Err(d) = planner.plan(i) {
+            diags.push(d);
+        }
+    }
+    if !diags.is_empty() {
+        diags.finish();
+        return Err(invalid(&diags, &p.suite.sources));
+    }
+    for i in 0..planner.len() {
+        match planner.plan(i) {
+            Ok(run) => {
+                if let Some(prev) = seen.insert(run.id.clone(), i) {
+                    let a = &p.expansion.runs[prev];
+                    let entry = &p.suite.entries[p.expansion.groups[a.group].entry];
+                    diags.push(
+                        Diagnostic::at(entry.span, format!("two runs have the same id `{}`", run.id))
+                            .with_help("the suite lists the same workload point twice; remove one of the entries or make them differ"),
+                    );
+                    continue;
+                }
+                if diags.is_empty() {
+                    each(&run)?;
+                }
+            }
+            Err(d) => {
+                diags.push(d);
+                if diags.len() >= MAX_PLAN_ERRORS {
+                    break;
+                }
+            }
+        }
+    }
+    diags.finish();
+    if diags.is_empty() { Ok(()) } else { Err(invalid(&diags, &p.suite.sources)) }
+}
+
+/// One line per workload entry: `streaming: 2 modes × 5 variants × 5 repetitions = 50 runs`.
+pub fn summary(p: &Prepared) -> String {
+    let n = p.expansion.runs.len();
+    let mut lines = vec![format!(
+        "suite `{}`: {n} run{} on {} host{}",
+        p.suite.name,
+        if n == 1 { "" } else { "s" },
+        p.suite.inventory.hosts.len(),
+        if p.suite.inventory.hosts.len() == 1 { "" } else { "s" },
+    )];
+    for e in &p.suite.entries {
+        let runs: Vec<_> = p
+            .expansion
+            .runs
+            .iter()
+            .filter(|r| p.expansion.groups[r.group].entry == e.index)
+            .collect();
+        let mut variants: Vec<String> = runs.iter().map(|r| r.variant_label()).collect();
+        variants.sort();
+        variants.dedup();
+        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        lines.push(format!(
+            "  {}: {} × {} × {} = {}",
+            e.workload_name,
+            plural(e.modes.len(), "mode"),
+            plural(variants.len(), "variant"),
+            plural(e.repetitions as usize, "repetition"),
+            plural(runs.len(), "run"),
+        ));
+    }
+    lines.join("\n")
+}
+
+pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
+    let p = prepare(args)?;
+    let opts = PlanOptions {
+        artifact_dir: Path::new("artifacts").join("validate"),
+    };
+    let planner = Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+    plan_all(&p, &planner, |_| Ok(()))?;
+    println!("{}\nvalid", summary(&p));
+    Ok(exit::OK)
+}
+
+pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
+    let p = prepare(&args.suite)?;
+    if args.dry_run {
+        let opts = PlanOptions {
+            artifact_dir: args.artifacts.join("dry-run"),
+        };
+        let planner = Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+        let format = match args.format {
+            PlanFormat::Text => Format::Text,
+            PlanFormat::Json => Format::Json,
+            PlanFormat::Dot => Format::Dot,
+        };
+        let header = serde_json::json!({
+            "schema_version": SCHEMA_VERSION,
+            "suite": p.suite.name,
+            "run_count": p.expansion.runs.len(),
+        });
+        let stdout = std::io::stdout().lock();
+        let mut w = PlanWriter::new(BufWriter::with_capacity(1 << 16, stdout), format, &header, &summary(&p))
+            .map_err(Error::Output)?;
+        plan_all(&p, &planner, |run| w.write(run).map_err(Error::Output))?;
+        w.finish().map_err(Error::Output)?;
+        return Ok(exit::OK);
+    }
+    let artifact = ArtifactDir::create(&args.artifacts, &p.suite.name)
+        .map_err(|e| Error::io("create the artifact folder in", &args.artifacts, e))?;
+    let opts = PlanOptions {
+        artifact_dir: artifact.path.clone(),
+    };
+    let planner = Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+    let mut ids = Vec::with_capacity(planner.len());
+    plan_all(&p, &planner, |run| {
+        let path = artifact.run_dir(&run.id).join("plan.json");
+        let json = serde_json::to_vec_pretty(run).map_err(|e| Error::Output(e.into()))?;
+        atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
+        ids.push(run.id.clone());
+        Ok(())
+    })?;
+    let suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, &ids, &artifact.id);
+    let path = artifact.path.join("suite.json");
+    let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
+    atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}\nplanned into {}", summary(&p), crate::diag::display_path(&artifact.path)).map_err(Error::Output)?;
+    Ok(exit::OK)
+}

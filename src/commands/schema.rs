@@ -1,0 +1,34 @@
+//! `flow schema`: the JSON Schema of the three file kinds, derived from the
+//! same serde types the loader decodes into.
+
+use std::io::Write;
+
+use crate::cli::{SchemaArgs, SchemaKind};
+use crate::suite::raw::{RawInventory, RawSuite, RawWorkload};
+
+use super::Error;
+
+pub fn schema_json(kind: Option<SchemaKind>) -> serde_json::Value {
+    let one = |k: SchemaKind| match k {
+        SchemaKind::Suite => serde_json::to_value(schemars::schema_for!(RawSuite)),
+        SchemaKind::Workload => serde_json::to_value(schemars::schema_for!(RawWorkload)),
+        SchemaKind::Inventory => serde_json::to_value(schemars::schema_for!(RawInventory)),
+    }
+    .unwrap_or_default();
+    match kind {
+        Some(k) => one(k),
+        None => serde_json::json!({
+            "suite": one(SchemaKind::Suite),
+            "workload": one(SchemaKind::Workload),
+            "inventory": one(SchemaKind::Inventory),
+        }),
+    }
+}
+
+pub fn schema(args: &SchemaArgs) -> Result<i32, Error> {
+    let v = schema_json(args.kind);
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &v).map_err(|e| Error::Output(e.into()))?;
+    writeln!(out).map_err(Error::Output)?;
+    Ok(super::exit::OK)
+}

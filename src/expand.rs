@@ -1,0 +1,332 @@
+//! Expansion: a suite becomes a list of run points (workload entry × mode ×
+//! variant × repetition). Pure and deterministic: nothing here reads the
+//! filesystem, the network, the clock or the environment.
+//!
+//! Precedence, lowest first: workload file < suite `defaults` < entry
+//! `overrides` < matrix point < mode < `--set`. Maps merge deeply; lists and
+//! scalars replace. Only params vary between the points of one entry and
+//! mode, so the merged structure is built and validated once per
+//! (entry, mode) — a [`Group`] — and each point carries only its params.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::diag::{Diagnostic, Diagnostics, did_you_mean, list_names};
+use crate::suite::{Entry, Suite, Workload};
+use crate::yaml::{Key, Node};
+
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// One (workload entry, mode): the merged, validated workload.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub entry: usize,
+    pub mode: String,
+    pub workload: Workload,
+    /// Digest of the merged structure (everything but params).
+    pub digest: [u8; 32],
+}
+
+/// One run to be planned.
+#[derive(Debug, Clone)]
+pub struct RunPoint {
+    pub group: usize,
+    /// Every param, resolved.
+    pub params: Arc<Params>,
+    /// The matrix point (or include row) that made this variant, in key order.
+    pub variant: Arc<Vec<(String, serde_json::Value)>>,
+    /// 1-based.
+    pub repetition: u32,
+}
+
+impl RunPoint {
+    /// `num_events=100,interval_ms=10`, or `default` without a matrix.
+    pub fn variant_label(&self) -> String {
+        variant_label(&self.variant)
+    }
+}
+
+pub fn variant_label(variant: &[(String, serde_json::Value)]) -> String {
+    if variant.is_empty() {
+        return "default".into();
+    }
+    variant
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The whole expansion of a suite.
+#[derive(Debug, Clone, Default)]
+pub struct Expansion {
+    pub groups: Vec<Group>,
+    pub runs: Vec<RunPoint>,
+}
+
+/// Expands `suite` into runs. Errors are collected and returned together.
+///
+/// Runs are ordered entry by entry; within an entry, repetition is the
+/// outermost loop and mode the innermost, so an interrupted suite has whole
+/// repetitions of every variant and mode, and modes are interleaved in time
+/// (drift on the machine affects them alike).
+pub fn expand(suite: &Suite) -> Result<Expansion, Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let mut out = Expansion::default();
+    for entry in &suite.entries {
+        expand_entry(suite, entry, &mut out, &mut diags);
+    }
+    if out.runs.is_empty() && diags.is_empty() {
+        diags.push(Diagnostic::new(None, "the suite expands to no runs"));
+    }
+    diags.finish();
+    if diags.is_empty() { Ok(out) } else { Err(diags) }
+}
+
+fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut Diagnostics) {
+    let before = diags.len();
+    // workload < defaults < overrides: the base every mode starts from.
+    let mut base = entry.workload.clone();
+    for overlay in [&suite.defaults, &entry.overrides].into_iter().flatten() {
+        base.merge(overlay);
+    }
+    // mode < --set: applied over the matrix point.
+    let tails: Vec<Node> = entry
+        .modes
+        .iter()
+        .map(|m| {
+            let mut tail = Node::empty_map(m.span);
+            if let Some(o) = &m.overlay {
+                tail.merge(o);
+            }
+            if let Some(s) = &suite.set {
+                tail.merge(s);
+            }
+            tail
+        })
+        .collect();
+
+    // Every param some mode knows: matrix, include and exclude keys must be among them.
+    let mut declared: BTreeSet<String> = param_names(&base);
+    for t in &tails {
+        declared.extend(param_names(t));
+    }
+    let mut first_group = None;
+    for (mode, tail) in entry.modes.iter().zip(&tails) {
+        let mut merged = base.clone();
+        merged.merge(tail);
+        if let Some(w) = Workload::from_node(&merged, diags) {
+            first_group.get_or_insert(out.groups.len());
+            out.groups.push(Group {
+                entry: entry.index,
+                mode: mode.name.clone(),
+                workload: w,
+                digest: structure_digest(&merged),
+            });
+        }
+    }
+    check_keys(entry, &declared, suite, diags);
+    if diags.len() != before {
+        return;
+    }
+    let Some(first_group) = first_group else { return };
+
+    let points = points(entry, diags);
+    if diags.len() != before {
+        return;
+    }
+    if points.is_empty() {
+        diags.push(
+            Diagnostic::at(entry.span, format!("workload entry `{}` expands to no runs", entry.workload_name))
+                .with_help("every matrix point is excluded; loosen `exclude` or add `include` rows"),
+        );
+        return;
+    }
+    let base_params = base.get("params").map(Node::to_json);
+    // params = base < point < mode/--set, shared by all repetitions.
+    let mut per_point_mode: Vec<Vec<Arc<Params>>> = Vec::new();
+    for point in &points {
+        let mut row = Vec::new();
+        for tail in &tails {
+            let mut p = match &base_params {
+                Some(serde_json::Value::Object(m)) => m.clone(),
+                _ => Params::new(),
+            };
+            for (k, v) in point.iter() {
+                p.insert(k.clone(), v.clone());
+            }
+            if let Some(serde_json::Value::Object(tp)) = tail.get("params").map(Node::to_json) {
+                for (k, v) in tp {
+                    merge_json(p.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            p.retain(|_, v| !v.is_null());
+            row.push(Arc::new(p));
+        }
+        per_point_mode.push(row);
+    }
+    let points: Vec<Arc<Vec<(String, serde_json::Value)>>> = points.into_iter().map(Arc::new).collect();
+    for repetition in 1..=entry.repetitions {
+        for (pi, point) in points.iter().enumerate() {
+            for (mi, _) in entry.modes.iter().enumerate() {
+                out.runs.push(RunPoint {
+                    group: first_group + mi,
+                    params: per_point_mode[pi][mi].clone(),
+                    variant: point.clone(),
+                    repetition,
+                });
+            }
+        }
+    }
+}
+
+fn param_names(node: &Node) -> BTreeSet<String> {
+    node.get("params")
+        .and_then(Node::as_map)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, _)| k.name.clone())
+        .collect()
+}
+
+/// Matrix, include and exclude keys, and `--set` params, must name params.
+fn check_keys(entry: &Entry, declared: &BTreeSet<String>, suite: &Suite, diags: &mut Diagnostics) {
+    let unknown = |k: &Key, what: &str| {
+        let help = did_you_mean(&k.name, declared.iter().map(String::as_str)).unwrap_or_else(|| {
+            if declared.is_empty() {
+                "the workload declares no params; add it under `params:` with a default".into()
+            } else {
+                format!("params of `{}`: {}", entry.workload_name, list_names(declared.iter().map(String::as_str)))
+            }
+        });
+        Diagnostic::at(k.span, format!("{what} names unknown param `{}`", k.name)).with_help(help)
+    };
+    for (k, _) in &entry.matrix {
+        if !declared.contains(&k.name) {
+            diags.push(unknown(k, "matrix"));
+        }
+    }
+    let matrix_keys: BTreeSet<&str> = entry.matrix.iter().map(|(k, _)| k.name.as_str()).collect();
+    for row in &entry.exclude {
+        for (k, _) in row.as_map().unwrap_or_default() {
+            if !declared.contains(&k.name) {
+                diags.push(unknown(k, "an `exclude` row"));
+            } else if !matrix_keys.contains(k.name.as_str()) {
+                diags.push(
+                    Diagnostic::at(k.span, format!("an `exclude` row names `{}`, which is not a matrix key", k.name))
+                        .with_help("such a row can never match; exclude rows match matrix points"),
+                );
+            }
+        }
+    }
+    for row in &entry.include {
+        for (k, _) in row.as_map().unwrap_or_default() {
+            if !declared.contains(&k.name) {
+                diags.push(unknown(k, "an `include` row"));
+            }
+        }
+    }
+    if let Some(params) = suite.set.as_ref().and_then(|s| s.get("params")).and_then(Node::as_map) {
+        for (k, _) in params {
+            if !declared.contains(&k.name) {
+                diags.push(unknown(k, "`--set`"));
+            }
+        }
+    }
+}
+
+/// The variants of an entry: the matrix cross product (first key outermost),
+/// minus rows matched by `exclude`, plus `include` rows not already present.
+fn points(entry: &Entry, diags: &mut Diagnostics) -> Vec<Vec<(String, serde_json::Value)>> {
+    let mut pts: Vec<Vec<(String, serde_json::Value)>> = vec![Vec::new()];
+    for (k, values) in &entry.matrix {
+        let json: Vec<serde_json::Value> = values.iter().map(Node::to_json).collect();
+        pts = pts
+            .into_iter()
+            .flat_map(|p| {
+                json.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((k.name.clone(), v.clone()));
+                    q
+                })
+            })
+            .collect();
+    }
+    let rows = |nodes: &[Node]| -> Vec<Vec<(String, serde_json::Value)>> {
+        nodes
+            .iter()
+            .map(|r| {
+                r.as_map()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect()
+            })
+            .collect()
+    };
+    let exclude = rows(&entry.exclude);
+    let matches = |p: &[(String, serde_json::Value)], row: &[(String, serde_json::Value)]| {
+        row.iter().all(|(k, v)| p.iter().any(|(pk, pv)| pk == k && pv == v))
+    };
+    for (row, node) in exclude.iter().zip(&entry.exclude) {
+        if !row.is_empty() && !pts.iter().any(|p| matches(p, row)) {
+            diags.push(
+                Diagnostic::at(node.span, "this `exclude` row matches no matrix point")
+                    .with_help("check its values against the matrix"),
+            );
+        }
+    }
+    pts.retain(|p| !exclude.iter().any(|row| !row.is_empty() && matches(p, row)));
+    for row in rows(&entry.include) {
+        // An include row lists the matrix keys first, in matrix order, then the rest.
+        let mut ordered: Vec<(String, serde_json::Value)> = Vec::new();
+        for (k, _) in &entry.matrix {
+            if let Some((_, v)) = row.iter().find(|(rk, _)| *rk == k.name) {
+                ordered.push((k.name.clone(), v.clone()));
+            }
+        }
+        for (k, v) in &row {
+            if !ordered.iter().any(|(ok, _)| ok == k) {
+                ordered.push((k.clone(), v.clone()));
+            }
+        }
+        if !pts.contains(&ordered) {
+            pts.push(ordered);
+        }
+    }
+    pts
+}
+
+/// Deep merge for JSON values, with the same rules as [`Node::merge`].
+pub fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge_json(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// A digest of everything in a merged workload except its params and
+/// descriptions: part of every run id of the group.
+fn structure_digest(merged: &Node) -> [u8; 32] {
+    let mut json = merged.to_json();
+    if let serde_json::Value::Object(m) = &mut json {
+        m.remove("params");
+        m.remove("description");
+    }
+    let mut h = Sha256::new();
+    h.update(json.to_string().as_bytes());
+    h.finalize().into()
+}

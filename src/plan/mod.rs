@@ -1,0 +1,10 @@
+//! Planning: run points become DAGs of rendered step instances.
+
+mod build;
+pub mod dag;
+pub mod output;
+pub mod template;
+mod types;
+
+pub use build::{PlanOptions, Planner, SCHEMA_VERSION};
+pub use types::{CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance, StopPlan};

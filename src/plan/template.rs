@@ -1,0 +1,255 @@
+//! Templates: minijinja, strict about undefined names, and shell-quoting every
+//! interpolated value in fields that a shell will read.
+//!
+//! A template whose name ends in `.sh` is rendered with the `shell`
+//! auto-escape: each `{{ value }}` is written as one shell word (quoted only
+//! when it needs to be), so a param holding `; rm -rf /` or `$(…)` stays inert
+//! text. `{{ value | safe }}` opts out for one expression.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+/// Suffix of template names rendered with shell quoting.
+pub const SHELL_SUFFIX: &str = ".sh";
+
+/// All templates of a plan, compiled once, rendered per run and host.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(SHELL_SUFFIX) {
+                AutoEscape::Custom("shell".into())
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == "shell") {
+                if value.is_safe() {
+                    return out.write_str(&value.to_string()).map_err(minijinja::Error::from);
+                }
+                if value.is_undefined() {
+                    return minijinja::escape_formatter(out, state, value);
+                }
+                let text = match value.as_str() {
+                    Some(s) => Cow::Borrowed(s),
+                    None => Cow::Owned(value.to_string()),
+                };
+                out.write_str(&shell_quote(&text)).map_err(minijinja::Error::from)
+            } else {
+                let plain = AutoEscape::None;
+                minijinja::escape_formatter(out, state, value).or_else(|_| {
+                    let _ = plain;
+                    out.write_str(&value.to_string()).map_err(minijinja::Error::from)
+                })
+            }
+        });
+        env.add_filter("shell_quote", |s: Cow<'_, str>| Value::from_safe_string(shell_quote(&s).into_owned()));
+        Templates { env }
+    }
+
+    /// Compiles `source` under `name`; a syntax error is returned as text.
+    pub fn add(&mut self, name: String, source: String) -> Result<(), String> {
+        self.env
+            .add_template_owned(name, source)
+            .map_err(|e| describe_error(&e))
+    }
+
+    /// Renders the template `name` with `ctx`.
+    pub fn render(&self, name: &str, ctx: &Value) -> Result<String, String> {
+        let tmpl = self.env.get_template(name).map_err(|e| describe_error(&e))?;
+        tmpl.render(ctx).map_err(|e| explain_render_error(&e, &tmpl.undeclared_variables(true), ctx))
+    }
+
+    /// Evaluates a `when:` expression (with or without `{{ }}`) to a boolean.
+    pub fn eval_bool(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
+        let inner = strip_braces(expr);
+        let compiled = self.env.compile_expression(inner).map_err(|e| describe_error(&e))?;
+        let v = compiled
+            .eval(ctx)
+            .map_err(|e| explain_render_error(&e, &compiled.undeclared_variables(true), ctx))?;
+        Ok(v.is_true())
+    }
+
+    /// Checks that a `when:` expression compiles.
+    pub fn check_expression(&self, expr: &str) -> Result<(), String> {
+        self.env
+            .compile_expression(strip_braces(expr))
+            .map(|_| ())
+            .map_err(|e| describe_error(&e))
+    }
+}
+
+fn strip_braces(expr: &str) -> &str {
+    let t = expr.trim();
+    t.strip_prefix("{{")
+        .and_then(|s| s.strip_suffix("}}"))
+        .map_or(t, str::trim)
+}
+
+fn describe_error(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", kind_text(e)),
+        None => kind_text(e).to_string(),
+    }
+}
+
+fn kind_text(e: &minijinja::Error) -> &'static str {
+    use minijinja::ErrorKind as K;
+    match e.kind() {
+        K::SyntaxError => "syntax error",
+        K::UndefinedError => "undefined value",
+        K::UnknownFilter => "unknown filter",
+        K::UnknownFunction => "unknown function",
+        K::UnknownTest => "unknown test",
+        K::InvalidOperation => "invalid operation",
+        K::MissingArgument => "missing argument",
+        K::TooManyArguments => "too many arguments",
+        K::BadSerialization => "bad value",
+        _ => "template error",
+    }
+}
+
+/// Turns an "undefined value" error into one that names the missing
+/// variable and suggests the closest existing one.
+fn explain_render_error(e: &minijinja::Error, vars: &std::collections::HashSet<String>, ctx: &Value) -> String {
+    if e.kind() != minijinja::ErrorKind::UndefinedError {
+        return describe_error(e);
+    }
+    let sorted: BTreeSet<&String> = vars.iter().collect();
+    for var in sorted {
+        let mut cur = ctx.clone();
+        let mut walked: Vec<&str> = Vec::new();
+        for part in var.split('.') {
+            match cur.get_attr(part) {
+                Ok(v) if !v.is_undefined() => {
+                    walked.push(part);
+                    cur = v;
+                }
+                _ => {
+                    let keys: Vec<String> = cur
+                        .try_iter()
+                        .map(|it| it.filter_map(|k| k.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    let parent = if walked.is_empty() {
+                        "the context".to_string()
+                    } else {
+                        format!("`{}`", walked.join("."))
+                    };
+                    let full = if walked.is_empty() {
+                        part.to_string()
+                    } else {
+                        format!("{}.{part}", walked.join("."))
+                    };
+                    let hint = match crate::diag::did_you_mean(part, keys.iter().map(String::as_str)) {
+                        Some(h) => format!("; {h}"),
+                        None if keys.is_empty() => String::new(),
+                        None => format!(
+                            "; {parent} has {}",
+                            crate::diag::list_names(keys.iter().map(String::as_str))
+                        ),
+                    };
+                    return format!("undefined value `{full}`{hint}");
+                }
+            }
+        }
+    }
+    describe_error(e)
+}
+
+/// Quotes `s` as one shell word, only when it needs quoting.
+///
+/// A leading `~/` stays outside the quotes so the shell still expands it.
+pub fn shell_quote(s: &str) -> Cow<'_, str> {
+    fn plain(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '@' | '%' | '+' | '=')
+    }
+    if !s.is_empty() && s.chars().all(plain) && !s.starts_with('=') {
+        return Cow::Borrowed(s);
+    }
+    if let Some(rest) = s.strip_prefix("~/") {
+        return Cow::Owned(format!("~/{}", shell_quote(rest)));
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    fn render(src: &str, ctx: Value) -> Result<String, String> {
+        let mut t = Templates::new();
+        t.add("t.sh".into(), src.into())?;
+        t.render("t.sh", &ctx)
+    }
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        assert_eq!(shell_quote("abc-1.2,x:y/z"), "abc-1.2,x:y/z");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("~/flow/runs/x y"), "~/'flow/runs/x y'");
+    }
+
+    #[test]
+    fn interpolated_values_cannot_inject_shell() {
+        let ctx = context! { params => context! { x => "; rm -rf / $(id) `id` \"q\" 'q'\nnewline" } };
+        let out = render("echo {{ params.x }}", ctx).expect("renders");
+        let run = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&out)
+            .output()
+            .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            "; rm -rf / $(id) `id` \"q\" 'q'\nnewline\n"
+        );
+    }
+
+    #[test]
+    fn safe_opts_out() {
+        let ctx = context! { params => context! { x => "a b" } };
+        assert_eq!(render("echo {{ params.x | safe }}", ctx).as_deref(), Ok("echo a b"));
+    }
+
+    #[test]
+    fn undefined_names_are_errors_with_suggestions() {
+        let ctx = context! { params => context! { num_events => 1 } };
+        let err = render("go {{ params.num_evnts }}", ctx).expect_err("strict");
+        assert_eq!(err, "undefined value `params.num_evnts`; did you mean `num_events`?");
+    }
+
+    #[test]
+    fn when_expressions() {
+        let t = Templates::new();
+        let ctx = context! { params => context! { n => 5 } };
+        assert_eq!(t.eval_bool("params.n > 3", &ctx), Ok(true));
+        assert_eq!(t.eval_bool("{{ params.n > 9 }}", &ctx), Ok(false));
+    }
+}

@@ -1,0 +1,128 @@
+//! The plan of one run as it is written to `plan.json`: the resolved DAG of
+//! step instances with rendered commands, placement and edges.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::dag::EdgeKind;
+use crate::suite::{Metric, StepKind};
+
+/// The host name of steps that run on the controller (analyze steps).
+pub const CONTROLLER: &str = "controller";
+
+/// One run: a DAG of step instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPlan {
+    pub schema_version: u32,
+    /// `<workload>.<mode>.r<repetition>-<hash>`; stable across invocations.
+    pub id: String,
+    pub suite: String,
+    pub workload: String,
+    pub mode: String,
+    /// `key=value,…` of the matrix point, or `default`.
+    pub variant: String,
+    pub variant_params: serde_json::Map<String, serde_json::Value>,
+    /// 1-based.
+    pub repetition: u32,
+    /// Every param, resolved.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Whether the run needs its hosts to itself.
+    pub exclusive: bool,
+    /// The run's directory on the controller.
+    pub dir: String,
+    /// Hosts the run uses, in inventory order.
+    pub hosts: Vec<String>,
+    /// Files and folders pushed into each host's run dir (controller paths).
+    pub files: Vec<String>,
+    pub steps: Vec<StepInstance>,
+    pub edges: Vec<Edge>,
+    pub metrics: Vec<Metric>,
+}
+
+/// A step placed on one host.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StepInstance {
+    /// `<step>@<host>`.
+    pub id: String,
+    pub step: String,
+    /// A host of the inventory, or `controller`.
+    pub host: String,
+    pub kind: StepKind,
+    /// Working directory on the host: the run dir there (for analyze steps,
+    /// the workload file's folder on the controller).
+    pub cwd: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunCommand>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopPlan>,
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub retries: u32,
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub allow_failure: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub paths: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A rendered command: `sh -c` text, or argv.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl RunCommand {
+    /// The command as one line, for people.
+    pub fn display(&self) -> String {
+        match self {
+            RunCommand::Shell(s) => s.clone(),
+            RunCommand::Argv(v) => v
+                .iter()
+                .map(|a| super::template::shell_quote(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ReadyPlan {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    pub timeout_ms: u64,
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StopPlan {
+    pub signal: String,
+    pub grace_ms: u64,
+}
+
+/// `from` must be ready (services), running (monitors) or done before `to` starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub kind: EdgeKind,
+}

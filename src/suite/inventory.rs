@@ -1,0 +1,298 @@
+//! The inventory: named hosts with their roles, and how steps select them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::raw::{RawHost, RawInventory};
+use crate::diag::{Diagnostic, Diagnostics, Span, did_you_mean, list_names};
+use crate::yaml::{Node, decode};
+
+/// The address that means "this machine, no ssh".
+pub const LOCAL: &str = "local";
+
+/// One host, with `defaults` applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    /// As written; `local` for the controller itself.
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// As written; `None` means the default (see [`Host::workdir_for`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    pub roles: Vec<String>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ssh_options: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+}
+
+impl Host {
+    pub fn is_local(&self) -> bool {
+        self.address == LOCAL
+    }
+
+    /// The address templates see: `localhost` for a local host, so a workload
+    /// pointing clients at a server's address runs unchanged on one machine.
+    pub fn template_address(&self) -> &str {
+        if self.is_local() { "localhost" } else { &self.address }
+    }
+
+    /// The working directory on the host. A local host without one works
+    /// inside the artifact (`<artifact>/work/<host>`), so nothing is left
+    /// outside it; a remote host defaults to `~/flow`.
+    pub fn workdir_for(&self, artifact_dir: &Path) -> String {
+        match &self.workdir {
+            Some(w) => w.trim_end_matches('/').to_string(),
+            None if self.is_local() => artifact_dir
+                .join("work")
+                .join(&self.name)
+                .display()
+                .to_string(),
+            None => "~/flow".to_string(),
+        }
+    }
+}
+
+/// The hosts of a suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    /// Hosts in file order (that is the order of `hosts.<role>` lists).
+    pub hosts: Vec<Host>,
+    /// The file it was read from; `None` for the built-in default.
+    pub source: Option<PathBuf>,
+    /// The built-in default: one local host that carries every role.
+    pub builtin: bool,
+}
+
+/// How a selector (`on:`, `from:`) failed to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSelector {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Inventory {
+    /// The built-in inventory: a single host `local` carrying every role.
+    pub fn builtin() -> Self {
+        Inventory {
+            hosts: vec![Host {
+                name: "local".into(),
+                address: LOCAL.into(),
+                user: None,
+                port: None,
+                jump: None,
+                identity: None,
+                workdir: None,
+                roles: Vec::new(),
+                vars: serde_json::Map::new(),
+                ssh_options: BTreeMap::new(),
+                ssh_config: None,
+            }],
+            source: None,
+            builtin: true,
+        }
+    }
+
+    /// Builds an inventory from a parsed file, collecting every error.
+    pub fn from_node(node: &Node, path: &Path, diags: &mut Diagnostics) -> Option<Self> {
+        let raw: RawInventory = decode(node, diags)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let defaults = raw.defaults.unwrap_or_default();
+        let order: Vec<&str> = node
+            .get("hosts")
+            .and_then(Node::as_map)
+            .map(|m| m.iter().map(|(k, _)| k.name.as_str()).collect())
+            .unwrap_or_default();
+        let mut hosts = Vec::new();
+        let before = diags.len();
+        for name in order {
+            let Some(h) = raw.hosts.get(name) else { continue };
+            let span = node
+                .get("hosts")
+                .and_then(|m| m.get_key(name))
+                .map(|k| k.span)
+                .unwrap_or_default();
+            if !valid_name(name) {
+                diags.push(
+                    Diagnostic::at(span, format!("invalid host name `{name}`"))
+                        .with_help("host names may use letters, digits, `-`, `_` and `.`"),
+                );
+            }
+            if name == "all" || name == "controller" {
+                diags.push(Diagnostic::at(span, format!("`{name}` is reserved and cannot name a host")));
+            }
+            hosts.push(merge_host(name, h, &defaults, dir));
+        }
+        if hosts.is_empty() {
+            diags.push(Diagnostic::at(
+                node.get_key("hosts").map_or(node.span, |k| k.span),
+                "the inventory has no hosts",
+            ));
+        }
+        for h in &hosts {
+            if let Some(role) = h.roles.iter().find(|r| !valid_name(r) || r.as_str() == "all") {
+                let span = role_span(node, &h.name);
+                diags.push(Diagnostic::at(span, format!("invalid role `{role}` on host `{}`", h.name)));
+            }
+        }
+        (diags.len() == before).then(|| Inventory {
+            hosts,
+            source: Some(path.to_path_buf()),
+            builtin: false,
+        })
+    }
+
+    /// Every role some host carries, sorted.
+    pub fn roles(&self) -> Vec<&str> {
+        let mut roles: Vec<&str> = self
+            .hosts
+            .iter()
+            .flat_map(|h| h.roles.iter().map(String::as_str))
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        roles
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The hosts carrying `role`, in inventory order.
+    pub fn with_role(&self, role: &str) -> Vec<usize> {
+        if self.builtin {
+            return vec![0];
+        }
+        (0..self.hosts.len())
+            .filter(|&i| self.hosts[i].roles.iter().any(|r| r == role))
+            .collect()
+    }
+
+    /// Resolves selectors (`all`, a host name, a role) into host indices, in
+    /// inventory order, without repeats.
+    pub fn select(&self, selectors: &[String]) -> Result<Vec<usize>, UnknownSelector> {
+        let mut picked = vec![false; self.hosts.len()];
+        for sel in selectors {
+            if sel == "all" {
+                picked.iter_mut().for_each(|p| *p = true);
+            } else if let Some(i) = self.hosts.iter().position(|h| &h.name == sel) {
+                picked[i] = true;
+            } else {
+                let hosts = self.with_role(sel);
+                if hosts.is_empty() {
+                    return Err(self.unknown(sel));
+                }
+                hosts.into_iter().for_each(|i| picked[i] = true);
+            }
+        }
+        Ok((0..picked.len()).filter(|&i| picked[i]).collect())
+    }
+
+    fn unknown(&self, sel: &str) -> UnknownSelector {
+        let roles = self.roles();
+        let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+        let help = did_you_mean(sel, roles.iter().copied().chain(names.iter().copied()));
+        let known = if roles.is_empty() {
+            "the inventory defines no roles".to_string()
+        } else {
+            format!("known roles: {}", list_names(roles.iter().copied()))
+        };
+        UnknownSelector {
+            message: format!("unknown role or host `{sel}`"),
+            help: Some(match help {
+                Some(h) => format!("{h} ({known})"),
+                None => format!("{known}; hosts: {}", list_names(names.iter().copied())),
+            }),
+        }
+    }
+}
+
+fn role_span(node: &Node, host: &str) -> Span {
+    node.get("hosts")
+        .and_then(|m| m.get(host))
+        .and_then(|h| h.get("roles"))
+        .map_or(node.span, |r| r.span)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {
+    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    let mut vars = serde_json::Map::new();
+    for (k, v) in d.vars.iter().flatten().chain(h.vars.iter().flatten()) {
+        vars.insert(k.clone(), v.clone());
+    }
+    let mut ssh_options = d.ssh_options.clone().unwrap_or_default();
+    ssh_options.extend(h.ssh_options.clone().unwrap_or_default());
+    Host {
+        name: name.to_string(),
+        address: pick(&h.address, &d.address).unwrap_or_else(|| name.to_string()),
+        user: pick(&h.user, &d.user),
+        port: h.port.or(d.port),
+        jump: pick(&h.jump, &d.jump),
+        identity: pick(&h.identity, &d.identity),
+        workdir: pick(&h.workdir, &d.workdir),
+        roles: h.roles.clone().or_else(|| d.roles.clone()).unwrap_or_default(),
+        vars,
+        ssh_options,
+        ssh_config: pick(&h.ssh_config, &d.ssh_config).map(|p| dir.join(p)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::parse;
+
+    fn inv(yaml: &str) -> Inventory {
+        let node = parse(yaml, 0).expect("parses");
+        let mut d = Diagnostics::new();
+        let inv = Inventory::from_node(&node, Path::new("hosts/x.yaml"), &mut d);
+        assert!(d.is_empty(), "{d:?}");
+        inv.expect("valid")
+    }
+
+    #[test]
+    fn defaults_apply_and_hosts_keep_file_order() {
+        let i = inv(
+            "defaults: {user: jc, workdir: ~/flow, vars: {a: 1}}\nhosts:\n  z: {address: z1, roles: [worker], vars: {b: 2}}\n  a: {address: a1, roles: [worker, coordinator], user: root}\n",
+        );
+        assert_eq!(i.hosts[0].name, "z");
+        assert_eq!(i.hosts[0].user.as_deref(), Some("jc"));
+        assert_eq!(i.hosts[1].user.as_deref(), Some("root"));
+        assert_eq!(i.hosts[0].vars.len(), 2);
+        assert_eq!(i.select(&["worker".into()]), Ok(vec![0, 1]));
+        assert_eq!(i.select(&["coordinator".into(), "z".into()]), Ok(vec![0, 1]));
+        assert_eq!(i.select(&["all".into()]), Ok(vec![0, 1]));
+    }
+
+    #[test]
+    fn unknown_roles_name_the_known_ones() {
+        let i = inv("hosts:\n  a: {address: a1, roles: [worker]}\n");
+        let e = i.select(&["wroker".into()]).expect_err("unknown");
+        assert_eq!(e.message, "unknown role or host `wroker`");
+        assert_eq!(e.help.as_deref(), Some("did you mean `worker`? (known roles: `worker`)"));
+    }
+
+    #[test]
+    fn builtin_local_carries_every_role() {
+        let i = Inventory::builtin();
+        assert_eq!(i.select(&["anything".into()]), Ok(vec![0]));
+        assert_eq!(i.hosts[0].template_address(), "localhost");
+    }
+}

@@ -1,0 +1,376 @@
+//! Reading a suite and everything it names from disk: the suite file, its
+//! workload files, the inventory, and the `--set` arguments. This is the
+//! only part of planning that touches the filesystem.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::inventory::Inventory;
+use super::model::{Entry, ModeRef, Suite};
+use super::raw::{RawOverlay, RawSuite, RawWorkload};
+use super::workload::valid_name;
+use crate::diag::{Diagnostic, Diagnostics, FileId, Sources, Span, did_you_mean, list_names};
+use crate::yaml::{Key, Node, NodeKind, decode, parse};
+
+/// What the command line adds to a suite.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--hosts FILE`: replaces the suite's inventory.
+    pub hosts: Option<PathBuf>,
+    /// `--set key.path=value`, in order.
+    pub set: Vec<String>,
+}
+
+/// Loading failed: every diagnostic, with the sources to render them.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub sources: Sources,
+    pub diags: Diagnostics,
+}
+
+impl LoadFailure {
+    pub fn render(&self) -> String {
+        self.diags.render(&self.sources)
+    }
+}
+
+/// Top-level keys of a workload: `--set` paths starting with one of these
+/// address the workload; any other key is a param (`--set port=1` is
+/// `--set params.port=1`).
+const WORKLOAD_KEYS: &[&str] = &["params", "steps", "files", "env", "metrics", "exclusive", "description"];
+
+/// Finds a suite by name (`suites/NAME.yaml`) or path.
+pub fn resolve_suite_path(spec: &str) -> Result<PathBuf, String> {
+    let as_path = Path::new(spec);
+    let looks_like_path = spec.contains('/') || spec.ends_with(".yaml") || spec.ends_with(".yml");
+    if looks_like_path || as_path.is_file() {
+        if as_path.is_file() {
+            return Ok(as_path.to_path_buf());
+        }
+        return Err(format!("suite file `{spec}` does not exist"));
+    }
+    for ext in ["yaml", "yml"] {
+        let p = Path::new("suites").join(format!("{spec}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let mut known: Vec<String> = std::fs::read_dir("suites")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"))
+                .then(|| p.file_stem()?.to_str().map(str::to_string))
+                .flatten()
+        })
+        .collect();
+    known.sort();
+    let hint = match did_you_mean(spec, known.iter().map(String::as_str)) {
+        Some(h) => format!("; {h}"),
+        None if known.is_empty() => "; there is no `suites/` folder here (run flow from your project's root, or pass a path)".into(),
+        None => format!("; suites here: {}", list_names(known.iter().map(String::as_str))),
+    };
+    Err(format!("no suite named `{spec}`: `suites/{spec}.yaml` does not exist{hint}"))
+}
+
+struct Loader {
+    sources: Sources,
+    diags: Diagnostics,
+    /// Workload files already read, by canonical path.
+    workloads: BTreeMap<PathBuf, Option<Node>>,
+}
+
+impl Loader {
+    fn read(&mut self, path: &Path, referenced_at: Option<Span>, what: &str) -> Option<(Node, FileId)> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.diags.push(Diagnostic::new(
+                    referenced_at,
+                    format!("cannot read {what} `{}`: {e}", crate::diag::display_path(path)),
+                ));
+                return None;
+            }
+        };
+        let id = self.sources.add(path, text);
+        let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or_default();
+        match parse(text, id) {
+            Ok(node) => Some((node, id)),
+            Err(d) => {
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+}
+
+/// Loads and validates a suite with everything it refers to. Every problem
+/// found is reported, not just the first.
+pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
+    let mut l = Loader {
+        sources: Sources::default(),
+        diags: Diagnostics::new(),
+        workloads: BTreeMap::new(),
+    };
+    let fail = |l: Loader| {
+        let mut diags = l.diags;
+        diags.finish();
+        Err(LoadFailure {
+            sources: l.sources,
+            diags,
+        })
+    };
+    let path = match resolve_suite_path(spec) {
+        Ok(p) => p,
+        Err(msg) => {
+            l.diags.push(Diagnostic::new(None, msg));
+            return fail(l);
+        }
+    };
+    let Some((root, file)) = l.read(&path, None, "suite") else {
+        return fail(l);
+    };
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let raw: Option<RawSuite> = decode(&root, &mut l.diags);
+
+    // The inventory: --hosts, else the suite's `hosts:`, else built in.
+    let inventory = match (&opts.hosts, root.get("hosts")) {
+        (Some(p), _) => load_inventory(&mut l, p, None),
+        (None, Some(n)) if !n.is_null() => match n.as_str() {
+            Some(rel) => load_inventory(&mut l, &dir.join(rel), Some(n.span)),
+            None => None,
+        },
+        _ => Some(Inventory::builtin()),
+    };
+
+    let set = parse_set_args(&mut l, &opts.set);
+
+    let mut entries = Vec::new();
+    if let Some(raw) = &raw {
+        if !valid_name(&raw.suite) {
+            l.diags.push(
+                Diagnostic::at(
+                    root.get("suite").map_or(root.span, |n| n.span),
+                    format!("invalid suite name `{}`", raw.suite),
+                )
+                .with_help("names may use letters, digits, `-` and `_`"),
+            );
+        }
+        if raw.workloads.is_empty() {
+            l.diags.push(
+                Diagnostic::at(root.get_key("workloads").map_or(root.span, |k| k.span), "the suite lists no workloads")
+                    .with_help("add an entry such as `- workload: ../workloads/NAME.yaml`"),
+            );
+        }
+        let entry_nodes = root.get("workloads").and_then(Node::as_seq).unwrap_or_default();
+        for (index, (re, en)) in raw.workloads.iter().zip(entry_nodes).enumerate() {
+            if let Some(e) = load_entry(&mut l, index, re, en, &dir) {
+                entries.push(e);
+            }
+        }
+    }
+    let (Some(raw), Some(inventory), true) = (raw, inventory, l.diags.is_empty()) else {
+        return fail(l);
+    };
+    Ok(Suite {
+        name: raw.suite,
+        description: raw.description,
+        path,
+        file,
+        inventory,
+        defaults: root.get("defaults").filter(|n| !n.is_null()).cloned(),
+        entries,
+        set,
+        set_args: opts.set.clone(),
+        sources: l.sources,
+    })
+}
+
+fn load_inventory(l: &mut Loader, path: &Path, at: Option<Span>) -> Option<Inventory> {
+    let (node, _) = l.read(path, at, "inventory")?;
+    Inventory::from_node(&node, path, &mut l.diags)
+}
+
+fn load_entry(
+    l: &mut Loader,
+    index: usize,
+    re: &super::raw::RawEntry,
+    en: &Node,
+    dir: &Path,
+) -> Option<Entry> {
+    let wl_span = en.get("workload").map_or(en.span, |n| n.span);
+    let wpath = dir.join(&re.workload);
+    let key = std::fs::canonicalize(&wpath).unwrap_or_else(|_| wpath.clone());
+    let node = match l.workloads.get(&key) {
+        Some(cached) => cached.clone(),
+        None => {
+            let loaded = l.read(&wpath, Some(wl_span), "workload").and_then(|(node, _)| {
+                // The file on its own must be a valid workload.
+                let raw: Option<RawWorkload> = decode(&node, &mut l.diags);
+                raw.map(|_| node)
+            });
+            l.workloads.insert(key, loaded.clone());
+            loaded
+        }
+    }?;
+    let name = node.get("workload").map(|n| n.to_string()).unwrap_or_default();
+    let defined: BTreeMap<String, Node> = node
+        .get("modes")
+        .and_then(Node::as_map)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (k.name.clone(), v.clone()))
+        .collect();
+    let before = l.diags.len();
+    for (k, v) in node.get("modes").and_then(Node::as_map).unwrap_or_default() {
+        if !valid_name(&k.name) {
+            l.diags.push(Diagnostic::at(k.span, format!("invalid mode name `{}`", k.name)));
+        }
+        let _: Option<RawOverlay> = decode(v, &mut l.diags);
+    }
+    let mode_nodes = en.get("modes").and_then(Node::as_seq).unwrap_or_default();
+    let mut modes = Vec::new();
+    if mode_nodes.is_empty() {
+        modes.push(ModeRef {
+            name: "baseline".into(),
+            span: wl_span,
+            overlay: defined.get("baseline").cloned(),
+        });
+    }
+    for m in mode_nodes {
+        let name = m.to_string();
+        if modes.iter().any(|x: &ModeRef| x.name == name) {
+            l.diags.push(Diagnostic::at(m.span, format!("mode `{name}` is listed twice")));
+            continue;
+        }
+        match defined.get(&name) {
+            Some(overlay) => modes.push(ModeRef {
+                name,
+                span: m.span,
+                overlay: Some(overlay.clone()),
+            }),
+            None if name == "baseline" => modes.push(ModeRef {
+                name,
+                span: m.span,
+                overlay: None,
+            }),
+            None => {
+                let mut known: Vec<&str> = defined.keys().map(String::as_str).collect();
+                if !known.contains(&"baseline") {
+                    known.insert(0, "baseline");
+                }
+                let help = did_you_mean(&name, known.iter().copied())
+                    .unwrap_or_else(|| format!("modes of `{}`: {}", re.workload, list_names(known.iter().copied())));
+                l.diags.push(
+                    Diagnostic::at(m.span, format!("unknown mode `{name}` for workload `{}`", re.workload)).with_help(help),
+                );
+            }
+        }
+    }
+    if re.repetitions == Some(0) {
+        let span = en.get("repetitions").map_or(en.span, |n| n.span);
+        l.diags.push(Diagnostic::at(span, "`repetitions` must be at least 1"));
+    }
+    let mut matrix = Vec::new();
+    for (k, v) in en.get("matrix").and_then(Node::as_map).unwrap_or_default() {
+        let values = v.as_seq().unwrap_or_default().to_vec();
+        if values.is_empty() {
+            l.diags.push(
+                Diagnostic::at(v.span, format!("matrix key `{}` has no values", k.name))
+                    .with_help("give a list with at least one value, or remove the key"),
+            );
+        }
+        matrix.push((k.clone(), values));
+    }
+    let rows = |key: &str| -> Vec<Node> { en.get(key).and_then(Node::as_seq).unwrap_or_default().to_vec() };
+    let mut workload = node;
+    if let Some(m) = workload.as_map_mut() {
+        m.retain(|(k, _)| k.name != "modes");
+    }
+    (l.diags.len() == before).then(|| Entry {
+        index,
+        span: wl_span,
+        workload_path: wpath,
+        workload,
+        workload_name: name,
+        modes,
+        repetitions: re.repetitions.unwrap_or(1),
+        matrix,
+        exclude: rows("exclude"),
+        include: rows("include"),
+        overrides: en.get("overrides").filter(|n| !n.is_null()).cloned(),
+    })
+}
+
+/// Turns `--set` arguments into one overlay over the workload. The
+/// arguments become a pseudo-file so errors can point at them.
+fn parse_set_args(l: &mut Loader, args: &[String]) -> Option<Node> {
+    if args.is_empty() {
+        return None;
+    }
+    let text = args.join("\n");
+    let file = l.sources.add_named("<--set>".into(), PathBuf::new(), text);
+    let mut overlay = Node::empty_map(Span {
+        file,
+        line: 1,
+        col: 1,
+        len: 1,
+    });
+    for (i, arg) in args.iter().enumerate() {
+        let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let whole = Span {
+            file,
+            line,
+            col: 1,
+            len: u32::try_from(arg.chars().count()).unwrap_or(1),
+        };
+        let Some((key, value)) = arg.split_once('=') else {
+            l.diags.push(
+                Diagnostic::at(whole, format!("`--set {arg}` has no `=`")).with_help("write `--set key=value`, e.g. `--set num_events=10`"),
+            );
+            continue;
+        };
+        let key_span = Span {
+            len: u32::try_from(key.chars().count()).unwrap_or(1),
+            ..whole
+        };
+        let value_span = Span {
+            col: key_span.len + 2,
+            len: u32::try_from(value.chars().count()).unwrap_or(1),
+            ..whole
+        };
+        let segs: Vec<&str> = key.trim().split('.').collect();
+        if segs.iter().any(|s| s.is_empty()) {
+            l.diags.push(Diagnostic::at(key_span, format!("`--set`: invalid key `{key}`")));
+            continue;
+        }
+        let mut path: Vec<&str> = Vec::new();
+        if !WORKLOAD_KEYS.contains(&segs[0]) {
+            path.push("params");
+        }
+        path.extend(segs);
+        let mut value_node = match parse(value, file) {
+            Ok(n) => n,
+            Err(_) => Node::new(NodeKind::Str(value.to_string()), value_span),
+        };
+        respan(&mut value_node, value_span);
+        if let Err(msg) = overlay.set_path(&path, key_span, value_node) {
+            l.diags.push(Diagnostic::at(key_span, format!("`--set {key}`: {msg}")));
+        }
+    }
+    Some(overlay)
+}
+
+fn respan(node: &mut Node, span: Span) {
+    node.span = span;
+    match &mut node.kind {
+        NodeKind::Seq(items) => items.iter_mut().for_each(|n| respan(n, span)),
+        NodeKind::Map(m) => m.iter_mut().for_each(|(k, v): &mut (Key, Node)| {
+            k.span = span;
+            respan(v, span);
+        }),
+        _ => {}
+    }
+}

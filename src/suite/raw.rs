@@ -1,0 +1,390 @@
+//! The serde shapes of flow's three file kinds, exactly as written in YAML.
+//!
+//! These types reject unknown keys and are the single source of the published
+//! JSON Schema (`flow schema`). They carry no meaning beyond shape: the
+//! validated model is built from them in `workload.rs`, `inventory.rs` and
+//! `model.rs`. Free-form parts (params, overlays) stay `serde_json::Value`
+//! here; the model takes them from the spanned YAML tree instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::Value as Any;
+
+/// An inventory file (`hosts/*.yaml`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInventory {
+    /// Fields applied to every host unless the host sets them.
+    #[serde(default)]
+    pub defaults: Option<RawHost>,
+    /// Hosts by name.
+    pub hosts: BTreeMap<String, RawHost>,
+}
+
+/// One host of an inventory. Every field may also sit in `defaults`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    /// Host name or IP; `local` runs steps as local child processes, without ssh.
+    pub address: Option<String>,
+    /// ssh user.
+    pub user: Option<String>,
+    /// ssh port.
+    pub port: Option<u16>,
+    /// ProxyJump host (an inventory name, or anything `~/.ssh/config` knows).
+    pub jump: Option<String>,
+    /// ssh identity file.
+    pub identity: Option<String>,
+    /// Directory on the host under which runs live (`<workdir>/runs/<run-id>/`).
+    pub workdir: Option<String>,
+    /// Roles this host carries; steps select hosts by role.
+    pub roles: Option<Vec<String>>,
+    /// Free-form variables, available to templates as `host.vars`.
+    pub vars: Option<BTreeMap<String, Any>>,
+    /// Extra ssh options, passed as `-o Key=Value`.
+    pub ssh_options: Option<BTreeMap<String, String>>,
+    /// An ssh config file, passed as `-F`.
+    pub ssh_config: Option<String>,
+}
+
+/// A workload file (`workloads/*.yaml`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    /// The workload's name: the first part of its run ids.
+    pub workload: String,
+    pub description: Option<String>,
+    /// Parameters with their defaults; any of them can be swept or overridden.
+    #[serde(default)]
+    pub params: BTreeMap<String, Any>,
+    /// Paths (relative to this file) pushed into each host's run directory.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Environment variables for every step.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The steps, by name.
+    #[serde(default)]
+    pub steps: BTreeMap<String, RawStep>,
+    /// Figures of merit extracted after each run.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, RawMetric>,
+    /// Named overlays over this file; `baseline` (empty) always exists.
+    #[serde(default)]
+    pub modes: BTreeMap<String, RawOverlay>,
+    /// Whether runs of this workload need their hosts to themselves (default true).
+    pub exclusive: Option<bool>,
+}
+
+/// An overlay over a workload: a mode, suite `defaults`, or an entry's `overrides`.
+/// Maps merge deeply; lists and scalars replace; `null` removes a key.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverlay {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Any>,
+    pub files: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Any>,
+    /// Partial steps, merged over the workload's steps by name.
+    #[serde(default)]
+    pub steps: BTreeMap<String, Any>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, Any>,
+    pub exclusive: Option<bool>,
+}
+
+/// What a step is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// Runs to completion; its exit code matters.
+    Task,
+    /// Long-running; waited on until ready, stopped by flow at the end.
+    Service,
+    /// Runs while tasks run; stopped after the last task.
+    Monitor,
+    /// Copies files from hosts into the run's artifact folder; always runs.
+    Fetch,
+    /// Runs on the controller after fetch.
+    Analyze,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Task => "task",
+            StepKind::Service => "service",
+            StepKind::Monitor => "monitor",
+            StepKind::Fetch => "fetch",
+            StepKind::Analyze => "analyze",
+        }
+    }
+}
+
+/// One step of a workload.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// `task` (default), `service`, `monitor`, `fetch` or `analyze`.
+    pub kind: Option<StepKind>,
+    pub description: Option<String>,
+    /// Where the step runs: a role, a host name, a list of them, or `all`.
+    pub on: Option<OneOrMany>,
+    /// For `fetch`: the hosts to fetch from (same forms as `on`).
+    pub from: Option<OneOrMany>,
+    /// A string run by `sh -c` in the host's run dir, or a list run as argv.
+    pub run: Option<Command>,
+    /// Steps that must be ready (services) or done (tasks) first.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// For services: how to tell the service is ready.
+    pub ready: Option<RawReady>,
+    /// Longest the step may take (`30s`, `10m`, …).
+    pub timeout: Option<String>,
+    /// How flow stops a service or monitor.
+    pub stop: Option<RawStop>,
+    /// Environment variables for this step.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How many times a failed task is tried again.
+    pub retries: Option<u32>,
+    /// A template expression; when false the step is dropped from the run.
+    pub when: Option<When>,
+    /// A failure of this step does not fail the run.
+    pub allow_failure: Option<bool>,
+    /// For `fetch`: paths (globs) relative to the host's run dir.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+/// Readiness probe of a service. Exactly one of `log`, `port`, `cmd`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReady {
+    /// A regex matched against the service's output from its start.
+    pub log: Option<String>,
+    /// A TCP port on the host that accepts connections.
+    pub port: Option<Scalar>,
+    /// A command that exits 0 once the service is ready.
+    pub cmd: Option<String>,
+    /// How long to wait (default 60s).
+    pub timeout: Option<String>,
+    /// How often to probe (default 200ms).
+    pub interval: Option<String>,
+}
+
+/// How a long-running step is stopped: `signal`, then `grace`, then SIGKILL.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStop {
+    /// Signal name (`TERM` default, `INT`, `HUP`, `QUIT`, `USR1`, `USR2`, `KILL`).
+    pub signal: Option<String>,
+    /// Time between the signal and SIGKILL (default 10s).
+    pub grace: Option<String>,
+}
+
+/// A figure of merit. Exactly one of `json`, `csv`, `regex`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetric {
+    /// A glob relative to the run dir (`hosts/*/worker.csv`, `logs/*.out`).
+    pub from: String,
+    /// A JSON pointer into the file.
+    pub json: Option<String>,
+    /// A column of a CSV file, aggregated.
+    pub csv: Option<RawCsvMetric>,
+    /// A regex with a named group `value`.
+    pub regex: Option<String>,
+    /// For `regex`: every match (`all`) or the last one (`last`, default).
+    pub matches: Option<String>,
+    pub unit: Option<String>,
+    /// Which direction is an improvement.
+    pub better: Option<Better>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsvMetric {
+    pub column: String,
+    /// count, sum, mean, min, max, p50, p90, p95, p99, last (default mean).
+    pub agg: Option<String>,
+    /// Keep only rows whose columns equal these values.
+    #[serde(rename = "where", default)]
+    pub filter: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// A suite file (`suites/*.yaml`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuite {
+    /// The suite's name: part of every artifact id.
+    pub suite: String,
+    pub description: Option<String>,
+    /// An inventory file, relative to this file; `--hosts` overrides it.
+    pub hosts: Option<String>,
+    /// An overlay applied to every workload entry.
+    pub defaults: Option<RawOverlay>,
+    /// The workloads to run.
+    pub workloads: Vec<RawEntry>,
+}
+
+/// One workload entry of a suite.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntry {
+    /// Path of the workload file, relative to the suite file.
+    pub workload: String,
+    /// Modes to run (default: `[baseline]`).
+    pub modes: Option<Vec<String>>,
+    /// Repetitions of every point (default 1).
+    pub repetitions: Option<u32>,
+    /// Param name → values; the cross product is run, first key outermost.
+    #[serde(default)]
+    pub matrix: BTreeMap<String, Vec<Any>>,
+    /// Points to drop: a row drops every point it matches (partial match).
+    #[serde(default)]
+    pub exclude: Vec<BTreeMap<String, Any>>,
+    /// Extra points, added after `exclude`.
+    #[serde(default)]
+    pub include: Vec<BTreeMap<String, Any>>,
+    /// An overlay merged over the workload file.
+    pub overrides: Option<RawOverlay>,
+}
+
+/// A string or a list of strings (`on: worker`, `on: [worker, coordinator]`).
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A shell command string, or an argv list.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum Command {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+/// `when:` as a boolean or a template expression.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum When {
+    Bool(bool),
+    Expr(String),
+}
+
+/// A number or a template string (`port: 9000`, `port: "{{ params.port }}"`).
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum Scalar {
+    Int(i64),
+    Str(String),
+}
+
+struct StrOrSeq<T>(fn(String) -> T, fn(Vec<String>) -> T, &'static str);
+
+impl<'de, T> Visitor<'de> for StrOrSeq<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.2)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v.to_string()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        let mut out = Vec::new();
+        while let Some(s) = seq.next_element::<String>()? {
+            out.push(s);
+        }
+        Ok((self.1)(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrSeq(
+            OneOrMany::One,
+            OneOrMany::Many,
+            "a role, a host name, or a list of them",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrSeq(
+            Command::Shell,
+            Command::Argv,
+            "a command string or a list of arguments",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for When {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = When;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a boolean or a template expression")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<When, E> {
+                Ok(When::Bool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<When, E> {
+                Ok(When::Expr(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number or a template")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("number out of range"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
