@@ -78,7 +78,7 @@ fn write_text<W: Write>(out: &mut W, run: &RunPlan) -> io::Result<()> {
             (None, true) => String::new(),
         };
         writeln!(out, "  {:<7} {:<width$}  {what}", s.kind.as_str(), s.id)?;
-        let pad = " ".repeat(10 + width);
+        let pad = " ".repeat(12 + width);
         let mut notes = Vec::new();
         if let Some(r) = &s.ready {
             let probe = match (&r.log, r.port, &r.cmd) {

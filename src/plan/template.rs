@@ -59,6 +59,7 @@ impl Templates {
             }
         });
         env.add_filter("shell_quote", |s: Cow<'_, str>| Value::from_safe_string(shell_quote(&s).into_owned()));
+        env.add_filter("endpoints", endpoints);
         Templates { env }
     }
 
@@ -92,6 +93,30 @@ impl Templates {
             .map(|_| ())
             .map_err(|e| describe_error(&e))
     }
+}
+
+/// `{{ hosts.worker | endpoints(params.port) }}` → `a:9000,b:9000`: each
+/// host's address and its `vars.port` (or `vars.<var>`), else the default.
+fn endpoints(hosts: Value, default_port: Value, var: Option<String>) -> Result<String, minijinja::Error> {
+    let var = var.unwrap_or_else(|| "port".into());
+    let mut out = Vec::new();
+    for h in hosts.try_iter()? {
+        let address = h.get_attr("address")?;
+        let port = h
+            .get_attr("vars")
+            .and_then(|v| v.get_attr(&var))
+            .ok()
+            .filter(|p| !p.is_undefined() && !p.is_none())
+            .unwrap_or_else(|| default_port.clone());
+        if port.is_undefined() {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::UndefinedError,
+                format!("host {address} has no `vars.{var}` and no default port was given"),
+            ));
+        }
+        out.push(format!("{address}:{port}"));
+    }
+    Ok(out.join(","))
 }
 
 fn strip_braces(expr: &str) -> &str {
@@ -202,6 +227,15 @@ mod tests {
     use super::*;
     use minijinja::context;
 
+    trait FromJson {
+        fn from_serialize_json(v: serde_json::Value) -> Value;
+    }
+    impl FromJson for Value {
+        fn from_serialize_json(v: serde_json::Value) -> Value {
+            Value::from(minijinja::value::Serde(v))
+        }
+    }
+
     fn render(src: &str, ctx: Value) -> Result<String, String> {
         let mut t = Templates::new();
         t.add("t.sh".into(), src.into())?;
@@ -243,6 +277,19 @@ mod tests {
         let ctx = context! { params => context! { num_events => 1 } };
         let err = render("go {{ params.num_evnts }}", ctx).expect_err("strict");
         assert_eq!(err, "undefined value `params.num_evnts`; did you mean `num_events`?");
+    }
+
+    #[test]
+    fn endpoints_use_host_ports_or_the_default() {
+        let hosts = Value::from_serialize_json(serde_json::json!([
+            {"address": "a", "vars": {"port": 9001}},
+            {"address": "b", "vars": {}}
+        ]));
+        let ctx = context! { hosts => hosts };
+        assert_eq!(
+            render("--workers {{ hosts | endpoints(9000) }}", ctx).as_deref(),
+            Ok("--workers a:9001,b:9000")
+        );
     }
 
     #[test]

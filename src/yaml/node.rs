@@ -285,7 +285,12 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, Diagnostic> {
     {
         return Ok(Node::null(start));
     }
-    match serde_saphyr::from_str::<Spanned<Loaded>>(text) {
+    // YAML 1.2 booleans only: `on:`, `yes` and `no` stay strings (a step's
+    // `on:` key must not turn into `true`).
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    match serde_saphyr::from_str_with_options::<Spanned<Loaded>>(text, options) {
         Ok(loaded) => {
             let mut node = into_node(loaded);
             node.retag(file);
@@ -503,6 +508,14 @@ mod tests {
         let err = parse("a: [1, 2\nb: 3\n", 0).expect_err("must fail");
         assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
         assert!(err.span.is_some());
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let n = p("on: worker\nx: yes\ny: true\n");
+        assert_eq!(n.get("on").and_then(Node::as_str), Some("worker"));
+        assert_eq!(n.get("x").and_then(Node::as_str), Some("yes"));
+        assert_eq!(n.get("y").map(|x| &x.kind), Some(&NodeKind::Bool(true)));
     }
 
     #[test]
