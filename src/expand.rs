@@ -111,10 +111,13 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
         })
         .collect();
 
-    // Every param some mode knows: matrix, include and exclude keys must be among them.
+    // Every param the workload or a mode declares: matrix, include,
+    // exclude and `--set` keys must be among them.
     let mut declared: BTreeSet<String> = param_names(&base);
-    for t in &tails {
-        declared.extend(param_names(t));
+    for m in &entry.modes {
+        if let Some(o) = &m.overlay {
+            declared.extend(param_names(o));
+        }
     }
     let mut first_group = None;
     for (mode, tail) in entry.modes.iter().zip(&tails) {
@@ -171,9 +174,22 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
         per_point_mode.push(row);
     }
     let points: Vec<Arc<Vec<(String, serde_json::Value)>>> = points.into_iter().map(Arc::new).collect();
+    // Points that resolve to the same params (a `--set` over a matrix key)
+    // are the same run: keep the first.
+    let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
+    let mut unique = vec![vec![true; entry.modes.len()]; points.len()];
+    for (pi, row) in per_point_mode.iter().enumerate() {
+        for (mi, p) in row.iter().enumerate() {
+            let key = serde_json::to_string(&**p).unwrap_or_default();
+            unique[pi][mi] = seen.insert((mi, key));
+        }
+    }
     for repetition in 1..=entry.repetitions {
         for (pi, point) in points.iter().enumerate() {
             for (mi, _) in entry.modes.iter().enumerate() {
+                if !unique[pi][mi] {
+                    continue;
+                }
                 out.runs.push(RunPoint {
                     group: first_group + mi,
                     params: per_point_mode[pi][mi].clone(),

@@ -20,6 +20,8 @@ fn main() {
             eprint!("{rendered}");
             exit::INVALID
         }
+        // A closed pipe (`flow plan … | head`) is not an error worth a message.
+        Err(commands::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
             let mut msg = format!("error: {e}");
             let mut src = std::error::Error::source(&e);

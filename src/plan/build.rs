@@ -341,7 +341,8 @@ impl<'a> Planner<'a> {
         let mut files = Vec::with_capacity(texts.files.len());
         for t in &texts.files {
             let rel = self.render(t, &early)?;
-            files.push(texts.workload_dir.join(rel).display().to_string());
+            let keep_slash = if rel.ends_with('/') { "/" } else { "" };
+            files.push(format!("{}{keep_slash}", absolute(&texts.workload_dir.join(rel)).display()));
         }
         let mut hosts: Vec<String> = placement
             .iter()
@@ -547,11 +548,26 @@ fn ctx(items: &[(&'static str, Value)]) -> Value {
     Value::from(m)
 }
 
+/// An absolute, lexically normalized path (`a/../b` → `b`), without
+/// touching the filesystem.
 fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_path_buf();
+    use std::path::Component;
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
     }
-    std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    out
 }
 
 /// `hosts` in templates: role → list of hosts. With the built-in inventory

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::inventory::Inventory;
 use super::model::{Entry, ModeRef, Suite};
-use super::raw::{RawOverlay, RawSuite, RawWorkload};
+use super::raw::{RawOverlay, RawSuite};
+use super::workload::Workload;
 use super::workload::valid_name;
 use crate::diag::{Diagnostic, Diagnostics, FileId, Sources, Span, did_you_mean, list_names};
 use crate::yaml::{Key, Node, NodeKind, decode, parse};
@@ -207,15 +208,20 @@ fn load_entry(
         Some(cached) => cached.clone(),
         None => {
             let loaded = l.read(&wpath, Some(wl_span), "workload").and_then(|(node, _)| {
-                // The file on its own must be a valid workload.
-                let raw: Option<RawWorkload> = decode(&node, &mut l.diags);
-                raw.map(|_| node)
+                // The file on its own must be a valid workload (modes are
+                // checked as overlays below, and again once merged).
+                let mut plain = node.clone();
+                if let Some(m) = plain.as_map_mut() {
+                    m.retain(|(k, _)| k.name != "modes");
+                }
+                Workload::from_node(&plain, &mut l.diags).map(|_| node)
             });
             l.workloads.insert(key, loaded.clone());
             loaded
         }
     }?;
     let name = node.get("workload").map(|n| n.to_string()).unwrap_or_default();
+    let shown = if name.is_empty() { re.workload.clone() } else { name.clone() };
     let defined: BTreeMap<String, Node> = node
         .get("modes")
         .and_then(Node::as_map)
@@ -262,9 +268,9 @@ fn load_entry(
                     known.insert(0, "baseline");
                 }
                 let help = did_you_mean(&name, known.iter().copied())
-                    .unwrap_or_else(|| format!("modes of `{}`: {}", re.workload, list_names(known.iter().copied())));
+                    .unwrap_or_else(|| format!("modes of `{shown}`: {}", list_names(known.iter().copied())));
                 l.diags.push(
-                    Diagnostic::at(m.span, format!("unknown mode `{name}` for workload `{}`", re.workload)).with_help(help),
+                    Diagnostic::at(m.span, format!("unknown mode `{name}` for workload `{shown}`")).with_help(help),
                 );
             }
         }

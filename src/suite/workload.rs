@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::raw::{Command, RawMetric, RawStep, RawWorkload, Scalar, StepKind, When};
 use crate::diag::{Diagnostic, Diagnostics, Span, did_you_mean, list_names};
 use crate::duration;
-use crate::yaml::{Node, decode};
+use crate::yaml::{Node, decode_partial};
 
 /// A string from a file (usually a template) and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,8 +161,10 @@ impl Workload {
     /// Builds and validates a workload from a merged tree. Every error is
     /// pushed into `diags`; `None` if there was any.
     pub fn from_node(node: &Node, diags: &mut Diagnostics) -> Option<Workload> {
-        let raw: RawWorkload = decode(node, diags)?;
         let before = diags.len();
+        // Keep checking what did decode, so one pass reports every error.
+        let (raw, pruned): (RawWorkload, Node) = decode_partial(node, diags)?;
+        let node = &pruned;
         let span_of = |path: &[&str]| -> Span {
             let mut n = node;
             for p in path {
@@ -430,8 +432,10 @@ fn build_step(
     (diags.len() == before).then_some(step)
 }
 
+/// The regex crate's message without its pattern excerpt: its last line.
 fn first_line(s: &str) -> String {
-    s.lines().last().unwrap_or(s).trim().to_string()
+    let last = s.lines().last().unwrap_or(s).trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 /// `TERM`, `SIGTERM`, `term` → `TERM`; `None` if not a known signal.

@@ -100,10 +100,22 @@ fn describe(unexp: &de::Unexpected) -> String {
 /// Returns `None` if the node had any error.
 pub fn decode<T: DeserializeOwned>(node: &Node, diags: &mut Diagnostics) -> Option<T> {
     match T::deserialize(NodeDe(node)) {
-        Ok(v) => return Some(v),
+        Ok(v) => Some(v),
+        Err(first) => {
+            recover::<T>(node, first, diags);
+            None
+        }
+    }
+}
+
+/// Like [`decode`], but after errors also returns what did decode: the
+/// value of the tree with the offending entries removed, and that tree, so
+/// later checks can report their errors in the same pass.
+pub fn decode_partial<T: DeserializeOwned>(node: &Node, diags: &mut Diagnostics) -> Option<(T, Node)> {
+    match T::deserialize(NodeDe(node)) {
+        Ok(v) => Some((v, node.clone())),
         Err(first) => recover::<T>(node, first, diags),
     }
-    None
 }
 
 /// Decodes without error recovery: the first error only.
@@ -113,7 +125,7 @@ pub fn decode_one<T: DeserializeOwned>(node: &Node) -> Result<T, DeError> {
 
 const MAX_RECOVERIES: usize = 200;
 
-fn recover<T: DeserializeOwned>(node: &Node, first: DeError, diags: &mut Diagnostics) {
+fn recover<T: DeserializeOwned>(node: &Node, first: DeError, diags: &mut Diagnostics) -> Option<(T, Node)> {
     let mut scratch = node.clone();
     // (mapping span, field) pairs removed by us: their "missing field" errors are ours.
     let mut removed: Vec<(Span, String)> = Vec::new();
@@ -128,17 +140,15 @@ fn recover<T: DeserializeOwned>(node: &Node, first: DeError, diags: &mut Diagnos
             diags.push(err.clone().into_diagnostic());
         }
         if span == scratch.span {
-            return;
+            return None;
         }
-        match scratch.remove_at(span) {
-            Some(entry) => removed.push(entry),
-            None => return,
-        }
+        removed.push(scratch.remove_at(span)?);
         match T::deserialize(NodeDe(&scratch)) {
-            Ok(_) => return,
+            Ok(v) => return Some((v, scratch)),
             Err(next) => err = next,
         }
     }
+    None
 }
 
 /// A serde deserializer over a borrowed [`Node`].

@@ -4,5 +4,5 @@
 mod de;
 mod node;
 
-pub use de::{DeError, NodeDe, decode, decode_one};
+pub use de::{DeError, NodeDe, decode, decode_one, decode_partial};
 pub use node::{Key, Node, NodeKind, parse};

@@ -310,6 +310,11 @@ fn syntax_diagnostic(err: &serde_saphyr::Error, text: &str, file: FileId) -> Dia
         len: 1,
     });
     let span = span.filter(|s| s.line as usize <= text.lines().count().max(1));
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(',').next().unwrap_or(key).trim();
+        return Diagnostic::new(span, format!("duplicate key `{key}`"))
+            .with_help("a key may appear only once in a mapping; remove or rename one of them");
+    }
     Diagnostic::new(span, format!("invalid YAML: {message}"))
 }
 
