@@ -346,3 +346,124 @@ fn structure_digest(merged: &Node) -> [u8; 32] {
     h.update(json.to_string().as_bytes());
     h.finalize().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::{LoadOptions, load};
+    use proptest::prelude::*;
+
+    const WORKLOAD: &str = "workload: w\nparams: {a: 0, b: 0, c: 0, x: workload}\nsteps:\n  t: {run: \"echo {{ params.x }}\"}\nmodes:\n  m1: {}\n  m2: {params: {x: mode}}\n";
+
+    fn expand_yaml(suite: &str, workload: &str, set: &[&str]) -> Result<Expansion, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("w.yaml"), workload).map_err(|e| e.to_string())?;
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, suite).map_err(|e| e.to_string())?;
+        let opts = LoadOptions {
+            hosts: None,
+            set: set.iter().map(|s| s.to_string()).collect(),
+        };
+        let s = load(path.to_str().unwrap_or_default(), &opts).map_err(|f| f.render())?;
+        expand(&s).map_err(|d| d.render(&s.sources))
+    }
+
+    fn x_of(exp: &Expansion, run: usize) -> serde_json::Value {
+        exp.runs[run].params["x"].clone()
+    }
+
+    #[test]
+    fn precedence_is_workload_defaults_overrides_matrix_mode_set() {
+        let entry = |extra: &str| {
+            format!("suite: s\n{extra}workloads:\n  - workload: w.yaml\n    modes: [m1]\n")
+        };
+        let layers = [
+            ("", "", ""),
+            ("defaults: {params: {x: defaults}}\n", "", ""),
+            ("defaults: {params: {x: defaults}}\n", "    overrides: {params: {x: overrides}}\n", ""),
+            (
+                "defaults: {params: {x: defaults}}\n",
+                "    overrides: {params: {x: overrides}}\n",
+                "    matrix: {x: [matrix]}\n",
+            ),
+        ];
+        let expected = ["workload", "defaults", "overrides", "matrix"];
+        for ((d, o, m), want) in layers.iter().zip(expected) {
+            let suite = format!("{}{o}{m}", entry(d));
+            let exp = expand_yaml(&suite, WORKLOAD, &[]).expect("expands");
+            assert_eq!(x_of(&exp, 0), want, "{suite}");
+        }
+        // mode beats matrix, --set beats mode.
+        let suite = "suite: s\nworkloads:\n  - workload: w.yaml\n    modes: [m2]\n    matrix: {x: [matrix]}\n";
+        assert_eq!(x_of(&expand_yaml(suite, WORKLOAD, &[]).expect("expands"), 0), "mode");
+        assert_eq!(x_of(&expand_yaml(suite, WORKLOAD, &["x=cli"]).expect("expands"), 0), "cli");
+    }
+
+    #[test]
+    fn runs_are_ordered_repetition_then_variant_then_mode() {
+        let suite = "suite: s\nworkloads:\n  - workload: w.yaml\n    modes: [m1, m2]\n    repetitions: 2\n    matrix: {a: [1, 2]}\n";
+        let exp = expand_yaml(suite, WORKLOAD, &[]).expect("expands");
+        let order: Vec<(u32, String, String)> = exp
+            .runs
+            .iter()
+            .map(|r| (r.repetition, r.variant_label(), exp.groups[r.group].mode.clone()))
+            .collect();
+        assert_eq!(order.len(), 8);
+        assert_eq!(order[0], (1, "a=1".into(), "m1".into()));
+        assert_eq!(order[1], (1, "a=1".into(), "m2".into()));
+        assert_eq!(order[2], (1, "a=2".into(), "m1".into()));
+        assert_eq!(order[4], (2, "a=1".into(), "m1".into()));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// runs = (product − excluded + new includes) × modes × repetitions
+        #[test]
+        fn run_count_is_product_minus_excluded_plus_included(
+            sizes in proptest::collection::vec(1usize..4, 1..4),
+            excl in proptest::collection::vec((0usize..3, 0usize..4), 0..3),
+            incl in proptest::collection::vec(0usize..6, 0..3),
+            modes in 1usize..3,
+            reps in 1u32..3,
+        ) {
+            let keys = ["a", "b", "c"];
+            let mut suite = String::from("suite: s\nworkloads:\n  - workload: w.yaml\n");
+            suite += &format!("    modes: [{}]\n    repetitions: {reps}\n    matrix:\n", ["m1", "m2"][..modes].join(", "));
+            for (k, n) in keys.iter().zip(&sizes) {
+                let vals: Vec<String> = (0..*n).map(|v| v.to_string()).collect();
+                suite += &format!("      {k}: [{}]\n", vals.join(", "));
+            }
+            // exclude rows: one key each, only values that exist (rows must match something)
+            let rows: Vec<(usize, usize)> = excl.into_iter()
+                .filter(|(k, v)| *k < sizes.len() && *v < sizes[*k])
+                .collect();
+            if !rows.is_empty() {
+                suite += "    exclude:\n";
+                for (k, v) in &rows {
+                    suite += &format!("      - {{ {}: {v} }}\n", keys[*k]);
+                }
+            }
+            if !incl.is_empty() {
+                suite += "    include:\n";
+                for v in &incl {
+                    suite += &format!("      - {{ a: {} }}\n", 10 + v);
+                }
+            }
+            // expected, computed directly
+            let mut points: Vec<Vec<usize>> = vec![vec![]];
+            for n in &sizes {
+                points = points.into_iter().flat_map(|p| (0..*n).map(move |v| { let mut q = p.clone(); q.push(v); q })).collect();
+            }
+            let kept = points.iter().filter(|p| !rows.iter().any(|(k, v)| p[*k] == *v)).count();
+            let mut distinct_incl = incl.clone();
+            distinct_incl.sort_unstable();
+            distinct_incl.dedup();
+            let expected = kept + distinct_incl.len();
+            match expand_yaml(&suite, WORKLOAD, &[]) {
+                Ok(exp) => prop_assert_eq!(exp.runs.len(), expected * modes * reps as usize),
+                Err(e) => prop_assert!(expected == 0, "unexpected error: {}", e),
+            }
+        }
+    }
+}

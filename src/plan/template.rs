@@ -300,3 +300,25 @@ mod tests {
         assert_eq!(t.eval_bool("{{ params.n > 9 }}", &ctx), Ok(false));
     }
 }
+
+#[cfg(test)]
+mod quoting_properties {
+    use super::*;
+    use minijinja::context;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever a param holds, the shell sees exactly that one word.
+        #[test]
+        fn any_param_renders_inert(value in "[^\u{0}]{0,40}") {
+            let mut t = Templates::new();
+            t.add("p.sh".into(), "printf %s {{ params.v }}".into()).map_err(TestCaseError::fail)?;
+            let cmd = t.render("p.sh", &context! { params => context! { v => value.clone() } }).map_err(TestCaseError::fail)?;
+            let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(out.status.success());
+            prop_assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+        }
+    }
+}

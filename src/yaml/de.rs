@@ -58,7 +58,7 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        Self::custom(format_args!("expected {exp}, found {}", describe(&unexp)))
+        Self::custom(format_args!("expected {}, found {}", expected_text(exp), describe(&unexp)))
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
@@ -83,6 +83,17 @@ impl de::Error for DeError {
         let mut e = Self::custom(format_args!("missing field `{field}`"));
         e.missing = Some(field.to_string());
         e
+    }
+}
+
+/// serde names integer types by their Rust names; users read YAML.
+fn expected_text(exp: &dyn de::Expected) -> String {
+    let s = exp.to_string();
+    match s.as_str() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".into(),
+        "f32" | "f64" => "a number".into(),
+        _ => s,
     }
 }
 
@@ -475,7 +486,7 @@ mod tests {
             vec![
                 (3, 18, "unknown field `retrys`".to_string()),
                 (4, 12, "expected a string, found a list".to_string()),
-                (4, 26, "expected u32, found string \"x\"".to_string()),
+                (4, 26, "expected a whole number, found string \"x\"".to_string()),
                 (5, 1, "unknown field `extra`".to_string()),
             ]
         );
@@ -485,5 +496,43 @@ mod tests {
     fn missing_fields_are_reported_at_their_mapping() {
         let e = errors("steps: {}\n");
         assert_eq!(e, vec![(1, 1, "missing field `name`".to_string())]);
+    }
+}
+
+#[cfg(test)]
+mod no_panic {
+    use crate::diag::Diagnostics;
+    use crate::suite::Workload;
+    use crate::suite::raw::{RawInventory, RawSuite};
+    use crate::yaml::{decode, parse};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Loaders return errors, never panic, whatever the bytes.
+        #[test]
+        fn loaders_never_panic(text in "[ -~\n\t:{}\\[\\],'\"#&*!|>-]{0,200}") {
+            if let Ok(node) = parse(&text, 0) {
+                let mut d = Diagnostics::new();
+                let _ = Workload::from_node(&node, &mut d);
+                let _: Option<RawSuite> = decode(&node, &mut d);
+                let _: Option<RawInventory> = decode(&node, &mut d);
+            }
+        }
+
+        /// The same for inputs shaped like workloads, with random values.
+        #[test]
+        fn workload_shaped_inputs_never_panic(
+            kind in "(task|service|monitor|fetch|analyze|x)",
+            field in "(run|ready|needs|on|timeout|stop|paths|when|env)",
+            value in "[ -~]{0,30}",
+        ) {
+            let text = format!("workload: w\nsteps:\n  s:\n    kind: {kind}\n    {field}: {value}\n");
+            if let Ok(node) = parse(&text, 0) {
+                let mut d = Diagnostics::new();
+                let _ = Workload::from_node(&node, &mut d);
+            }
+        }
     }
 }

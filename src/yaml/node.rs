@@ -315,7 +315,15 @@ fn syntax_diagnostic(err: &serde_saphyr::Error, text: &str, file: FileId) -> Dia
         return Diagnostic::new(span, format!("duplicate key `{key}`"))
             .with_help("a key may appear only once in a mapping; remove or rename one of them");
     }
-    Diagnostic::new(span, format!("invalid YAML: {message}"))
+    let on_template = span
+        .and_then(|s| text.lines().nth(s.line as usize - 1))
+        .is_some_and(|l| l.contains("{{") || l.contains("{%"));
+    let d = Diagnostic::new(span, format!("invalid YAML: {message}"));
+    if on_template {
+        d.with_help("YAML reads `{` as the start of a mapping: quote values that contain templates, e.g. `run: \"echo {{ params.x }}\"`")
+    } else {
+        d
+    }
 }
 
 /// Strips the parser's own location suffix; flow prints the location itself.
