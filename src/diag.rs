@@ -224,7 +224,10 @@ impl IntoIterator for Diagnostics {
 }
 
 /// Suggests the closest of `candidates` to `word`, for "did you mean" hints.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(word, c);
@@ -251,7 +254,11 @@ mod tests {
     #[test]
     fn renders_caret_under_span() {
         let mut sources = Sources::default();
-        let id = sources.add_named("s.yaml".into(), PathBuf::new(), "a: 1\nrepetiton: 5\n".into());
+        let id = sources.add_named(
+            "s.yaml".into(),
+            PathBuf::new(),
+            "a: 1\nrepetiton: 5\n".into(),
+        );
         let d = Diagnostic::at(
             Span {
                 file: id,

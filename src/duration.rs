@@ -11,13 +11,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad(text));
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad(text))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -34,7 +38,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 fn bad(text: &str) -> String {
-    format!("invalid duration `{text}`: expected a number with a unit, like `500ms`, `30s`, `10m`, `24h` or `1h30m`")
+    format!(
+        "invalid duration `{text}`: expected a number with a unit, like `500ms`, `30s`, `10m`, `24h` or `1h30m`"
+    )
 }
 
 /// Formats a duration the way it would be written in a file.
@@ -43,7 +49,7 @@ pub fn format(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut s = (ms / 1000) as u64;

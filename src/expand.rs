@@ -85,7 +85,11 @@ pub fn expand(suite: &Suite) -> Result<Expansion, Diagnostics> {
         diags.push(Diagnostic::new(None, "the suite expands to no runs"));
     }
     diags.finish();
-    if diags.is_empty() { Ok(out) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
+    }
 }
 
 fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut Diagnostics) {
@@ -137,7 +141,9 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
     if diags.len() != before {
         return;
     }
-    let Some(first_group) = first_group else { return };
+    let Some(first_group) = first_group else {
+        return;
+    };
 
     let points = points(entry, diags);
     if diags.len() != before {
@@ -145,8 +151,14 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
     }
     if points.is_empty() {
         diags.push(
-            Diagnostic::at(entry.span, format!("workload entry `{}` expands to no runs", entry.workload_name))
-                .with_help("every matrix point is excluded; loosen `exclude` or add `include` rows"),
+            Diagnostic::at(
+                entry.span,
+                format!(
+                    "workload entry `{}` expands to no runs",
+                    entry.workload_name
+                ),
+            )
+            .with_help("every matrix point is excluded; loosen `exclude` or add `include` rows"),
         );
         return;
     }
@@ -173,7 +185,8 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
         }
         per_point_mode.push(row);
     }
-    let points: Vec<Arc<Vec<(String, serde_json::Value)>>> = points.into_iter().map(Arc::new).collect();
+    let points: Vec<Arc<Vec<(String, serde_json::Value)>>> =
+        points.into_iter().map(Arc::new).collect();
     // Points that resolve to the same params (a `--set` over a matrix key)
     // are the same run: keep the first.
     let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
@@ -213,13 +226,18 @@ fn param_names(node: &Node) -> BTreeSet<String> {
 /// Matrix, include and exclude keys, and `--set` params, must name params.
 fn check_keys(entry: &Entry, declared: &BTreeSet<String>, suite: &Suite, diags: &mut Diagnostics) {
     let unknown = |k: &Key, what: &str| {
-        let help = did_you_mean(&k.name, declared.iter().map(String::as_str)).unwrap_or_else(|| {
-            if declared.is_empty() {
-                "the workload declares no params; add it under `params:` with a default".into()
-            } else {
-                format!("params of `{}`: {}", entry.workload_name, list_names(declared.iter().map(String::as_str)))
-            }
-        });
+        let help =
+            did_you_mean(&k.name, declared.iter().map(String::as_str)).unwrap_or_else(|| {
+                if declared.is_empty() {
+                    "the workload declares no params; add it under `params:` with a default".into()
+                } else {
+                    format!(
+                        "params of `{}`: {}",
+                        entry.workload_name,
+                        list_names(declared.iter().map(String::as_str))
+                    )
+                }
+            });
         Diagnostic::at(k.span, format!("{what} names unknown param `{}`", k.name)).with_help(help)
     };
     for (k, _) in &entry.matrix {
@@ -234,8 +252,14 @@ fn check_keys(entry: &Entry, declared: &BTreeSet<String>, suite: &Suite, diags: 
                 diags.push(unknown(k, "an `exclude` row"));
             } else if !matrix_keys.contains(k.name.as_str()) {
                 diags.push(
-                    Diagnostic::at(k.span, format!("an `exclude` row names `{}`, which is not a matrix key", k.name))
-                        .with_help("such a row can never match; exclude rows match matrix points"),
+                    Diagnostic::at(
+                        k.span,
+                        format!(
+                            "an `exclude` row names `{}`, which is not a matrix key",
+                            k.name
+                        ),
+                    )
+                    .with_help("such a row can never match; exclude rows match matrix points"),
                 );
             }
         }
@@ -247,7 +271,12 @@ fn check_keys(entry: &Entry, declared: &BTreeSet<String>, suite: &Suite, diags: 
             }
         }
     }
-    if let Some(params) = suite.set.as_ref().and_then(|s| s.get("params")).and_then(Node::as_map) {
+    if let Some(params) = suite
+        .set
+        .as_ref()
+        .and_then(|s| s.get("params"))
+        .and_then(Node::as_map)
+    {
         for (k, _) in params {
             if !declared.contains(&k.name) {
                 diags.push(unknown(k, "`--set`"));
@@ -287,7 +316,8 @@ fn points(entry: &Entry, diags: &mut Diagnostics) -> Vec<Vec<(String, serde_json
     };
     let exclude = rows(&entry.exclude);
     let matches = |p: &[(String, serde_json::Value)], row: &[(String, serde_json::Value)]| {
-        row.iter().all(|(k, v)| p.iter().any(|(pk, pv)| pk == k && pv == v))
+        row.iter()
+            .all(|(k, v)| p.iter().any(|(pk, pv)| pk == k && pv == v))
     };
     for (row, node) in exclude.iter().zip(&entry.exclude) {
         if !row.is_empty() && !pts.iter().any(|p| matches(p, row)) {
@@ -380,7 +410,11 @@ mod tests {
         let layers = [
             ("", "", ""),
             ("defaults: {params: {x: defaults}}\n", "", ""),
-            ("defaults: {params: {x: defaults}}\n", "    overrides: {params: {x: overrides}}\n", ""),
+            (
+                "defaults: {params: {x: defaults}}\n",
+                "    overrides: {params: {x: overrides}}\n",
+                "",
+            ),
             (
                 "defaults: {params: {x: defaults}}\n",
                 "    overrides: {params: {x: overrides}}\n",
@@ -395,8 +429,17 @@ mod tests {
         }
         // mode beats matrix, --set beats mode.
         let suite = "suite: s\nworkloads:\n  - workload: w.yaml\n    modes: [m2]\n    matrix: {x: [matrix]}\n";
-        assert_eq!(x_of(&expand_yaml(suite, WORKLOAD, &[]).expect("expands"), 0), "mode");
-        assert_eq!(x_of(&expand_yaml(suite, WORKLOAD, &["x=cli"]).expect("expands"), 0), "cli");
+        assert_eq!(
+            x_of(&expand_yaml(suite, WORKLOAD, &[]).expect("expands"), 0),
+            "mode"
+        );
+        assert_eq!(
+            x_of(
+                &expand_yaml(suite, WORKLOAD, &["x=cli"]).expect("expands"),
+                0
+            ),
+            "cli"
+        );
     }
 
     #[test]
@@ -406,7 +449,13 @@ mod tests {
         let order: Vec<(u32, String, String)> = exp
             .runs
             .iter()
-            .map(|r| (r.repetition, r.variant_label(), exp.groups[r.group].mode.clone()))
+            .map(|r| {
+                (
+                    r.repetition,
+                    r.variant_label(),
+                    exp.groups[r.group].mode.clone(),
+                )
+            })
             .collect();
         assert_eq!(order.len(), 8);
         assert_eq!(order[0], (1, "a=1".into(), "m1".into()));

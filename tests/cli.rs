@@ -13,11 +13,15 @@ struct Flow {
 
 impl Flow {
     fn new() -> Self {
-        Flow { args: Vec::new(), cwd: None }
+        Flow {
+            args: Vec::new(),
+            cwd: None,
+        }
     }
 
     fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
         self
     }
 
@@ -41,7 +45,11 @@ impl Flow {
         let out = self.output();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "flow {args}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "flow {args}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         (stdout, stderr)
     }
 }
@@ -84,7 +92,10 @@ fn every_invalid_fixture_fails_with_its_exact_message() {
 
 #[test]
 fn unknown_suite_names_point_at_the_suites_folder() {
-    let (_, stderr) = Flow::new().args(["validate", "--suite", "streamin"]).cwd(&root()).expect(2);
+    let (_, stderr) = Flow::new()
+        .args(["validate", "--suite", "streamin"])
+        .cwd(&root())
+        .expect(2);
     insta::assert_snapshot!(stderr, @r"
     error: no suite named `streamin`: `suites/streamin.yaml` does not exist; did you mean `streaming`?
 
@@ -95,11 +106,20 @@ fn unknown_suite_names_point_at_the_suites_folder() {
 #[test]
 fn examples_validate() {
     for suite in ["streaming", "overhead"] {
-        let (stdout, _) = Flow::new().args(["validate", "--suite", suite]).cwd(&root()).expect(0);
+        let (stdout, _) = Flow::new()
+            .args(["validate", "--suite", suite])
+            .cwd(&root())
+            .expect(0);
         assert!(stdout.ends_with("valid\n"), "{stdout}");
     }
     let (stdout, _) = Flow::new()
-        .args(["validate", "--suite", "streaming", "--hosts", "hosts/example-cluster.yaml"])
+        .args([
+            "validate",
+            "--suite",
+            "streaming",
+            "--hosts",
+            "hosts/example-cluster.yaml",
+        ])
         .cwd(&root())
         .expect(0);
     assert!(stdout.contains("4 runs on 4 hosts"), "{stdout}");
@@ -107,7 +127,16 @@ fn examples_validate() {
 
 fn dry_run(suite: &str, format: &str, extra: &[&str]) -> String {
     let (stdout, _) = Flow::new()
-        .args(["plan", "--suite", suite, "--dry-run", "--format", format, "--artifacts", "/artifacts"])
+        .args([
+            "plan",
+            "--suite",
+            suite,
+            "--dry-run",
+            "--format",
+            format,
+            "--artifacts",
+            "/artifacts",
+        ])
         .args(extra)
         .cwd(&root())
         .expect(0);
@@ -118,15 +147,25 @@ fn dry_run(suite: &str, format: &str, extra: &[&str]) -> String {
 fn golden_plans_of_the_examples() {
     let json = dry_run("streaming", "json", &[]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
-    insta::assert_snapshot!("plan__streaming_json", serde_json::to_string_pretty(&v).expect("prints"));
+    insta::assert_snapshot!(
+        "plan__streaming_json",
+        serde_json::to_string_pretty(&v).expect("prints")
+    );
     insta::assert_snapshot!("plan__streaming_text", dry_run("streaming", "text", &[]));
     insta::assert_snapshot!("plan__overhead_text", dry_run("overhead", "text", &[]));
     insta::assert_snapshot!(
         "plan__streaming_cluster_text",
-        dry_run("streaming", "text", &["--hosts", "hosts/example-cluster.yaml"])
+        dry_run(
+            "streaming",
+            "text",
+            &["--hosts", "hosts/example-cluster.yaml"]
+        )
     );
     let dot = dry_run("streaming", "dot", &[]);
-    assert!(dot.starts_with("digraph plan {") && dot.ends_with("}\n"), "{dot}");
+    assert!(
+        dot.starts_with("digraph plan {") && dot.ends_with("}\n"),
+        "{dot}"
+    );
 }
 
 #[test]
@@ -140,7 +179,16 @@ fn plans_are_byte_identical_across_invocations() {
 fn run_ids_do_not_depend_on_the_artifact_folder() {
     let ids = |artifacts: &str| -> Vec<String> {
         let (out, _) = Flow::new()
-            .args(["plan", "--suite", "overhead", "--dry-run", "--format", "json", "--artifacts", artifacts])
+            .args([
+                "plan",
+                "--suite",
+                "overhead",
+                "--dry-run",
+                "--format",
+                "json",
+                "--artifacts",
+                artifacts,
+            ])
             .cwd(&root())
             .expect(0);
         let v: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -161,7 +209,12 @@ fn set_overrides_params_and_step_fields() {
     let json = dry_run(
         "streaming",
         "json",
-        &["--set", "num_events=7", "--set", "steps.broadcast.timeout=1h"],
+        &[
+            "--set",
+            "num_events=7",
+            "--set",
+            "steps.broadcast.timeout=1h",
+        ],
     );
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
     let run = &v["runs"][0];
@@ -173,7 +226,12 @@ fn set_overrides_params_and_step_fields() {
         .find(|s| s["step"] == "broadcast")
         .expect("broadcast");
     assert_eq!(b["timeout_ms"], 3_600_000);
-    assert!(b["run"]["shell"].as_str().unwrap_or_default().contains("--num-events 7"));
+    assert!(
+        b["run"]["shell"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--num-events 7")
+    );
 }
 
 #[test]
@@ -188,7 +246,8 @@ fn plan_writes_an_artifact_folder() {
     assert!(stdout.contains("planned into"), "{stdout}");
     let latest = artifacts.join("latest");
     let suite: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(latest.join("suite.json")).expect("suite.json")).expect("json");
+        serde_json::from_slice(&std::fs::read(latest.join("suite.json")).expect("suite.json"))
+            .expect("json");
     assert_eq!(suite["schema_version"], 1);
     assert_eq!(suite["suite"]["name"], "streaming");
     let runs = suite["expansion"]["runs"].as_array().expect("runs");
@@ -196,12 +255,18 @@ fn plan_writes_an_artifact_folder() {
     assert!(suite["sources"].as_array().expect("sources").len() >= 3);
     for id in runs {
         let id = id.as_str().expect("id");
-        let plan: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(latest.join("runs").join(id).join("plan.json")).expect("plan.json"))
-                .expect("json");
+        let plan: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(latest.join("runs").join(id).join("plan.json")).expect("plan.json"),
+        )
+        .expect("json");
         assert_eq!(plan["id"], id);
         assert_eq!(plan["schema_version"], 1);
-        assert!(plan["dir"].as_str().expect("dir").ends_with(&format!("/runs/{id}")));
+        assert!(
+            plan["dir"]
+                .as_str()
+                .expect("dir")
+                .ends_with(&format!("/runs/{id}"))
+        );
     }
 }
 

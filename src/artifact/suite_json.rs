@@ -51,7 +51,12 @@ pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_i
 /// any (read with the `git` command; `null` without git or a repository).
 fn git_provenance(dir: &Path) -> Value {
     let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

@@ -47,7 +47,11 @@ impl ArtifactDir {
         std::fs::create_dir_all(root)?;
         let base = new_artifact_id(suite, SystemTime::now());
         for n in 1..1000 {
-            let id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            let id = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
             let path = root.join(&id);
             match std::fs::create_dir(&path) {
                 Ok(()) => {
@@ -110,7 +114,10 @@ mod tests {
         atomic_write(&p, b"one").expect("write");
         atomic_write(&p, b"two").expect("write");
         assert_eq!(std::fs::read(&p).expect("read"), b"two");
-        assert_eq!(std::fs::read_dir(dir.path().join("a")).expect("ls").count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("a")).expect("ls").count(),
+            1
+        );
     }
 
     #[test]

@@ -89,7 +89,11 @@ fn plan_all(
         }
     }
     diags.finish();
-    if diags.is_empty() { Ok(()) } else { Err(invalid(&diags, &p.suite.sources)) }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(&diags, &p.suite.sources))
+    }
 }
 
 /// One line per workload entry: `streaming: 2 modes × 5 variants × 5 repetitions = 50 runs`.
@@ -100,7 +104,11 @@ pub fn summary(p: &Prepared) -> String {
         p.suite.name,
         if n == 1 { "" } else { "s" },
         p.suite.inventory.hosts.len(),
-        if p.suite.inventory.hosts.len() == 1 { "" } else { "s" },
+        if p.suite.inventory.hosts.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
     )];
     for e in &p.suite.entries {
         let runs: Vec<_> = p
@@ -130,7 +138,8 @@ pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
     let opts = PlanOptions {
         artifact_dir: Path::new("artifacts").join("validate"),
     };
-    let planner = Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+    let planner =
+        Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
     plan_all(&p, &planner, |_| Ok(()))?;
     println!("{}\nvalid", summary(&p));
     Ok(exit::OK)
@@ -142,7 +151,8 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
         let opts = PlanOptions {
             artifact_dir: args.artifacts.join("dry-run"),
         };
-        let planner = Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+        let planner = Planner::new(&p.suite, &p.expansion, &opts)
+            .map_err(|d| invalid(&d, &p.suite.sources))?;
         let format = match args.format {
             PlanFormat::Text => Format::Text,
             PlanFormat::Json => Format::Json,
@@ -154,8 +164,13 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             "run_count": p.expansion.runs.len(),
         });
         let stdout = std::io::stdout().lock();
-        let mut w = PlanWriter::new(BufWriter::with_capacity(1 << 16, stdout), format, &header, &summary(&p))
-            .map_err(Error::Output)?;
+        let mut w = PlanWriter::new(
+            BufWriter::with_capacity(1 << 16, stdout),
+            format,
+            &header,
+            &summary(&p),
+        )
+        .map_err(Error::Output)?;
         plan_all(&p, &planner, |run| w.write(run).map_err(Error::Output))?;
         w.finish().map_err(Error::Output)?;
         return Ok(exit::OK);
@@ -165,7 +180,8 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let opts = PlanOptions {
         artifact_dir: artifact.path.clone(),
     };
-    let planner = Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+    let planner =
+        Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
     let mut ids = Vec::with_capacity(planner.len());
     plan_all(&p, &planner, |run| {
         let path = artifact.run_dir(&run.id).join("plan.json");
@@ -179,6 +195,12 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
     atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}\nplanned into {}", summary(&p), crate::diag::display_path(&artifact.path)).map_err(Error::Output)?;
+    writeln!(
+        out,
+        "{}\nplanned into {}",
+        summary(&p),
+        crate::diag::display_path(&artifact.path)
+    )
+    .map_err(Error::Output)?;
     Ok(exit::OK)
 }

@@ -9,12 +9,14 @@ use crate::suite::raw::{RawInventory, RawSuite, RawWorkload};
 use super::Error;
 
 pub fn schema_json(kind: Option<SchemaKind>) -> serde_json::Value {
-    let one = |k: SchemaKind| match k {
-        SchemaKind::Suite => serde_json::to_value(schemars::schema_for!(RawSuite)),
-        SchemaKind::Workload => serde_json::to_value(schemars::schema_for!(RawWorkload)),
-        SchemaKind::Inventory => serde_json::to_value(schemars::schema_for!(RawInventory)),
-    }
-    .unwrap_or_default();
+    let one = |k: SchemaKind| {
+        match k {
+            SchemaKind::Suite => serde_json::to_value(schemars::schema_for!(RawSuite)),
+            SchemaKind::Workload => serde_json::to_value(schemars::schema_for!(RawWorkload)),
+            SchemaKind::Inventory => serde_json::to_value(schemars::schema_for!(RawInventory)),
+        }
+        .unwrap_or_default()
+    };
     match kind {
         Some(k) => one(k),
         None => serde_json::json!({

@@ -21,11 +21,13 @@ use sha2::{Digest, Sha256};
 
 use super::dag::{EdgeKind, instance_graph, step_edges};
 use super::template::{SHELL_SUFFIX, Templates};
-use super::types::{Edge, ReadyPlan, RunCommand, RunPlan, StepInstance, StopPlan, CONTROLLER};
+use super::types::{CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance, StopPlan};
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::duration;
 use crate::expand::{Expansion, RunPoint};
-use crate::suite::{Condition, Field, ReadyProbe, RunField, Step, StepKind, Suite, normalize_signal};
+use crate::suite::{
+    Condition, Field, ReadyProbe, RunField, Step, StepKind, Suite, normalize_signal,
+};
 
 /// Version of plan.json and of the run-id hash input.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -36,6 +38,8 @@ pub struct PlanOptions {
     /// `artifacts/<artifact-id>`: run dirs are `<artifact_dir>/runs/<run-id>`.
     pub artifact_dir: PathBuf,
 }
+
+type StepEdges = Arc<Vec<(usize, usize, EdgeKind)>>;
 
 /// A string field: literal, or a compiled template.
 #[derive(Debug, Clone)]
@@ -90,13 +94,18 @@ pub struct Planner<'a> {
     controller_value: Value,
     suite_value: Value,
     artifact_dir: PathBuf,
-    edge_cache: RefCell<HashMap<(usize, Vec<bool>), Arc<Vec<(usize, usize, EdgeKind)>>>>,
+    /// Step edges by (group, which steps `when` kept).
+    edge_cache: RefCell<HashMap<(usize, Vec<bool>), StepEdges>>,
     params_cache: RefCell<(usize, Value)>,
 }
 
 impl<'a> Planner<'a> {
     /// Compiles every template of the expansion; syntax errors are collected.
-    pub fn new(suite: &'a Suite, exp: &'a Expansion, opts: &PlanOptions) -> Result<Self, Diagnostics> {
+    pub fn new(
+        suite: &'a Suite,
+        exp: &'a Expansion,
+        opts: &PlanOptions,
+    ) -> Result<Self, Diagnostics> {
         let mut templates = Templates::new();
         let mut diags = Diagnostics::new();
         let mut groups = Vec::new();
@@ -113,7 +122,12 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|(k, f)| (k.clone(), c.text(f, &format!("env.{k}"), false)))
                 .collect();
-            let files = g.workload.files.iter().map(|f| c.text(f, "files", false)).collect();
+            let files = g
+                .workload
+                .files
+                .iter()
+                .map(|f| c.text(f, "files", false))
+                .collect();
             let workload_dir = suite.entries[g.entry]
                 .workload_path
                 .parent()
@@ -160,7 +174,10 @@ impl<'a> Planner<'a> {
         }
         let hosts_value = Value::from_object(RoleMap {
             roles,
-            any: suite.inventory.builtin.then(|| Value::from(vec![host_values[0].clone()])),
+            any: suite
+                .inventory
+                .builtin
+                .then(|| Value::from(vec![host_values[0].clone()])),
         });
         let controller_value = json_value(serde_json::json!({
             "name": CONTROLLER,
@@ -246,7 +263,11 @@ impl<'a> Planner<'a> {
                 selectors.push(self.render(t, &early)?);
             }
             let hosts = self.suite.inventory.select(&selectors).map_err(|e| {
-                let field = if step.kind == StepKind::Fetch { "from" } else { "on" };
+                let field = if step.kind == StepKind::Fetch {
+                    "from"
+                } else {
+                    "on"
+                };
                 Diagnostic::at(
                     st.on.first().map_or(step.name_span, |t| t.span),
                     format!("step `{}`: `{field}`: {}", step.name, e.message),
@@ -296,7 +317,11 @@ impl<'a> Planner<'a> {
                 let mut rc = run_ctx.clone();
                 rc.insert(
                     "remote_dir",
-                    Value::from(if host.is_some() { cwd.clone() } else { run_dir.display().to_string() }),
+                    Value::from(if host.is_some() {
+                        cwd.clone()
+                    } else {
+                        run_dir.display().to_string()
+                    }),
                 );
                 let c = ctx(&[
                     ("params", params.clone()),
@@ -314,7 +339,10 @@ impl<'a> Planner<'a> {
         let edges = self.cached_edges(pt.group, &wl.steps, &kept);
         let counts: Vec<usize> = (0..wl.steps.len())
             .map(|si| {
-                let end = first_instance.get(si + 1).copied().unwrap_or(instances.len());
+                let end = first_instance
+                    .get(si + 1)
+                    .copied()
+                    .unwrap_or(instances.len());
                 end - first_instance[si]
             })
             .collect();
@@ -326,8 +354,16 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        if instance_graph(&instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), &inst_edges).is_none() {
-            return Err(Diagnostic::new(None, format!("run `{id}`: its step graph has a cycle")));
+        if instance_graph(
+            &instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            &inst_edges,
+        )
+        .is_none()
+        {
+            return Err(Diagnostic::new(
+                None,
+                format!("run `{id}`: its step graph has a cycle"),
+            ));
         }
         let edges = inst_edges
             .into_iter()
@@ -342,7 +378,10 @@ impl<'a> Planner<'a> {
         for t in &texts.files {
             let rel = self.render(t, &early)?;
             let keep_slash = if rel.ends_with('/') { "/" } else { "" };
-            files.push(format!("{}{keep_slash}", absolute(&texts.workload_dir.join(rel)).display()));
+            files.push(format!(
+                "{}{keep_slash}",
+                absolute(&texts.workload_dir.join(rel)).display()
+            ));
         }
         let mut hosts: Vec<String> = placement
             .iter()
@@ -371,7 +410,7 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn cached_edges(&self, group: usize, steps: &[Step], kept: &[bool]) -> Arc<Vec<(usize, usize, EdgeKind)>> {
+    fn cached_edges(&self, group: usize, steps: &[Step], kept: &[bool]) -> StepEdges {
         let key = (group, kept.to_vec());
         if let Some(e) = self.edge_cache.borrow().get(&key) {
             return e.clone();
@@ -395,7 +434,11 @@ impl<'a> Planner<'a> {
         h.update(digest);
         h.update(mode.as_bytes());
         h.update([0]);
-        h.update(serde_json::to_string(&*pt.params).unwrap_or_default().as_bytes());
+        h.update(
+            serde_json::to_string(&*pt.params)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         h.update(pt.repetition.to_le_bytes());
         for (k, hosts) in kept.iter().zip(placement) {
             h.update([u8::from(*k)]);
@@ -460,23 +503,36 @@ impl<'a> Planner<'a> {
         }
         let ready = match &st.ready {
             Some((probe, timeout, interval)) => {
-                let (log, port, cmd) = match probe {
-                    ProbeText::Log(t) => (Some(self.render(t, c)?), None, None),
-                    ProbeText::Port(t) => {
-                        let s = self.render(t, c)?;
-                        let p = s.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                            Diagnostic::at(t.span, format!("in `{}`: `{s}` is not a TCP port (1-65535)", t.path))
-                        })?;
-                        (None, Some(p), None)
-                    }
-                    ProbeText::Cmd(t) => (None, None, Some(self.render(t, c)?)),
-                };
+                let (log, port, cmd) =
+                    match probe {
+                        ProbeText::Log(t) => (Some(self.render(t, c)?), None, None),
+                        ProbeText::Port(t) => {
+                            let s = self.render(t, c)?;
+                            let p = s.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(
+                                || {
+                                    Diagnostic::at(
+                                        t.span,
+                                        format!(
+                                            "in `{}`: `{s}` is not a TCP port (1-65535)",
+                                            t.path
+                                        ),
+                                    )
+                                },
+                            )?;
+                            (None, Some(p), None)
+                        }
+                        ProbeText::Cmd(t) => (None, None, Some(self.render(t, c)?)),
+                    };
                 if let (Some(l), ProbeText::Log(t)) = (&log, probe)
                     && let Err(e) = regex::Regex::new(l)
                 {
                     return Err(Diagnostic::at(
                         t.span,
-                        format!("in `{}`: invalid regex: {}", t.path, e.to_string().lines().last().unwrap_or("")),
+                        format!(
+                            "in `{}`: invalid regex: {}",
+                            t.path,
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
                     ));
                 }
                 Some(ReadyPlan {
@@ -496,8 +552,9 @@ impl<'a> Planner<'a> {
         let stop = match &st.stop {
             Some((sig, grace)) => {
                 let s = self.render(sig, c)?;
-                let signal = normalize_signal(&s)
-                    .ok_or_else(|| Diagnostic::at(sig.span, format!("in `{}`: unknown signal `{s}`", sig.path)))?;
+                let signal = normalize_signal(&s).ok_or_else(|| {
+                    Diagnostic::at(sig.span, format!("in `{}`: unknown signal `{s}`", sig.path))
+                })?;
                 Some(StopPlan {
                     signal: signal.to_string(),
                     grace_ms: self.duration_ms(grace, c)?,
@@ -508,7 +565,8 @@ impl<'a> Planner<'a> {
         let mut paths = Vec::with_capacity(st.paths.len());
         for t in &st.paths {
             let p = self.render(t, c)?;
-            check_fetch_path(&p).map_err(|m| Diagnostic::at(t.span, format!("in `{}`: {m}", t.path)))?;
+            check_fetch_path(&p)
+                .map_err(|m| Diagnostic::at(t.span, format!("in `{}`: {m}", t.path)))?;
             paths.push(p);
         }
         Ok(StepInstance {
@@ -535,9 +593,14 @@ fn check_fetch_path(p: &str) -> Result<(), String> {
         return Err("a fetch path is empty".into());
     }
     if p.starts_with('/') || p.starts_with('~') {
-        return Err(format!("fetch path `{p}` is absolute; paths are relative to the run dir on the host"));
+        return Err(format!(
+            "fetch path `{p}` is absolute; paths are relative to the run dir on the host"
+        ));
     }
-    if Path::new(p).components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if Path::new(p)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(format!("fetch path `{p}` leaves the run dir (`..`)"));
     }
     Ok(())
@@ -555,7 +618,9 @@ fn absolute(p: &Path) -> PathBuf {
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|c| c.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     };
     let mut out = PathBuf::new();
     for c in joined.components() {
@@ -606,9 +671,14 @@ impl Compiler<'_> {
                 span: f.span,
             };
         }
-        let name = format!("{}/{path}{}", self.prefix, if shell { SHELL_SUFFIX } else { "" });
+        let name = format!(
+            "{}/{path}{}",
+            self.prefix,
+            if shell { SHELL_SUFFIX } else { "" }
+        );
         if let Err(e) = self.templates.add(name.clone(), f.text.clone()) {
-            self.diags.push(Diagnostic::at(f.span, format!("in `{path}`: {e}")));
+            self.diags
+                .push(Diagnostic::at(f.span, format!("in `{path}`: {e}")));
         }
         Text {
             literal: None,
@@ -620,12 +690,20 @@ impl Compiler<'_> {
 
     fn step(&mut self, s: &Step) -> StepTexts {
         let p = |f: &str| format!("steps.{}.{f}", s.name);
-        let on_key = if s.kind == StepKind::Fetch { "from" } else { "on" };
-        let on = s.on.iter().map(|f| self.text(f, &p(on_key), false)).collect();
+        let on_key = if s.kind == StepKind::Fetch {
+            "from"
+        } else {
+            "on"
+        };
+        let on =
+            s.on.iter()
+                .map(|f| self.text(f, &p(on_key), false))
+                .collect();
         let when = match &s.when {
             Condition::Expr(f) => {
                 if let Err(e) = self.templates.check_expression(&f.text) {
-                    self.diags.push(Diagnostic::at(f.span, format!("in `{}`: {e}", p("when"))));
+                    self.diags
+                        .push(Diagnostic::at(f.span, format!("in `{}`: {e}", p("when"))));
                 }
                 Some(Text {
                     literal: Some(f.text.clone()),
@@ -663,14 +741,21 @@ impl Compiler<'_> {
                 self.text(&r.interval, &p("ready.interval"), false),
             )
         });
-        let timeout = s.timeout.as_ref().map(|f| self.text(f, &p("timeout"), false));
+        let timeout = s
+            .timeout
+            .as_ref()
+            .map(|f| self.text(f, &p("timeout"), false));
         let stop = s.stop.as_ref().map(|st| {
             (
                 self.text(&st.signal, &p("stop.signal"), false),
                 self.text(&st.grace, &p("stop.grace"), false),
             )
         });
-        let paths = s.paths.iter().map(|f| self.text(f, &p("paths"), false)).collect();
+        let paths = s
+            .paths
+            .iter()
+            .map(|f| self.text(f, &p("paths"), false))
+            .collect();
         StepTexts {
             on,
             when,

@@ -34,7 +34,12 @@ pub fn find_cycle(steps: &[Step]) -> Option<Vec<usize>> {
     // 0 = unvisited, 1 = on stack, 2 = done
     let mut state = vec![0u8; steps.len()];
     let mut stack: Vec<usize> = Vec::new();
-    fn dfs(v: usize, adj: &[Vec<usize>], state: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn dfs(
+        v: usize,
+        adj: &[Vec<usize>],
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         state[v] = 1;
         stack.push(v);
         for &w in &adj[v] {
@@ -52,7 +57,13 @@ pub fn find_cycle(steps: &[Step]) -> Option<Vec<usize>> {
         state[v] = 2;
         None
     }
-    (0..steps.len()).find_map(|v| if state[v] == 0 { dfs(v, &adj, &mut state, &mut stack) } else { None })
+    (0..steps.len()).find_map(|v| {
+        if state[v] == 0 {
+            dfs(v, &adj, &mut state, &mut stack)
+        } else {
+            None
+        }
+    })
 }
 
 /// Step-level edges (`from` must reach its ready/done point before `to`
@@ -84,13 +95,19 @@ pub fn step_edges(steps: &[Step], kept: &[bool]) -> Vec<(usize, usize, EdgeKind)
             }
         }
     }
-    let of = |k: StepKind| -> Vec<usize> { (0..n).filter(|&i| kept[i] && steps[i].kind == k).collect() };
+    let of =
+        |k: StepKind| -> Vec<usize> { (0..n).filter(|&i| kept[i] && steps[i].kind == k).collect() };
     let services = of(StepKind::Service);
     let monitors = of(StepKind::Monitor);
     let tasks = of(StepKind::Task);
     let fetches = of(StepKind::Fetch);
     let analyzes = of(StepKind::Analyze);
-    let running: Vec<usize> = services.iter().chain(&monitors).chain(&tasks).copied().collect();
+    let running: Vec<usize> = services
+        .iter()
+        .chain(&monitors)
+        .chain(&tasks)
+        .copied()
+        .collect();
     let mut phases: Vec<(&[usize], &[usize])> = vec![
         (&services, &monitors),
         (&monitors, &tasks),
@@ -118,7 +135,10 @@ pub fn step_edges(steps: &[Step], kept: &[bool]) -> Vec<(usize, usize, EdgeKind)
 }
 
 /// Builds the petgraph of a run's step instances and checks it is acyclic.
-pub fn instance_graph<N: Clone>(nodes: &[N], edges: &[(usize, usize, EdgeKind)]) -> Option<DiGraph<N, EdgeKind>> {
+pub fn instance_graph<N: Clone>(
+    nodes: &[N],
+    edges: &[(usize, usize, EdgeKind)],
+) -> Option<DiGraph<N, EdgeKind>> {
     let mut g = DiGraph::with_capacity(nodes.len(), edges.len());
     let idx: Vec<_> = nodes.iter().map(|n| g.add_node(n.clone())).collect();
     for &(a, b, k) in edges {
@@ -141,7 +161,10 @@ mod tests {
             description: None,
             on: vec![],
             run: None,
-            needs: needs.iter().map(|n| Field::new(*n, Span::default())).collect(),
+            needs: needs
+                .iter()
+                .map(|n| Field::new(*n, Span::default()))
+                .collect(),
             ready: None,
             timeout: None,
             stop: None,
@@ -167,7 +190,10 @@ mod tests {
             step("c", StepKind::Task, &["a"]),
         ];
         assert_eq!(find_cycle(&steps), Some(vec![0, 1, 2]));
-        let steps = vec![step("a", StepKind::Task, &[]), step("b", StepKind::Task, &["a"])];
+        let steps = vec![
+            step("a", StepKind::Task, &[]),
+            step("b", StepKind::Task, &["a"]),
+        ];
         assert_eq!(find_cycle(&steps), None);
     }
 
@@ -201,12 +227,18 @@ mod tests {
             step("bench", StepKind::Task, &[]),
         ];
         let e = step_edges(&steps, &[true; 3]);
-        assert_eq!(names(&steps, &e), ["setup->db:Needs", "db->bench:Lifecycle"]);
+        assert_eq!(
+            names(&steps, &e),
+            ["setup->db:Needs", "db->bench:Lifecycle"]
+        );
     }
 
     #[test]
     fn dropped_steps_take_their_edges_with_them() {
-        let steps = vec![step("warm", StepKind::Task, &[]), step("bench", StepKind::Task, &["warm"])];
+        let steps = vec![
+            step("warm", StepKind::Task, &[]),
+            step("bench", StepKind::Task, &["warm"]),
+        ];
         assert!(step_edges(&steps, &[false, true]).is_empty());
     }
 }

@@ -22,7 +22,12 @@ pub struct PlanWriter<W: Write> {
 
 impl<W: Write> PlanWriter<W> {
     /// Starts the output; `header` is the suite-level summary object for JSON.
-    pub fn new(mut out: W, format: Format, header: &serde_json::Value, summary: &str) -> io::Result<Self> {
+    pub fn new(
+        mut out: W,
+        format: Format,
+        header: &serde_json::Value,
+        summary: &str,
+    ) -> io::Result<Self> {
         match format {
             Format::Json => {
                 // `{ ...header fields..., "runs": [` — the header without its closing brace.
@@ -32,9 +37,16 @@ impl<W: Write> PlanWriter<W> {
                 write!(out, "{open}{sep}\"runs\":[")?;
             }
             Format::Text => writeln!(out, "{summary}")?,
-            Format::Dot => writeln!(out, "digraph plan {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];")?,
+            Format::Dot => writeln!(
+                out,
+                "digraph plan {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];"
+            )?,
         }
-        Ok(PlanWriter { out, format, count: 0 })
+        Ok(PlanWriter {
+            out,
+            format,
+            count: 0,
+        })
     }
 
     pub fn write(&mut self, run: &RunPlan) -> io::Result<()> {
@@ -93,7 +105,10 @@ fn write_text<W: Write>(out: &mut W, run: &RunPlan) -> io::Result<()> {
             ));
         }
         if let Some(t) = s.timeout_ms {
-            notes.push(format!("timeout {}", duration::format(std::time::Duration::from_millis(t))));
+            notes.push(format!(
+                "timeout {}",
+                duration::format(std::time::Duration::from_millis(t))
+            ));
         }
         if s.retries > 0 {
             notes.push(format!("retries {}", s.retries));
@@ -118,13 +133,23 @@ fn write_text<W: Write>(out: &mut W, run: &RunPlan) -> io::Result<()> {
 }
 
 fn dot_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn write_dot<W: Write>(out: &mut W, run: &RunPlan, n: usize) -> io::Result<()> {
-    writeln!(out, "  subgraph cluster_{n} {{\n    label=\"{}\";", dot_escape(&run.id))?;
+    writeln!(
+        out,
+        "  subgraph cluster_{n} {{\n    label=\"{}\";",
+        dot_escape(&run.id)
+    )?;
     for s in &run.steps {
-        let cmd = s.run.as_ref().map(|r| r.display()).unwrap_or_else(|| s.paths.join(" "));
+        let cmd = s
+            .run
+            .as_ref()
+            .map(|r| r.display())
+            .unwrap_or_else(|| s.paths.join(" "));
         let short: String = cmd.chars().take(60).collect();
         writeln!(
             out,

@@ -40,7 +40,9 @@ impl Templates {
         env.set_formatter(|out, state, value| {
             if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == "shell") {
                 if value.is_safe() {
-                    return out.write_str(&value.to_string()).map_err(minijinja::Error::from);
+                    return out
+                        .write_str(&value.to_string())
+                        .map_err(minijinja::Error::from);
                 }
                 if value.is_undefined() {
                     return minijinja::escape_formatter(out, state, value);
@@ -49,16 +51,20 @@ impl Templates {
                     Some(s) => Cow::Borrowed(s),
                     None => Cow::Owned(value.to_string()),
                 };
-                out.write_str(&shell_quote(&text)).map_err(minijinja::Error::from)
+                out.write_str(&shell_quote(&text))
+                    .map_err(minijinja::Error::from)
             } else {
                 let plain = AutoEscape::None;
                 minijinja::escape_formatter(out, state, value).or_else(|_| {
                     let _ = plain;
-                    out.write_str(&value.to_string()).map_err(minijinja::Error::from)
+                    out.write_str(&value.to_string())
+                        .map_err(minijinja::Error::from)
                 })
             }
         });
-        env.add_filter("shell_quote", |s: Cow<'_, str>| Value::from_safe_string(shell_quote(&s).into_owned()));
+        env.add_filter("shell_quote", |s: Cow<'_, str>| {
+            Value::from_safe_string(shell_quote(&s).into_owned())
+        });
         env.add_filter("endpoints", endpoints);
         Templates { env }
     }
@@ -72,14 +78,21 @@ impl Templates {
 
     /// Renders the template `name` with `ctx`.
     pub fn render(&self, name: &str, ctx: &Value) -> Result<String, String> {
-        let tmpl = self.env.get_template(name).map_err(|e| describe_error(&e))?;
-        tmpl.render(ctx).map_err(|e| explain_render_error(&e, &tmpl.undeclared_variables(true), ctx))
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| describe_error(&e))?;
+        tmpl.render(ctx)
+            .map_err(|e| explain_render_error(&e, &tmpl.undeclared_variables(true), ctx))
     }
 
     /// Evaluates a `when:` expression (with or without `{{ }}`) to a boolean.
     pub fn eval_bool(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
         let inner = strip_braces(expr);
-        let compiled = self.env.compile_expression(inner).map_err(|e| describe_error(&e))?;
+        let compiled = self
+            .env
+            .compile_expression(inner)
+            .map_err(|e| describe_error(&e))?;
         let v = compiled
             .eval(ctx)
             .map_err(|e| explain_render_error(&e, &compiled.undeclared_variables(true), ctx))?;
@@ -97,7 +110,11 @@ impl Templates {
 
 /// `{{ hosts.worker | endpoints(params.port) }}` → `a:9000,b:9000`: each
 /// host's address and its `vars.port` (or `vars.<var>`), else the default.
-fn endpoints(hosts: Value, default_port: Value, var: Option<String>) -> Result<String, minijinja::Error> {
+fn endpoints(
+    hosts: Value,
+    default_port: Value,
+    var: Option<String>,
+) -> Result<String, minijinja::Error> {
     let var = var.unwrap_or_else(|| "port".into());
     let mut out = Vec::new();
     for h in hosts.try_iter()? {
@@ -151,7 +168,11 @@ fn kind_text(e: &minijinja::Error) -> &'static str {
 
 /// Turns an "undefined value" error into one that names the missing
 /// variable and suggests the closest existing one.
-fn explain_render_error(e: &minijinja::Error, vars: &std::collections::HashSet<String>, ctx: &Value) -> String {
+fn explain_render_error(
+    e: &minijinja::Error,
+    vars: &std::collections::HashSet<String>,
+    ctx: &Value,
+) -> String {
     if e.kind() != minijinja::ErrorKind::UndefinedError {
         return describe_error(e);
     }
@@ -180,14 +201,15 @@ fn explain_render_error(e: &minijinja::Error, vars: &std::collections::HashSet<S
                     } else {
                         format!("{}.{part}", walked.join("."))
                     };
-                    let hint = match crate::diag::did_you_mean(part, keys.iter().map(String::as_str)) {
-                        Some(h) => format!("; {h}"),
-                        None if keys.is_empty() => String::new(),
-                        None => format!(
-                            "; {parent} has {}",
-                            crate::diag::list_names(keys.iter().map(String::as_str))
-                        ),
-                    };
+                    let hint =
+                        match crate::diag::did_you_mean(part, keys.iter().map(String::as_str)) {
+                            Some(h) => format!("; {h}"),
+                            None if keys.is_empty() => String::new(),
+                            None => format!(
+                                "; {parent} has {}",
+                                crate::diag::list_names(keys.iter().map(String::as_str))
+                            ),
+                        };
                     return format!("undefined value `{full}`{hint}");
                 }
             }
@@ -201,7 +223,8 @@ fn explain_render_error(e: &minijinja::Error, vars: &std::collections::HashSet<S
 /// A leading `~/` stays outside the quotes so the shell still expands it.
 pub fn shell_quote(s: &str) -> Cow<'_, str> {
     fn plain(c: char) -> bool {
-        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '@' | '%' | '+' | '=')
+        c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '@' | '%' | '+' | '=')
     }
     if !s.is_empty() && s.chars().all(plain) && !s.starts_with('=') {
         return Cow::Borrowed(s);
@@ -253,7 +276,8 @@ mod tests {
 
     #[test]
     fn interpolated_values_cannot_inject_shell() {
-        let ctx = context! { params => context! { x => "; rm -rf / $(id) `id` \"q\" 'q'\nnewline" } };
+        let ctx =
+            context! { params => context! { x => "; rm -rf / $(id) `id` \"q\" 'q'\nnewline" } };
         let out = render("echo {{ params.x }}", ctx).expect("renders");
         let run = std::process::Command::new("sh")
             .arg("-c")
@@ -269,14 +293,20 @@ mod tests {
     #[test]
     fn safe_opts_out() {
         let ctx = context! { params => context! { x => "a b" } };
-        assert_eq!(render("echo {{ params.x | safe }}", ctx).as_deref(), Ok("echo a b"));
+        assert_eq!(
+            render("echo {{ params.x | safe }}", ctx).as_deref(),
+            Ok("echo a b")
+        );
     }
 
     #[test]
     fn undefined_names_are_errors_with_suggestions() {
         let ctx = context! { params => context! { num_events => 1 } };
         let err = render("go {{ params.num_evnts }}", ctx).expect_err("strict");
-        assert_eq!(err, "undefined value `params.num_evnts`; did you mean `num_events`?");
+        assert_eq!(
+            err,
+            "undefined value `params.num_evnts`; did you mean `num_events`?"
+        );
     }
 
     #[test]

@@ -45,7 +45,11 @@ impl Host {
     /// The address templates see: `localhost` for a local host, so a workload
     /// pointing clients at a server's address runs unchanged on one machine.
     pub fn template_address(&self) -> &str {
-        if self.is_local() { "localhost" } else { &self.address }
+        if self.is_local() {
+            "localhost"
+        } else {
+            &self.address
+        }
     }
 
     /// The working directory on the host. A local host without one works
@@ -117,7 +121,9 @@ impl Inventory {
         let mut hosts = Vec::new();
         let before = diags.len();
         for name in order {
-            let Some(h) = raw.hosts.get(name) else { continue };
+            let Some(h) = raw.hosts.get(name) else {
+                continue;
+            };
             let span = node
                 .get("hosts")
                 .and_then(|m| m.get_key(name))
@@ -130,7 +136,10 @@ impl Inventory {
                 );
             }
             if name == "all" || name == "controller" {
-                diags.push(Diagnostic::at(span, format!("`{name}` is reserved and cannot name a host")));
+                diags.push(Diagnostic::at(
+                    span,
+                    format!("`{name}` is reserved and cannot name a host"),
+                ));
             }
             hosts.push(merge_host(name, h, &defaults, dir));
         }
@@ -141,9 +150,16 @@ impl Inventory {
             ));
         }
         for h in &hosts {
-            if let Some(role) = h.roles.iter().find(|r| !valid_name(r) || r.as_str() == "all") {
+            if let Some(role) = h
+                .roles
+                .iter()
+                .find(|r| !valid_name(r) || r.as_str() == "all")
+            {
                 let span = role_span(node, &h.name);
-                diags.push(Diagnostic::at(span, format!("invalid role `{role}` on host `{}`", h.name)));
+                diags.push(Diagnostic::at(
+                    span,
+                    format!("invalid role `{role}` on host `{}`", h.name),
+                ));
             }
         }
         (diags.len() == before).then(|| Inventory {
@@ -247,7 +263,11 @@ fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {
         jump: pick(&h.jump, &d.jump),
         identity: pick(&h.identity, &d.identity),
         workdir: pick(&h.workdir, &d.workdir),
-        roles: h.roles.clone().or_else(|| d.roles.clone()).unwrap_or_default(),
+        roles: h
+            .roles
+            .clone()
+            .or_else(|| d.roles.clone())
+            .unwrap_or_default(),
         vars,
         ssh_options,
         ssh_config: pick(&h.ssh_config, &d.ssh_config).map(|p| dir.join(p)),
@@ -277,7 +297,10 @@ mod tests {
         assert_eq!(i.hosts[1].user.as_deref(), Some("root"));
         assert_eq!(i.hosts[0].vars.len(), 2);
         assert_eq!(i.select(&["worker".into()]), Ok(vec![0, 1]));
-        assert_eq!(i.select(&["coordinator".into(), "z".into()]), Ok(vec![0, 1]));
+        assert_eq!(
+            i.select(&["coordinator".into(), "z".into()]),
+            Ok(vec![0, 1])
+        );
         assert_eq!(i.select(&["all".into()]), Ok(vec![0, 1]));
     }
 
@@ -286,7 +309,10 @@ mod tests {
         let i = inv("hosts:\n  a: {address: a1, roles: [worker]}\n");
         let e = i.select(&["wroker".into()]).expect_err("unknown");
         assert_eq!(e.message, "unknown role or host `wroker`");
-        assert_eq!(e.help.as_deref(), Some("did you mean `worker`? (known roles: `worker`)"));
+        assert_eq!(
+            e.help.as_deref(),
+            Some("did you mean `worker`? (known roles: `worker`)")
+        );
     }
 
     #[test]

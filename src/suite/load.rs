@@ -38,7 +38,15 @@ impl LoadFailure {
 /// Top-level keys of a workload: `--set` paths starting with one of these
 /// address the workload; any other key is a param (`--set port=1` is
 /// `--set params.port=1`).
-const WORKLOAD_KEYS: &[&str] = &["params", "steps", "files", "env", "metrics", "exclusive", "description"];
+const WORKLOAD_KEYS: &[&str] = &[
+    "params",
+    "steps",
+    "files",
+    "env",
+    "metrics",
+    "exclusive",
+    "description",
+];
 
 /// Finds a suite by name (`suites/NAME.yaml`) or path.
 pub fn resolve_suite_path(spec: &str) -> Result<PathBuf, String> {
@@ -73,7 +81,9 @@ pub fn resolve_suite_path(spec: &str) -> Result<PathBuf, String> {
         None if known.is_empty() => "; there is no `suites/` folder here (run flow from your project's root, or pass a path)".into(),
         None => format!("; suites here: {}", list_names(known.iter().map(String::as_str))),
     };
-    Err(format!("no suite named `{spec}`: `suites/{spec}.yaml` does not exist{hint}"))
+    Err(format!(
+        "no suite named `{spec}`: `suites/{spec}.yaml` does not exist{hint}"
+    ))
 }
 
 struct Loader {
@@ -84,19 +94,31 @@ struct Loader {
 }
 
 impl Loader {
-    fn read(&mut self, path: &Path, referenced_at: Option<Span>, what: &str) -> Option<(Node, FileId)> {
+    fn read(
+        &mut self,
+        path: &Path,
+        referenced_at: Option<Span>,
+        what: &str,
+    ) -> Option<(Node, FileId)> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
                 self.diags.push(Diagnostic::new(
                     referenced_at,
-                    format!("cannot read {what} `{}`: {e}", crate::diag::display_path(path)),
+                    format!(
+                        "cannot read {what} `{}`: {e}",
+                        crate::diag::display_path(path)
+                    ),
                 ));
                 return None;
             }
         };
         let id = self.sources.add(path, text);
-        let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or_default();
+        let text = self
+            .sources
+            .get(id)
+            .map(|f| f.text.as_str())
+            .unwrap_or_default();
         match parse(text, id) {
             Ok(node) => Some((node, id)),
             Err(d) => {
@@ -161,11 +183,17 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         }
         if raw.workloads.is_empty() {
             l.diags.push(
-                Diagnostic::at(root.get_key("workloads").map_or(root.span, |k| k.span), "the suite lists no workloads")
-                    .with_help("add an entry such as `- workload: ../workloads/NAME.yaml`"),
+                Diagnostic::at(
+                    root.get_key("workloads").map_or(root.span, |k| k.span),
+                    "the suite lists no workloads",
+                )
+                .with_help("add an entry such as `- workload: ../workloads/NAME.yaml`"),
             );
         }
-        let entry_nodes = root.get("workloads").and_then(Node::as_seq).unwrap_or_default();
+        let entry_nodes = root
+            .get("workloads")
+            .and_then(Node::as_seq)
+            .unwrap_or_default();
         for (index, (re, en)) in raw.workloads.iter().zip(entry_nodes).enumerate() {
             if let Some(e) = load_entry(&mut l, index, re, en, &dir) {
                 entries.push(e);
@@ -207,21 +235,30 @@ fn load_entry(
     let node = match l.workloads.get(&key) {
         Some(cached) => cached.clone(),
         None => {
-            let loaded = l.read(&wpath, Some(wl_span), "workload").and_then(|(node, _)| {
-                // The file on its own must be a valid workload (modes are
-                // checked as overlays below, and again once merged).
-                let mut plain = node.clone();
-                if let Some(m) = plain.as_map_mut() {
-                    m.retain(|(k, _)| k.name != "modes");
-                }
-                Workload::from_node(&plain, &mut l.diags).map(|_| node)
-            });
+            let loaded = l
+                .read(&wpath, Some(wl_span), "workload")
+                .and_then(|(node, _)| {
+                    // The file on its own must be a valid workload (modes are
+                    // checked as overlays below, and again once merged).
+                    let mut plain = node.clone();
+                    if let Some(m) = plain.as_map_mut() {
+                        m.retain(|(k, _)| k.name != "modes");
+                    }
+                    Workload::from_node(&plain, &mut l.diags).map(|_| node)
+                });
             l.workloads.insert(key, loaded.clone());
             loaded
         }
     }?;
-    let name = node.get("workload").map(|n| n.to_string()).unwrap_or_default();
-    let shown = if name.is_empty() { re.workload.clone() } else { name.clone() };
+    let name = node
+        .get("workload")
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let shown = if name.is_empty() {
+        re.workload.clone()
+    } else {
+        name.clone()
+    };
     let defined: BTreeMap<String, Node> = node
         .get("modes")
         .and_then(Node::as_map)
@@ -232,7 +269,10 @@ fn load_entry(
     let before = l.diags.len();
     for (k, v) in node.get("modes").and_then(Node::as_map).unwrap_or_default() {
         if !valid_name(&k.name) {
-            l.diags.push(Diagnostic::at(k.span, format!("invalid mode name `{}`", k.name)));
+            l.diags.push(Diagnostic::at(
+                k.span,
+                format!("invalid mode name `{}`", k.name),
+            ));
         }
         let _: Option<RawOverlay> = decode(v, &mut l.diags);
     }
@@ -248,7 +288,10 @@ fn load_entry(
     for m in mode_nodes {
         let name = m.to_string();
         if modes.iter().any(|x: &ModeRef| x.name == name) {
-            l.diags.push(Diagnostic::at(m.span, format!("mode `{name}` is listed twice")));
+            l.diags.push(Diagnostic::at(
+                m.span,
+                format!("mode `{name}` is listed twice"),
+            ));
             continue;
         }
         match defined.get(&name) {
@@ -267,17 +310,23 @@ fn load_entry(
                 if !known.contains(&"baseline") {
                     known.insert(0, "baseline");
                 }
-                let help = did_you_mean(&name, known.iter().copied())
-                    .unwrap_or_else(|| format!("modes of `{shown}`: {}", list_names(known.iter().copied())));
+                let help = did_you_mean(&name, known.iter().copied()).unwrap_or_else(|| {
+                    format!("modes of `{shown}`: {}", list_names(known.iter().copied()))
+                });
                 l.diags.push(
-                    Diagnostic::at(m.span, format!("unknown mode `{name}` for workload `{shown}`")).with_help(help),
+                    Diagnostic::at(
+                        m.span,
+                        format!("unknown mode `{name}` for workload `{shown}`"),
+                    )
+                    .with_help(help),
                 );
             }
         }
     }
     if re.repetitions == Some(0) {
         let span = en.get("repetitions").map_or(en.span, |n| n.span);
-        l.diags.push(Diagnostic::at(span, "`repetitions` must be at least 1"));
+        l.diags
+            .push(Diagnostic::at(span, "`repetitions` must be at least 1"));
     }
     let mut matrix = Vec::new();
     for (k, v) in en.get("matrix").and_then(Node::as_map).unwrap_or_default() {
@@ -290,7 +339,12 @@ fn load_entry(
         }
         matrix.push((k.clone(), values));
     }
-    let rows = |key: &str| -> Vec<Node> { en.get(key).and_then(Node::as_seq).unwrap_or_default().to_vec() };
+    let rows = |key: &str| -> Vec<Node> {
+        en.get(key)
+            .and_then(Node::as_seq)
+            .unwrap_or_default()
+            .to_vec()
+    };
     let mut workload = node;
     if let Some(m) = workload.as_map_mut() {
         m.retain(|(k, _)| k.name != "modes");
@@ -334,7 +388,8 @@ fn parse_set_args(l: &mut Loader, args: &[String]) -> Option<Node> {
         };
         let Some((key, value)) = arg.split_once('=') else {
             l.diags.push(
-                Diagnostic::at(whole, format!("`--set {arg}` has no `=`")).with_help("write `--set key=value`, e.g. `--set num_events=10`"),
+                Diagnostic::at(whole, format!("`--set {arg}` has no `=`"))
+                    .with_help("write `--set key=value`, e.g. `--set num_events=10`"),
             );
             continue;
         };
@@ -349,7 +404,10 @@ fn parse_set_args(l: &mut Loader, args: &[String]) -> Option<Node> {
         };
         let segs: Vec<&str> = key.trim().split('.').collect();
         if segs.iter().any(|s| s.is_empty()) {
-            l.diags.push(Diagnostic::at(key_span, format!("`--set`: invalid key `{key}`")));
+            l.diags.push(Diagnostic::at(
+                key_span,
+                format!("`--set`: invalid key `{key}`"),
+            ));
             continue;
         }
         let mut path: Vec<&str> = Vec::new();
@@ -363,7 +421,8 @@ fn parse_set_args(l: &mut Loader, args: &[String]) -> Option<Node> {
         };
         respan(&mut value_node, value_span);
         if let Err(msg) = overlay.set_path(&path, key_span, value_node) {
-            l.diags.push(Diagnostic::at(key_span, format!("`--set {key}`: {msg}")));
+            l.diags
+                .push(Diagnostic::at(key_span, format!("`--set {key}`: {msg}")));
         }
     }
     Some(overlay)

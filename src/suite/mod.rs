@@ -12,5 +12,6 @@ pub use load::{LoadFailure, LoadOptions, load, resolve_suite_path};
 pub use model::{Entry, ModeRef, Suite};
 pub use raw::StepKind;
 pub use workload::{
-    Condition, Field, Metric, MetricSource, Ready, ReadyProbe, RunField, Step, Stop, Workload, normalize_signal,
+    Condition, Field, Metric, MetricSource, Ready, ReadyProbe, RunField, Step, Stop, Workload,
+    normalize_signal,
 };

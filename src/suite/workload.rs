@@ -177,14 +177,19 @@ impl Workload {
         };
         if !valid_name(&raw.workload) {
             diags.push(
-                Diagnostic::at(span_of(&["workload"]), format!("invalid workload name `{}`", raw.workload))
-                    .with_help("names may use letters, digits, `-` and `_`"),
+                Diagnostic::at(
+                    span_of(&["workload"]),
+                    format!("invalid workload name `{}`", raw.workload),
+                )
+                .with_help("names may use letters, digits, `-` and `_`"),
             );
         }
         let steps_node = node.get("steps");
         let mut steps = Vec::new();
         for (key, step_node) in steps_node.and_then(Node::as_map).unwrap_or_default() {
-            let Some(raw_step) = raw.steps.get(&key.name) else { continue };
+            let Some(raw_step) = raw.steps.get(&key.name) else {
+                continue;
+            };
             if !valid_name(&key.name) {
                 diags.push(
                     Diagnostic::at(key.span, format!("invalid step name `{}`", key.name))
@@ -197,8 +202,11 @@ impl Workload {
         }
         if steps.is_empty() && diags.len() == before {
             diags.push(
-                Diagnostic::at(node.get_key("steps").map_or(node.span, |k| k.span), "the workload has no steps")
-                    .with_help("add at least one step under `steps:`"),
+                Diagnostic::at(
+                    node.get_key("steps").map_or(node.span, |k| k.span),
+                    "the workload has no steps",
+                )
+                .with_help("add at least one step under `steps:`"),
             );
         }
         check_needs(&steps, diags);
@@ -247,7 +255,10 @@ fn field(node: Option<&Node>, fallback: Span) -> Option<Field> {
 fn seq_fields(node: Option<&Node>) -> Vec<Field> {
     match node {
         Some(n) => match n.as_seq() {
-            Some(items) => items.iter().map(|i| Field::new(i.to_string(), i.span)).collect(),
+            Some(items) => items
+                .iter()
+                .map(|i| Field::new(i.to_string(), i.span))
+                .collect(),
             None if n.is_null() => Vec::new(),
             None => vec![Field::new(n.to_string(), n.span)],
         },
@@ -284,8 +295,14 @@ fn build_step(
     let at = |key: &str| node.get_key(key).map_or(name_span, |k| k.span);
     let not_for = |key: &str, kinds: &str, diags: &mut Diagnostics| {
         diags.push(
-            Diagnostic::at(at(key), format!("step `{name}`: `{key}` is not allowed on a {} step", kind.as_str()))
-                .with_help(format!("`{key}` belongs to {kinds} steps")),
+            Diagnostic::at(
+                at(key),
+                format!(
+                    "step `{name}`: `{key}` is not allowed on a {} step",
+                    kind.as_str()
+                ),
+            )
+            .with_help(format!("`{key}` belongs to {kinds} steps")),
         );
     };
     // Fields that only some kinds take.
@@ -305,7 +322,13 @@ fn build_step(
         not_for("from", "fetch", diags);
     }
     if raw.on.is_some() && matches!(kind, StepKind::Fetch | StepKind::Analyze) {
-        let d = Diagnostic::at(at("on"), format!("step `{name}`: `on` is not allowed on a {} step", kind.as_str()));
+        let d = Diagnostic::at(
+            at("on"),
+            format!(
+                "step `{name}`: `on` is not allowed on a {} step",
+                kind.as_str()
+            ),
+        );
         diags.push(if kind == StepKind::Fetch {
             d.with_help("a fetch step names its hosts with `from:`")
         } else {
@@ -324,10 +347,16 @@ fn build_step(
                 .with_help("add `run: <command>`"),
         ),
         (_, Some(Command::Argv(v))) if v.is_empty() => {
-            diags.push(Diagnostic::at(at("run"), format!("step `{name}`: `run` is an empty list")));
+            diags.push(Diagnostic::at(
+                at("run"),
+                format!("step `{name}`: `run` is an empty list"),
+            ));
         }
         (_, Some(Command::Shell(s))) if s.trim().is_empty() => {
-            diags.push(Diagnostic::at(at("run"), format!("step `{name}`: `run` is empty")));
+            diags.push(Diagnostic::at(
+                at("run"),
+                format!("step `{name}`: `run` is empty"),
+            ));
         }
         _ => {}
     }
@@ -336,7 +365,11 @@ fn build_step(
         (Some(Command::Argv(_)), Some(n)) => Some(RunField::Argv(seq_fields(Some(n)))),
         _ => None,
     };
-    let selectors = if kind == StepKind::Fetch { "from" } else { "on" };
+    let selectors = if kind == StepKind::Fetch {
+        "from"
+    } else {
+        "on"
+    };
     let on = match kind {
         StepKind::Analyze => Vec::new(),
         _ => {
@@ -351,37 +384,68 @@ fn build_step(
     let ready = raw.ready.as_ref().and_then(|r| {
         let rn = node.get("ready")?;
         let probes: Vec<ReadyProbe> = [
-            r.log.as_ref().and(field(rn.get("log"), rn.span)).map(ReadyProbe::Log),
-            r.port.as_ref().and(field(rn.get("port"), rn.span)).map(ReadyProbe::Port),
-            r.cmd.as_ref().and(field(rn.get("cmd"), rn.span)).map(ReadyProbe::Cmd),
+            r.log
+                .as_ref()
+                .and(field(rn.get("log"), rn.span))
+                .map(ReadyProbe::Log),
+            r.port
+                .as_ref()
+                .and(field(rn.get("port"), rn.span))
+                .map(ReadyProbe::Port),
+            r.cmd
+                .as_ref()
+                .and(field(rn.get("cmd"), rn.span))
+                .map(ReadyProbe::Cmd),
         ]
         .into_iter()
         .flatten()
         .collect();
         if probes.len() != 1 {
             diags.push(
-                Diagnostic::at(at("ready"), format!("step `{name}`: `ready` needs exactly one of `log`, `port`, `cmd`"))
-                    .with_help(format!("found {}", probes.len())),
+                Diagnostic::at(
+                    at("ready"),
+                    format!("step `{name}`: `ready` needs exactly one of `log`, `port`, `cmd`"),
+                )
+                .with_help(format!("found {}", probes.len())),
             );
             return None;
         }
         let probe = probes.into_iter().next()?;
         match (&probe, &r.port) {
             (ReadyProbe::Port(f), Some(Scalar::Int(p))) if !(1..=65535).contains(p) => {
-                diags.push(Diagnostic::at(f.span, format!("step `{name}`: port {p} is out of range 1-65535")));
+                diags.push(Diagnostic::at(
+                    f.span,
+                    format!("step `{name}`: port {p} is out of range 1-65535"),
+                ));
             }
             (ReadyProbe::Log(f), _) if !f.is_template() => {
                 if let Err(e) = regex::Regex::new(&f.text) {
-                    diags.push(Diagnostic::at(f.span, format!("step `{name}`: invalid `ready.log` regex: {}", first_line(&e.to_string()))));
+                    diags.push(Diagnostic::at(
+                        f.span,
+                        format!(
+                            "step `{name}`: invalid `ready.log` regex: {}",
+                            first_line(&e.to_string())
+                        ),
+                    ));
                 }
             }
             _ => {}
         }
-        let timeout = field(rn.get("timeout"), rn.span).unwrap_or_else(|| Field::new("60s", rn.span));
-        let interval = field(rn.get("interval"), rn.span).unwrap_or_else(|| Field::new("200ms", rn.span));
+        let timeout =
+            field(rn.get("timeout"), rn.span).unwrap_or_else(|| Field::new("60s", rn.span));
+        let interval =
+            field(rn.get("interval"), rn.span).unwrap_or_else(|| Field::new("200ms", rn.span));
         check_duration(&timeout, &format!("step `{name}`: `ready.timeout`"), diags);
-        check_duration(&interval, &format!("step `{name}`: `ready.interval`"), diags);
-        Some(Ready { probe, timeout, interval })
+        check_duration(
+            &interval,
+            &format!("step `{name}`: `ready.interval`"),
+            diags,
+        );
+        Some(Ready {
+            probe,
+            timeout,
+            interval,
+        })
     });
     let timeout = field(node.get("timeout"), name_span);
     if let Some(t) = &timeout {
@@ -390,13 +454,21 @@ fn build_step(
     let stop = match kind {
         StepKind::Service | StepKind::Monitor => {
             let sn = node.get("stop");
-            let signal = field(sn.and_then(|s| s.get("signal")), name_span).unwrap_or_else(|| Field::new("TERM", name_span));
-            let grace = field(sn.and_then(|s| s.get("grace")), name_span).unwrap_or_else(|| Field::new("10s", name_span));
+            let signal = field(sn.and_then(|s| s.get("signal")), name_span)
+                .unwrap_or_else(|| Field::new("TERM", name_span));
+            let grace = field(sn.and_then(|s| s.get("grace")), name_span)
+                .unwrap_or_else(|| Field::new("10s", name_span));
             check_duration(&grace, &format!("step `{name}`: `stop.grace`"), diags);
             if !signal.is_template() && normalize_signal(&signal.text).is_none() {
                 diags.push(
-                    Diagnostic::at(signal.span, format!("step `{name}`: unknown signal `{}`", signal.text))
-                        .with_help(format!("expected one of {}", list_names(SIGNALS.iter().copied()))),
+                    Diagnostic::at(
+                        signal.span,
+                        format!("step `{name}`: unknown signal `{}`", signal.text),
+                    )
+                    .with_help(format!(
+                        "expected one of {}",
+                        list_names(SIGNALS.iter().copied())
+                    )),
                 );
             }
             Some(Stop { signal, grace })
@@ -452,13 +524,24 @@ fn check_needs(steps: &[Step], diags: &mut Diagnostics) {
     for s in steps {
         for n in &s.needs {
             if n.text == s.name {
-                diags.push(Diagnostic::at(n.span, format!("step `{}` needs itself", s.name)));
+                diags.push(Diagnostic::at(
+                    n.span,
+                    format!("step `{}` needs itself", s.name),
+                ));
                 ok = false;
             } else if !names.contains(n.text.as_str()) {
-                let help = did_you_mean(&n.text, names.iter().copied())
-                    .unwrap_or_else(|| format!("steps of this workload: {}", list_names(names.iter().copied())));
+                let help = did_you_mean(&n.text, names.iter().copied()).unwrap_or_else(|| {
+                    format!(
+                        "steps of this workload: {}",
+                        list_names(names.iter().copied())
+                    )
+                });
                 diags.push(
-                    Diagnostic::at(n.span, format!("step `{}` needs unknown step `{}`", s.name, n.text)).with_help(help),
+                    Diagnostic::at(
+                        n.span,
+                        format!("step `{}` needs unknown step `{}`", s.name, n.text),
+                    )
+                    .with_help(help),
                 );
                 ok = false;
             }
@@ -477,8 +560,14 @@ fn check_needs(steps: &[Step], diags: &mut Diagnostics) {
             .find(|n| n.text == steps[cycle[1 % cycle.len()]].name)
             .map_or(first.name_span, |n| n.span);
         diags.push(
-            Diagnostic::at(span, format!("steps depend on each other in a cycle: {}", path.join(" → ")))
-                .with_help("remove one of these `needs` so the steps can be ordered"),
+            Diagnostic::at(
+                span,
+                format!(
+                    "steps depend on each other in a cycle: {}",
+                    path.join(" → ")
+                ),
+            )
+            .with_help("remove one of these `needs` so the steps can be ordered"),
         );
     }
 }
@@ -490,16 +579,22 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
         .count();
     if count != 1 {
         diags.push(
-            Diagnostic::at(span, format!("metric `{name}` needs exactly one of `json`, `csv`, `regex`"))
-                .with_help(format!("found {count}")),
+            Diagnostic::at(
+                span,
+                format!("metric `{name}` needs exactly one of `json`, `csv`, `regex`"),
+            )
+            .with_help(format!("found {count}")),
         );
         return None;
     }
     let source = if let Some(p) = &m.json {
         if !(p.is_empty() || p.starts_with('/')) {
             diags.push(
-                Diagnostic::at(span, format!("metric `{name}`: `json` must be a JSON pointer starting with `/`"))
-                    .with_help(format!("write `/{p}`")),
+                Diagnostic::at(
+                    span,
+                    format!("metric `{name}`: `json` must be a JSON pointer starting with `/`"),
+                )
+                .with_help(format!("write `/{p}`")),
             );
             return None;
         }
@@ -508,10 +603,15 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
         let agg = c.agg.clone().unwrap_or_else(|| "mean".into());
         if !CSV_AGGS.contains(&agg.as_str()) {
             diags.push(
-                Diagnostic::at(span, format!("metric `{name}`: unknown aggregation `{agg}`"))
-                    .with_help(did_you_mean(&agg, CSV_AGGS.iter().copied()).unwrap_or_else(|| {
+                Diagnostic::at(
+                    span,
+                    format!("metric `{name}`: unknown aggregation `{agg}`"),
+                )
+                .with_help(
+                    did_you_mean(&agg, CSV_AGGS.iter().copied()).unwrap_or_else(|| {
                         format!("expected one of {}", list_names(CSV_AGGS.iter().copied()))
-                    })),
+                    }),
+                ),
             );
             return None;
         }
@@ -526,13 +626,22 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
             Ok(re) if re.capture_names().flatten().any(|n| n == "value") => {}
             Ok(_) => {
                 diags.push(
-                    Diagnostic::at(span, format!("metric `{name}`: the regex has no group named `value`"))
-                        .with_help("write the number's part as `(?P<value>[0-9.]+)`"),
+                    Diagnostic::at(
+                        span,
+                        format!("metric `{name}`: the regex has no group named `value`"),
+                    )
+                    .with_help("write the number's part as `(?P<value>[0-9.]+)`"),
                 );
                 return None;
             }
             Err(e) => {
-                diags.push(Diagnostic::at(span, format!("metric `{name}`: invalid regex: {}", first_line(&e.to_string()))));
+                diags.push(Diagnostic::at(
+                    span,
+                    format!(
+                        "metric `{name}`: invalid regex: {}",
+                        first_line(&e.to_string())
+                    ),
+                ));
                 return None;
             }
         }
@@ -540,9 +649,10 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
             None | Some("last") => false,
             Some("all") => true,
             Some(other) => {
-                diags.push(
-                    Diagnostic::at(span, format!("metric `{name}`: `matches` must be `all` or `last`, not `{other}`")),
-                );
+                diags.push(Diagnostic::at(
+                    span,
+                    format!("metric `{name}`: `matches` must be `all` or `last`, not `{other}`"),
+                ));
                 return None;
             }
         };

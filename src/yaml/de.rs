@@ -58,24 +58,39 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        Self::custom(format_args!("expected {}, found {}", expected_text(exp), describe(&unexp)))
+        Self::custom(format_args!(
+            "expected {}, found {}",
+            expected_text(exp),
+            describe(&unexp)
+        ))
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        Self::custom(format_args!("invalid value {}: expected {exp}", describe(&unexp)))
+        Self::custom(format_args!(
+            "invalid value {}: expected {exp}",
+            describe(&unexp)
+        ))
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         let mut e = Self::custom(format_args!("unknown field `{field}`"));
-        e.help = did_you_mean(field, expected.iter().copied())
-            .or_else(|| Some(format!("expected one of {}", list_names(expected.iter().copied()))));
+        e.help = did_you_mean(field, expected.iter().copied()).or_else(|| {
+            Some(format!(
+                "expected one of {}",
+                list_names(expected.iter().copied())
+            ))
+        });
         e
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let mut e = Self::custom(format_args!("unknown value `{variant}`"));
-        e.help = did_you_mean(variant, expected.iter().copied())
-            .or_else(|| Some(format!("expected one of {}", list_names(expected.iter().copied()))));
+        e.help = did_you_mean(variant, expected.iter().copied()).or_else(|| {
+            Some(format!(
+                "expected one of {}",
+                list_names(expected.iter().copied())
+            ))
+        });
         e
     }
 
@@ -122,7 +137,10 @@ pub fn decode<T: DeserializeOwned>(node: &Node, diags: &mut Diagnostics) -> Opti
 /// Like [`decode`], but after errors also returns what did decode: the
 /// value of the tree with the offending entries removed, and that tree, so
 /// later checks can report their errors in the same pass.
-pub fn decode_partial<T: DeserializeOwned>(node: &Node, diags: &mut Diagnostics) -> Option<(T, Node)> {
+pub fn decode_partial<T: DeserializeOwned>(
+    node: &Node,
+    diags: &mut Diagnostics,
+) -> Option<(T, Node)> {
     match T::deserialize(NodeDe(node)) {
         Ok(v) => Some((v, node.clone())),
         Err(first) => recover::<T>(node, first, diags),
@@ -136,7 +154,11 @@ pub fn decode_one<T: DeserializeOwned>(node: &Node) -> Result<T, DeError> {
 
 const MAX_RECOVERIES: usize = 200;
 
-fn recover<T: DeserializeOwned>(node: &Node, first: DeError, diags: &mut Diagnostics) -> Option<(T, Node)> {
+fn recover<T: DeserializeOwned>(
+    node: &Node,
+    first: DeError,
+    diags: &mut Diagnostics,
+) -> Option<(T, Node)> {
     let mut scratch = node.clone();
     // (mapping span, field) pairs removed by us: their "missing field" errors are ours.
     let mut removed: Vec<(Span, String)> = Vec::new();
@@ -347,8 +369,11 @@ impl<'de, 'a> MapAccess<'de> for Map<'a> {
         match self.entries.next() {
             Some((k, v)) => {
                 self.value = Some(v);
-                let de: de::value::StrDeserializer<'_, DeError> = k.name.as_str().into_deserializer();
-                seed.deserialize(de).map(Some).map_err(|e| e.or_span(k.span))
+                let de: de::value::StrDeserializer<'_, DeError> =
+                    k.name.as_str().into_deserializer();
+                seed.deserialize(de)
+                    .map(Some)
+                    .map_err(|e| e.or_span(k.span))
             }
             None => Ok(None),
         }
@@ -372,7 +397,10 @@ struct UnitEnum<'a> {
 impl<'de, 'a> EnumAccess<'de> for UnitEnum<'a> {
     type Error = DeError;
     type Variant = UnitOnly;
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, UnitOnly), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, UnitOnly), DeError> {
         let de: de::value::StrDeserializer<'_, DeError> = self.name.into_deserializer();
         let v = seed.deserialize(de).map_err(|e| e.or_span(self.span))?;
         Ok((v, UnitOnly))
@@ -409,8 +437,12 @@ struct MapEnum<'a> {
 impl<'de, 'a> EnumAccess<'de> for MapEnum<'a> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
-        let de: de::value::StrDeserializer<'_, DeError> = self.key.name.as_str().into_deserializer();
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
+        let de: de::value::StrDeserializer<'_, DeError> =
+            self.key.name.as_str().into_deserializer();
         let v = seed.deserialize(de).map_err(|e| e.or_span(self.key.span))?;
         Ok((v, NodeDe(self.value)))
     }
@@ -480,13 +512,19 @@ mod tests {
 
     #[test]
     fn collects_every_error_with_its_location() {
-        let e = errors("name: x\nsteps:\n  a: {run: echo, retrys: 2}\n  b: {run: [1], retries: x}\nextra: 1\n");
+        let e = errors(
+            "name: x\nsteps:\n  a: {run: echo, retrys: 2}\n  b: {run: [1], retries: x}\nextra: 1\n",
+        );
         assert_eq!(
             e,
             vec![
                 (3, 18, "unknown field `retrys`".to_string()),
                 (4, 12, "expected a string, found a list".to_string()),
-                (4, 26, "expected a whole number, found string \"x\"".to_string()),
+                (
+                    4,
+                    26,
+                    "expected a whole number, found string \"x\"".to_string()
+                ),
                 (5, 1, "unknown field `extra`".to_string()),
             ]
         );

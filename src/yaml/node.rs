@@ -492,7 +492,10 @@ mod tests {
         let n = p("a: 1\nsteps:\n  worker:\n    run: echo hi\n");
         let k = n.get_key("steps").expect("steps");
         assert_eq!((k.span.line, k.span.col, k.span.len), (2, 1, 5));
-        let run = n.get("steps").and_then(|s| s.get("worker")).and_then(|w| w.get("run"));
+        let run = n
+            .get("steps")
+            .and_then(|s| s.get("worker"))
+            .and_then(|w| w.get("run"));
         let run = run.expect("run");
         assert_eq!(run.as_str(), Some("echo hi"));
         assert_eq!((run.span.line, run.span.col), (4, 10));
@@ -504,15 +507,26 @@ mod tests {
         assert_eq!(n.get("i").map(|x| &x.kind), Some(&NodeKind::Int(3)));
         assert_eq!(n.get("f").map(|x| &x.kind), Some(&NodeKind::Float(1.5)));
         assert_eq!(n.get("b").map(|x| &x.kind), Some(&NodeKind::Bool(true)));
-        assert_eq!(n.get("s").map(|x| &x.kind), Some(&NodeKind::Str("3".into())));
+        assert_eq!(
+            n.get("s").map(|x| &x.kind),
+            Some(&NodeKind::Str("3".into()))
+        );
         assert_eq!(n.get("z").map(|x| &x.kind), Some(&NodeKind::Null));
-        assert_eq!(n.get("l").and_then(Node::as_seq).map(<[Node]>::len), Some(2));
+        assert_eq!(
+            n.get("l").and_then(Node::as_seq).map(<[Node]>::len),
+            Some(2)
+        );
     }
 
     #[test]
     fn map_order_is_source_order() {
         let n = p("z: 1\na: 2\nm: 3\n");
-        let keys: Vec<_> = n.as_map().unwrap_or_default().iter().map(|(k, _)| k.name.as_str()).collect();
+        let keys: Vec<_> = n
+            .as_map()
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, _)| k.name.as_str())
+            .collect();
         assert_eq!(keys, ["z", "a", "m"]);
     }
 
@@ -552,10 +566,16 @@ mod tests {
     fn set_path_creates_intermediate_maps() {
         let mut base = p("params: {a: 1}\n");
         let v = Node::new(NodeKind::Int(5), Span::default());
-        base.set_path(&["steps", "x", "retries"], Span::default(), v).expect("sets");
-        assert_eq!(base.to_json(), serde_json::json!({"params": {"a": 1}, "steps": {"x": {"retries": 5}}}));
+        base.set_path(&["steps", "x", "retries"], Span::default(), v)
+            .expect("sets");
+        assert_eq!(
+            base.to_json(),
+            serde_json::json!({"params": {"a": 1}, "steps": {"x": {"retries": 5}}})
+        );
         let v = Node::new(NodeKind::Int(5), Span::default());
-        let err = base.set_path(&["params", "a", "b"], Span::default(), v).expect_err("scalar");
+        let err = base
+            .set_path(&["params", "a", "b"], Span::default(), v)
+            .expect_err("scalar");
         assert!(err.contains("an integer"), "{err}");
     }
 }
