@@ -75,6 +75,7 @@ impl Sources {
 
 /// Shows `path` relative to the working directory when it lies below it.
 pub fn display_path(path: &Path) -> String {
+    let path = crate::paths::normalize(path);
     if let Ok(cwd) = std::env::current_dir()
         && let Ok(rel) = path.strip_prefix(&cwd)
     {

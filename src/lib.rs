@@ -10,6 +10,7 @@ pub mod commands;
 pub mod diag;
 pub mod duration;
 pub mod expand;
+pub mod paths;
 pub mod plan;
 pub mod suite;
 pub mod yaml;

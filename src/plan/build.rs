@@ -25,6 +25,7 @@ use super::types::{CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstanc
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::duration;
 use crate::expand::{Expansion, RunPoint};
+use crate::paths::absolute;
 use crate::suite::{
     Condition, Field, ReadyProbe, RunField, Step, StepKind, Suite, normalize_signal,
 };
@@ -609,30 +610,6 @@ fn check_fetch_path(p: &str) -> Result<(), String> {
 fn ctx(items: &[(&'static str, Value)]) -> Value {
     let m: BTreeMap<&str, Value> = items.iter().cloned().collect();
     Value::from(m)
-}
-
-/// An absolute, lexically normalized path (`a/../b` → `b`), without
-/// touching the filesystem.
-fn absolute(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|c| c.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// `hosts` in templates: role → list of hosts. With the built-in inventory

@@ -11,7 +11,7 @@ use super::raw::{RawOverlay, RawSuite};
 use super::workload::Workload;
 use super::workload::valid_name;
 use crate::diag::{Diagnostic, Diagnostics, FileId, Sources, Span, did_you_mean, list_names};
-use crate::yaml::{Key, Node, NodeKind, decode, parse};
+use crate::yaml::{Key, Node, NodeKind, decode, decode_partial, parse};
 
 /// What the command line adds to a suite.
 #[derive(Debug, Clone, Default)]
@@ -156,7 +156,12 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         return fail(l);
     };
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let raw: Option<RawSuite> = decode(&root, &mut l.diags);
+    // Keep going with what did decode, so errors in workload files and the
+    // inventory are reported together with the suite's own.
+    let (raw, root) = match decode_partial::<RawSuite>(&root, &mut l.diags) {
+        Some((raw, pruned)) => (Some(raw), pruned),
+        None => (None, root),
+    };
 
     // The inventory: --hosts, else the suite's `hosts:`, else built in.
     let inventory = match (&opts.hosts, root.get("hosts")) {
@@ -201,6 +206,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         }
     }
     let (Some(raw), Some(inventory), true) = (raw, inventory, l.diags.is_empty()) else {
+        l.diags.finish();
         return fail(l);
     };
     Ok(Suite {
