@@ -54,12 +54,7 @@ impl Templates {
                 out.write_str(&shell_quote(&text))
                     .map_err(minijinja::Error::from)
             } else {
-                let plain = AutoEscape::None;
-                minijinja::escape_formatter(out, state, value).or_else(|_| {
-                    let _ = plain;
-                    out.write_str(&value.to_string())
-                        .map_err(minijinja::Error::from)
-                })
+                minijinja::escape_formatter(out, state, value)
             }
         });
         env.add_filter("shell_quote", |s: Cow<'_, str>| {
