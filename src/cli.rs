@@ -18,12 +18,18 @@ pub enum Command {
     Validate(SuiteArgs),
     /// Expand a suite into runs and show or store their plans.
     Plan(PlanArgs),
+    /// Run a suite: every run's steps on its hosts, results into an artifact folder.
+    Run(RunArgs),
+    /// Progress of a running or finished artifact.
+    Status(StatusArgs),
+    /// Artifact folders, newest first, with their run counts.
+    List(ListArgs),
     /// Print the JSON Schema of suite, workload and inventory files.
     Schema(SchemaArgs),
 }
 
 /// Which suite, with which hosts and overrides.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SuiteArgs {
     /// A suite name (`suites/NAME.yaml`) or a path to a suite file.
     #[arg(long, short = 's', value_name = "NAME|PATH")]
@@ -46,6 +52,55 @@ pub struct PlanArgs {
     /// Output format of `--dry-run`.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+    /// Only runs whose id matches this glob (`streaming.perf.*`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub only: Vec<String>,
+    /// Runs at once, at most; runs share a host only when their workload says `exclusive: false`.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+    /// Go on with the next run after a failed one (the default).
+    #[arg(long, conflicts_with = "fail_fast")]
+    pub keep_going: bool,
+    /// Start no run after the first failed one.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Start no run after this many failed.
+    #[arg(long, value_name = "N", conflicts_with = "fail_fast")]
+    pub max_failures: Option<usize>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+    /// Print the plan and run nothing (`flow plan --dry-run`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of `--dry-run`.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text, requires = "dry_run")]
+    pub format: PlanFormat,
+    /// Stream each step's output, prefixed with `step@host`.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

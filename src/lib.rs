@@ -2,13 +2,14 @@
 //!
 //! Data flows one way: [`suite`] loads and validates files, [`expand`] turns a
 //! suite into run points, [`plan`] turns each point into a DAG of rendered
-//! steps, [`artifact`] writes them down. [`commands`] ties them to the CLI.
+//! steps, [`artifact`] writes them down, [`exec`] runs them. [`commands`] ties them to the CLI.
 
 pub mod artifact;
 pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod duration;
+pub mod exec;
 pub mod expand;
 pub mod paths;
 pub mod plan;

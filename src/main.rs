@@ -12,6 +12,9 @@ fn main() {
     let result = match &cli.command {
         Command::Validate(a) => commands::validate(a),
         Command::Plan(a) => commands::plan(a),
+        Command::Run(a) => commands::run(a),
+        Command::Status(a) => commands::status(a),
+        Command::List(a) => commands::list(a),
         Command::Schema(a) => commands::schema(a),
     };
     let code = match result {

@@ -1,10 +1,14 @@
 //! One function per command; each returns what the process should exit with.
 
 mod plan;
+mod run;
 mod schema;
+mod status;
 
 pub use plan::{plan, validate};
+pub use run::run;
 pub use schema::schema;
+pub use status::{list, status};
 
 use thiserror::Error;
 

@@ -145,6 +145,47 @@ pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
+/// Creates an artifact folder and writes `suite.json` and the `plan.json` of
+/// every run `keep` selects; returns the folder and those plans, in order.
+pub fn write_artifact(
+    p: &Prepared,
+    root: &Path,
+    keep: impl Fn(&RunPlan) -> bool,
+) -> Result<(ArtifactDir, Vec<RunPlan>), Error> {
+    // Plan first (an invalid suite leaves no folder behind), then write.
+    let staging = PlanOptions {
+        artifact_dir: root.join("staging"),
+    };
+    let planner = Planner::new(&p.suite, &p.expansion, &staging)
+        .map_err(|d| invalid(&d, &p.suite.sources))?;
+    plan_all(p, &planner, |_| Ok(()))?;
+    let artifact = ArtifactDir::create(root, &p.suite.name)
+        .map_err(|e| Error::io("create the artifact folder in", root, e))?;
+    let opts = PlanOptions {
+        artifact_dir: artifact.path.clone(),
+    };
+    let planner =
+        Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
+    let mut plans = Vec::with_capacity(planner.len());
+    plan_all(p, &planner, |run| {
+        if keep(run) {
+            plans.push(run.clone());
+        }
+        Ok(())
+    })?;
+    for run in &plans {
+        let path = artifact.run_dir(&run.id).join("plan.json");
+        let json = serde_json::to_vec_pretty(run).map_err(|e| Error::Output(e.into()))?;
+        atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
+    }
+    let ids: Vec<String> = plans.iter().map(|r| r.id.clone()).collect();
+    let suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, &ids, &artifact.id);
+    let path = artifact.path.join("suite.json");
+    let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
+    atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
+    Ok((artifact, plans))
+}
+
 pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let p = prepare(&args.suite)?;
     if args.dry_run {
@@ -175,25 +216,7 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
         w.finish().map_err(Error::Output)?;
         return Ok(exit::OK);
     }
-    let artifact = ArtifactDir::create(&args.artifacts, &p.suite.name)
-        .map_err(|e| Error::io("create the artifact folder in", &args.artifacts, e))?;
-    let opts = PlanOptions {
-        artifact_dir: artifact.path.clone(),
-    };
-    let planner =
-        Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
-    let mut ids = Vec::with_capacity(planner.len());
-    plan_all(&p, &planner, |run| {
-        let path = artifact.run_dir(&run.id).join("plan.json");
-        let json = serde_json::to_vec_pretty(run).map_err(|e| Error::Output(e.into()))?;
-        atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
-        ids.push(run.id.clone());
-        Ok(())
-    })?;
-    let suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, &ids, &artifact.id);
-    let path = artifact.path.join("suite.json");
-    let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
-    atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
+    let (artifact, _) = write_artifact(&p, &args.artifacts, |_| true)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

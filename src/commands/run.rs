@@ -1,0 +1,167 @@
+//! `flow run`: plan, write the artifact folder, execute, summarize.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::cli::{PlanArgs, RunArgs};
+use crate::diag::{Diagnostic, Diagnostics, Sources, display_path};
+use crate::exec::{self, Options};
+use crate::plan::{CONTROLLER, RunPlan};
+
+use super::plan::{Prepared, prepare, summary, write_artifact};
+use super::{Error, exit};
+
+/// The file that marks an artifact as being run, holding flow's pid.
+pub const LOCK_FILE: &str = "flow.pid";
+
+pub fn run(args: &RunArgs) -> Result<i32, Error> {
+    if args.dry_run {
+        return super::plan(&PlanArgs {
+            suite: args.suite.clone(),
+            dry_run: true,
+            format: args.format,
+            artifacts: args.artifacts.clone(),
+        });
+    }
+    let only = patterns(&args.only)?;
+    let p = prepare(&args.suite)?;
+    let keep = |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id));
+    let (artifact, plans) = write_artifact(&p, &args.artifacts, keep)?;
+    let refused = if plans.is_empty() {
+        Some(Error::Invalid(no_match(&args.only)))
+    } else {
+        check_hosts(&p, &plans).err()
+    };
+    if let Some(e) = refused {
+        // Nothing ran: leave no folder behind.
+        let _ = std::fs::remove_dir_all(&artifact.path);
+        return Err(e);
+    }
+    let n = plans.len();
+    {
+        let mut out = std::io::stdout().lock();
+        let head = summary(&p);
+        let selected = if n == p.expansion.runs.len() {
+            String::new()
+        } else {
+            format!("\n{n} of them selected by --only")
+        };
+        writeln!(
+            out,
+            "{head}{selected}\nartifact: {}",
+            display_path(&artifact.path)
+        )
+        .map_err(Error::Output)?;
+    }
+    let lock = artifact.path.join(LOCK_FILE);
+    std::fs::write(&lock, format!("{}\n", std::process::id()))
+        .map_err(|e| Error::io("write", &lock, e))?;
+    let opts = Options {
+        jobs: args.jobs.max(1),
+        max_failures: if args.fail_fast {
+            Some(1)
+        } else {
+            args.max_failures
+        },
+        verbose: args.verbose,
+        plain: false,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::io("start the runtime in", &artifact.path, e))?;
+    let started = std::time::Instant::now();
+    let plans: Vec<Arc<RunPlan>> = plans.into_iter().map(Arc::new).collect();
+    let outcome = rt.block_on(exec::execute(
+        plans,
+        &artifact.id,
+        artifact.path.clone(),
+        &opts,
+    ));
+    let _ = std::fs::remove_file(&lock);
+    for w in &outcome.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut parts = vec![
+        format!("{} passed", outcome.passed),
+        format!("{} failed", outcome.failed),
+    ];
+    if outcome.interrupted > 0 {
+        parts.push(format!("{} interrupted", outcome.interrupted));
+    }
+    if outcome.not_run > 0 {
+        parts.push(format!("{} not run", outcome.not_run));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{n} run{}: {} in {:.1}s\nresults: {}",
+        if n == 1 { "" } else { "s" },
+        parts.join(", "),
+        started.elapsed().as_secs_f64(),
+        display_path(&artifact.path.join("runs.csv")),
+    )
+    .map_err(Error::Output)?;
+    Ok(if outcome.was_interrupted {
+        exit::INTERRUPTED
+    } else if outcome.failed > 0 || outcome.interrupted > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+fn patterns(only: &[String]) -> Result<Vec<glob::Pattern>, Error> {
+    let mut diags = Diagnostics::new();
+    let mut out = Vec::new();
+    for g in only {
+        match glob::Pattern::new(g) {
+            Ok(p) => out.push(p),
+            Err(e) => diags.push(Diagnostic::new(
+                None,
+                format!("`--only {g}` is not a valid glob: {}", e.msg),
+            )),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Invalid(diags.render(&Sources::default())))
+    }
+}
+
+fn no_match(only: &[String]) -> String {
+    let mut d = Diagnostics::new();
+    d.push(
+        Diagnostic::new(None, format!("no run matches `--only {}`", only.join(" --only ")))
+            .with_help("run ids look like `<workload>.<mode>.r<repetition>-<hash>`; `flow plan --dry-run` lists them"),
+    );
+    d.render(&Sources::default())
+}
+
+/// `flow run` executes on hosts whose address is `local`; ssh hosts are
+/// refused before anything starts.
+fn check_hosts(p: &Prepared, plans: &[RunPlan]) -> Result<(), Error> {
+    let mut d = Diagnostics::new();
+    for h in &p.suite.inventory.hosts {
+        let used = plans.iter().any(|r| r.hosts.contains(&h.name));
+        if used && h.name != CONTROLLER && !h.is_local() {
+            d.push(
+                Diagnostic::new(
+                    None,
+                    format!(
+                        "host `{}` has address `{}`: this version of `flow run` runs steps only on hosts with `address: local`",
+                        h.name, h.address
+                    ),
+                )
+                .with_help("run the suite with an inventory of local hosts (`--hosts hosts/local.yaml`), or use `flow plan` to see what would run"),
+            );
+        }
+    }
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(d.render(&p.suite.sources)))
+    }
+}

@@ -1,0 +1,213 @@
+//! Executing plans: the scheduler of runs (one at a time, or `--jobs N` runs
+//! on disjoint hosts), signal handling, and `runs.csv`. One run is owned by
+//! [`run::run_one`]; its steps by supervisors in [`step`].
+
+pub mod clock;
+pub mod fetch;
+pub mod journal;
+pub mod process;
+pub mod progress;
+pub mod ready;
+pub mod result;
+pub mod run;
+pub mod step;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::artifact::atomic_write;
+use crate::plan::RunPlan;
+use journal::Journal;
+use progress::Progress;
+use result::{RunResult, RunRow, RunStatus, runs_csv};
+use run::{RunEnv, next_level};
+
+/// How the runs of an invocation are scheduled.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Runs at once, at most.
+    pub jobs: usize,
+    /// Stop starting runs after this many failed.
+    pub max_failures: Option<usize>,
+    pub verbose: bool,
+    /// Plain lines even on a terminal.
+    pub plain: bool,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub passed: usize,
+    pub failed: usize,
+    pub interrupted: usize,
+    /// Not started (after an interrupt or too many failures).
+    pub not_run: usize,
+    pub was_interrupted: bool,
+    /// Problems writing `runs.csv` and the like; the runs themselves went on.
+    pub warnings: Vec<String>,
+}
+
+/// Two runs may overlap unless they share a host and either needs its hosts
+/// to itself.
+pub fn conflicts(a: &RunPlan, b: &RunPlan) -> bool {
+    (a.exclusive || b.exclusive) && a.hosts.iter().any(|h| b.hosts.contains(h))
+}
+
+/// Runs every plan, writing results into `artifact_dir`.
+pub async fn execute(
+    plans: Vec<Arc<RunPlan>>,
+    artifact_id: &str,
+    artifact_dir: PathBuf,
+    opts: &Options,
+) -> Outcome {
+    process::become_subreaper();
+    let (int_tx, int_rx) = watch::channel(0u8);
+    let signals = tokio::spawn(watch_signals(int_tx));
+    let journal = Journal::start();
+    let progress = Arc::new(Progress::new(plans.len(), opts.verbose, opts.plain));
+    let env = Arc::new(RunEnv {
+        artifact_id: artifact_id.to_string(),
+        artifact_dir: artifact_dir.clone(),
+        invocation: format!("{}-{}", std::process::id(), clock::Stamp::now().wall_ns),
+        alone: opts.jobs <= 1,
+        verbose: opts.verbose,
+    });
+    let mut rows: Vec<RunRow> = plans.iter().map(|p| RunRow::new(p)).collect();
+    let csv_path = artifact_dir.join("runs.csv");
+    let mut out = Outcome::default();
+    let write_csv = |rows: &[RunRow], out: &mut Outcome| {
+        if let Err(e) = atomic_write(&csv_path, runs_csv(rows).as_bytes()) {
+            out.warnings
+                .push(format!("cannot write `{}`: {e}", csv_path.display()));
+        }
+    };
+    write_csv(&rows, &mut out);
+
+    let mut pending: Vec<usize> = (0..plans.len()).collect();
+    let mut running: Vec<usize> = Vec::new();
+    let mut set: JoinSet<(usize, RunResult)> = JoinSet::new();
+    let mut int_seen = int_rx.clone();
+    let mut level = 0u8;
+    let mut stop_starting = false;
+    loop {
+        if !stop_starting {
+            let mut k = 0;
+            while running.len() < opts.jobs.max(1) && k < pending.len() {
+                let i = pending[k];
+                if running.iter().any(|&r| conflicts(&plans[r], &plans[i])) {
+                    k += 1;
+                    continue;
+                }
+                pending.remove(k);
+                running.push(i);
+                rows[i].status = RunStatus::Running.as_str().to_string();
+                let plan = Arc::clone(&plans[i]);
+                let env = Arc::clone(&env);
+                let progress = Arc::clone(&progress);
+                let rj = journal.open(i as u64, PathBuf::from(&plan.dir).join("events.jsonl"));
+                let irx = int_rx.clone();
+                set.spawn(async move {
+                    let _ = std::fs::create_dir_all(&plan.dir);
+                    let r = run::run_one(&plan, &env, rj.clone(), &progress, irx).await;
+                    if let Some(e) = rj.close().await {
+                        progress.warn(&e);
+                    }
+                    (i, r)
+                });
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(joined) = set.join_next() => {
+                let Ok((i, r)) = joined else { continue };
+                running.retain(|&x| x != i);
+                progress.run_finished(&r);
+                rows[i].status = r.status.as_str().to_string();
+                rows[i].duration_ms = r.duration_ms;
+                match r.status {
+                    RunStatus::Passed => out.passed += 1,
+                    RunStatus::Failed => out.failed += 1,
+                    RunStatus::Interrupted | RunStatus::Running => out.interrupted += 1,
+                }
+                write_csv(&rows, &mut out);
+                if opts.max_failures.is_some_and(|m| out.failed >= m) {
+                    stop_starting = true;
+                }
+            }
+            lvl = next_level(&mut int_seen, level) => {
+                level = lvl;
+                stop_starting = true;
+                out.was_interrupted = true;
+                let msg = if lvl == 1 {
+                    "interrupted: stopping the steps, fetching and writing results (press Ctrl-C again to kill at once)"
+                } else {
+                    "interrupted again: killing every step now"
+                };
+                progress.warn(msg);
+            }
+        }
+    }
+    out.not_run = pending.len();
+    progress.finish();
+    signals.abort();
+    journal.finish();
+    out
+}
+
+/// Counts SIGINT and SIGTERM into the interrupt level.
+async fn watch_signals(tx: watch::Sender<u8>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will kill flow without cleaning up");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tx.send_modify(|l| *l = l.saturating_add(1).min(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(hosts: &[&str], exclusive: bool) -> RunPlan {
+        RunPlan {
+            schema_version: 1,
+            id: "x".into(),
+            suite: "s".into(),
+            workload: "w".into(),
+            mode: "baseline".into(),
+            variant: "default".into(),
+            variant_params: Default::default(),
+            repetition: 1,
+            params: Default::default(),
+            exclusive,
+            dir: String::new(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            files: vec![],
+            steps: vec![],
+            edges: vec![],
+            metrics: vec![],
+        }
+    }
+
+    #[test]
+    fn runs_sharing_a_host_conflict_unless_both_share_willingly() {
+        assert!(conflicts(&plan(&["a", "b"], true), &plan(&["b"], true)));
+        assert!(conflicts(&plan(&["a"], false), &plan(&["a"], true)));
+        assert!(!conflicts(&plan(&["a"], false), &plan(&["a"], false)));
+        assert!(!conflicts(&plan(&["a"], true), &plan(&["b"], true)));
+    }
+}

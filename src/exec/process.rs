@@ -1,0 +1,296 @@
+//! Local child processes: each step runs in its own process group with its
+//! output going straight to files, so a step is stopped as a whole (signal to
+//! the group, grace period, SIGKILL) and nothing it leaves behind goes
+//! unnoticed.
+//!
+//! flow makes itself a child subreaper: a process that escapes its group
+//! (`setsid`, double fork) is re-parented to flow when its parent dies, and
+//! the sweep at the end of each run finds it by the `FLOW_RUN_TAG` it
+//! inherited.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::result::Leak;
+use crate::plan::RunCommand;
+
+/// Pids of children tokio owns (spawned and not yet waited for). The sweep
+/// must never reap these: tokio waits for them itself.
+static SPAWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// The environment variable that tags every process of a run.
+pub const RUN_TAG_VAR: &str = "FLOW_RUN_TAG";
+
+/// What a local process is started with.
+pub struct Spec<'a> {
+    pub run: &'a RunCommand,
+    pub cwd: &'a Path,
+    pub env: Vec<(String, String)>,
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+}
+
+/// A started process: the leader of its own process group.
+pub struct Proc {
+    pub child: Child,
+    pub pid: i32,
+}
+
+/// Makes this process a child subreaper (Linux), so that orphans of steps are
+/// re-parented to it rather than to init.
+pub fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Starts a process in a new process group, stdin from /dev/null, stdout and
+/// stderr appended to files.
+pub fn spawn(spec: &Spec<'_>) -> io::Result<Proc> {
+    let mut cmd = match spec.run {
+        RunCommand::Shell(text) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(text);
+            c
+        }
+        RunCommand::Argv(argv) => {
+            let Some((prog, args)) = argv.split_first() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "empty argv".to_string(),
+                ));
+            };
+            let mut c = Command::new(prog);
+            c.args(args);
+            c
+        }
+    };
+    cmd.current_dir(spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(open_log(spec.stdout)?)
+        .stderr(open_log(spec.stderr)?)
+        .process_group(0)
+        .kill_on_drop(false);
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes one async-signal-safe system call (prctl). Should flow die
+    // without tearing down, the kernel kills the step's leader with it; the
+    // runtime is single-threaded, so the forking thread lives as long as flow.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+    }
+    let child = cmd.spawn()?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| io::Error::other("the child has no pid"))?;
+    if let Ok(mut s) = SPAWNED.lock() {
+        s.insert(pid);
+    }
+    Ok(Proc { child, pid })
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Exit::Code(c) => format!("exited with {c}"),
+            Exit::Signal(s) => format!("killed by SIG{}", signal_name(s)),
+        }
+    }
+}
+
+pub fn signal_name(s: i32) -> String {
+    Signal::try_from(s).map_or_else(
+        |_| s.to_string(),
+        |sig| sig.as_str().trim_start_matches("SIG").to_string(),
+    )
+}
+
+/// Waits for the leader of a group to exit.
+pub async fn wait(proc: &mut Proc) -> io::Result<Exit> {
+    use std::os::unix::process::ExitStatusExt;
+    let status = proc.child.wait().await;
+    if let Ok(mut s) = SPAWNED.lock() {
+        s.remove(&proc.pid);
+    }
+    let status = status?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Signal(s),
+        (None, None) => Exit::Code(-1),
+    })
+}
+
+/// Sends a signal to a process group; a group that is gone is not an error.
+pub fn signal_group(pgid: i32, sig: Signal) {
+    match killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!("cannot send {sig} to process group {pgid}: {e}"),
+    }
+}
+
+/// Whether any process (zombies included) is in the group.
+pub fn group_exists(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// `TERM` → `SIGTERM`.
+pub fn parse_signal(name: &str) -> Signal {
+    match name {
+        "INT" => Signal::SIGINT,
+        "HUP" => Signal::SIGHUP,
+        "QUIT" => Signal::SIGQUIT,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        "KILL" => Signal::SIGKILL,
+        _ => Signal::SIGTERM,
+    }
+}
+
+/// One line of `/proc/<pid>/stat`.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub zombie: bool,
+}
+
+/// Every process the kernel shows in `/proc`.
+pub fn scan() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(info) = stat(pid) {
+            out.push(info);
+        }
+    }
+    out
+}
+
+fn stat(pid: i32) -> Option<ProcInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgrp,
+        zombie: state == "Z" || state == "X",
+    })
+}
+
+/// The command line of a process, arguments joined by spaces.
+pub fn cmdline(pid: i32) -> String {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(b) => String::from_utf8_lossy(&b)
+            .trim_end_matches('\0')
+            .replace('\0', " "),
+        Err(_) => String::new(),
+    }
+}
+
+/// Whether a process's environment holds `var=value`.
+pub fn has_env(pid: i32, var: &str, value: &str) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let needle = format!("{var}={value}");
+    env.split(|&b| b == 0).any(|e| e == needle.as_bytes())
+}
+
+fn owned_by_tokio(pid: i32) -> bool {
+    SPAWNED.lock().map(|s| s.contains(&pid)).unwrap_or(true)
+}
+
+/// Kills every live process `select` picks (and reaps those that end up as
+/// flow's zombies), returning what was found alive. Bounded: gives up after
+/// about a second.
+pub fn sweep(select: impl Fn(&ProcInfo) -> bool) -> Vec<Leak> {
+    let me = std::process::id() as i32;
+    let mut leaks: Vec<Leak> = Vec::new();
+    for _ in 0..100 {
+        let found: Vec<ProcInfo> = scan()
+            .into_iter()
+            .filter(|p| p.pid != me && select(p))
+            .collect();
+        if found.is_empty() {
+            break;
+        }
+        for p in &found {
+            if p.zombie {
+                if p.ppid == me && !owned_by_tokio(p.pid) {
+                    let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
+                }
+                continue;
+            }
+            if !leaks.iter().any(|l| l.pid == p.pid) {
+                leaks.push(Leak {
+                    pid: p.pid,
+                    cmdline: cmdline(p.pid),
+                });
+            }
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    leaks
+}
+
+/// Kills what is left of a process group after its leader exited. Cheap when
+/// the group is gone (one `kill(-pgid, 0)`).
+pub fn sweep_group(pgid: i32) -> Vec<Leak> {
+    if !group_exists(pgid) {
+        return Vec::new();
+    }
+    sweep(|p| p.pgrp == pgid)
+}
+
+/// Kills the orphans re-parented to flow that carry `tag` (every orphan when
+/// `any_orphan`: nothing else of flow's is running), and reaps dead ones.
+pub fn sweep_orphans(tag: &str, any_orphan: bool) -> Vec<Leak> {
+    let me = std::process::id() as i32;
+    sweep(|p| {
+        p.ppid == me
+            && !owned_by_tokio(p.pid)
+            && (p.zombie || any_orphan || has_env(p.pid, RUN_TAG_VAR, tag))
+    })
+}

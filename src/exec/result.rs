@@ -1,0 +1,344 @@
+//! What a run leaves behind: `run_result.json` and the rows of `runs.csv`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::clock::Stamp;
+use crate::plan::{RunPlan, StepInstance};
+use crate::suite::StepKind;
+
+/// Version of `run_result.json`.
+pub const RESULT_SCHEMA_VERSION: u32 = 1;
+
+/// Outcome of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started and not finished (or flow died while it ran).
+    Running,
+    /// Every step that was not allowed to fail succeeded.
+    Passed,
+    /// Some step failed.
+    Failed,
+    /// Stopped by SIGINT/SIGTERM.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Passed => "passed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Where one step instance is, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not started yet.
+    Pending,
+    /// Started; a service not ready yet.
+    Running,
+    /// A service that passed its readiness probe, or a running monitor.
+    Ready,
+    /// A task or fetch that succeeded; a service or monitor that ran until
+    /// flow stopped it (or that exited 0 on its own).
+    Passed,
+    /// Exited non-zero, was killed by a signal, timed out, never became
+    /// ready, or could not start.
+    Failed,
+    /// Not started: something it needs failed, or the run ended first.
+    Skipped,
+    /// Stopped before it finished because another step failed.
+    Cancelled,
+    /// Stopped before it finished because flow was interrupted.
+    Interrupted,
+}
+
+impl StepStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            StepStatus::Pending | StepStatus::Running | StepStatus::Ready
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Ready => "ready",
+            StepStatus::Passed => "passed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A process that outlived its step and was killed by flow.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Leak {
+    pub pid: i32,
+    /// Its command line, as `/proc` showed it.
+    pub cmdline: String,
+}
+
+/// One step instance of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StepResult {
+    /// `<step>@<host>`.
+    pub id: String,
+    pub step: String,
+    pub host: String,
+    pub kind: StepKind,
+    pub status: StepStatus,
+    /// A failure of this step does not fail the run.
+    #[serde(default)]
+    pub allow_failure: bool,
+    /// Times the step was started (tasks retry).
+    pub attempts: u32,
+    /// Process id of the last attempt.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started: Option<Stamp>,
+    /// When a service passed its probe or a monitor started.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ready: Option<Stamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended: Option<Stamp>,
+    /// Milliseconds from start to end.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    /// Exit code of the last attempt, when it exited.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the last attempt (`TERM`, `KILL`, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signal: Option<String>,
+    /// Signals flow sent to stop it, in order (`["TERM", "KILL"]`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub stop_signals: Vec<String>,
+    /// Processes left behind by the step and killed.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub leaked: Vec<Leak>,
+    /// One message per failed attempt or problem, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<String>,
+}
+
+impl StepResult {
+    pub fn new(s: &StepInstance) -> StepResult {
+        StepResult {
+            id: s.id.clone(),
+            step: s.step.clone(),
+            host: s.host.clone(),
+            kind: s.kind,
+            status: StepStatus::Pending,
+            allow_failure: s.allow_failure,
+            attempts: 0,
+            pid: None,
+            started: None,
+            ready: None,
+            ended: None,
+            duration_ms: None,
+            exit_code: None,
+            signal: None,
+            stop_signals: Vec::new(),
+            leaked: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Failed in a way that fails the run.
+    pub fn fails_run(&self) -> bool {
+        self.status == StepStatus::Failed && !self.allow_failure
+    }
+}
+
+/// Totals of a run's fetch steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct FetchTotals {
+    pub files: u64,
+    pub bytes: u64,
+    /// Patterns that matched nothing, and files that could not be copied.
+    pub missing: u64,
+}
+
+/// `run_result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunResult {
+    pub schema_version: u32,
+    pub id: String,
+    pub workload: String,
+    pub mode: String,
+    pub variant: String,
+    pub repetition: u32,
+    pub status: RunStatus,
+    pub started: Stamp,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended: Option<Stamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    /// The step flow was at when it last wrote this file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub current_step: Option<String>,
+    pub steps: Vec<StepResult>,
+    pub fetch: FetchTotals,
+    /// Problems of the run itself (setup, files, leaks, interruption).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<String>,
+}
+
+impl RunResult {
+    pub fn new(plan: &RunPlan, started: Stamp) -> RunResult {
+        RunResult {
+            schema_version: RESULT_SCHEMA_VERSION,
+            id: plan.id.clone(),
+            workload: plan.workload.clone(),
+            mode: plan.mode.clone(),
+            variant: plan.variant.clone(),
+            repetition: plan.repetition,
+            status: RunStatus::Running,
+            started,
+            ended: None,
+            duration_ms: None,
+            current_step: None,
+            steps: plan.steps.iter().map(StepResult::new).collect(),
+            fetch: FetchTotals::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The first failure worth a line: `broadcast@coord: exited with 1`.
+    pub fn first_error(&self) -> Option<String> {
+        self.steps
+            .iter()
+            .filter(|s| s.fails_run())
+            .find_map(|s| s.errors.last().map(|e| format!("{}: {e}", s.id)))
+            .or_else(|| self.errors.first().cloned())
+    }
+}
+
+/// One row of `runs.csv`.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: String,
+    pub workload: String,
+    pub mode: String,
+    pub variant: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub repetition: u32,
+    /// `pending` (not run), or a [`RunStatus`].
+    pub status: String,
+    pub duration_ms: Option<u64>,
+}
+
+impl RunRow {
+    pub fn new(plan: &RunPlan) -> RunRow {
+        RunRow {
+            id: plan.id.clone(),
+            workload: plan.workload.clone(),
+            mode: plan.mode.clone(),
+            variant: plan.variant.clone(),
+            params: plan.variant_params.clone(),
+            repetition: plan.repetition,
+            status: "pending".to_string(),
+            duration_ms: None,
+        }
+    }
+}
+
+/// `runs.csv`: `id,workload,mode,variant,<param columns…>,repetition,status,duration_ms`.
+/// Param columns are the union of every run's variant params, in first-seen
+/// order; a run without one leaves it empty.
+pub fn runs_csv(rows: &[RunRow]) -> String {
+    let mut keys: Vec<&str> = Vec::new();
+    for r in rows {
+        for k in r.params.keys() {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    let mut out = String::with_capacity(64 + rows.len() * 96);
+    let mut header = vec!["id", "workload", "mode", "variant"];
+    header.extend(keys.iter().copied());
+    header.extend(["repetition", "status", "duration_ms"]);
+    push_row(&mut out, header.iter().map(|s| s.to_string()));
+    for r in rows {
+        let mut cells = vec![
+            r.id.clone(),
+            r.workload.clone(),
+            r.mode.clone(),
+            r.variant.clone(),
+        ];
+        for k in &keys {
+            cells.push(match r.params.get(*k) {
+                None => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            });
+        }
+        cells.push(r.repetition.to_string());
+        cells.push(r.status.clone());
+        cells.push(r.duration_ms.map(|d| d.to_string()).unwrap_or_default());
+        push_row(&mut out, cells.into_iter());
+    }
+    out
+}
+
+/// RFC 4180: quote a cell holding a comma, quote or line break.
+fn push_row(out: &mut String, cells: impl Iterator<Item = String>) {
+    for (i, c) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if c.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&c.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&c);
+        }
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, params: serde_json::Value, status: &str) -> RunRow {
+        RunRow {
+            id: id.into(),
+            workload: "w".into(),
+            mode: "baseline".into(),
+            variant: "v".into(),
+            params: params.as_object().cloned().unwrap_or_default(),
+            repetition: 1,
+            status: status.into(),
+            duration_ms: Some(12),
+        }
+    }
+
+    #[test]
+    fn csv_has_a_column_per_param_and_quotes_what_needs_it() {
+        let rows = [
+            row("a", serde_json::json!({"n": 1, "pattern": "x,y"}), "passed"),
+            row("b", serde_json::json!({"size": "big"}), "pending"),
+        ];
+        assert_eq!(
+            runs_csv(&rows),
+            "id,workload,mode,variant,n,pattern,size,repetition,status,duration_ms\n\
+             a,w,baseline,v,1,\"x,y\",,1,passed,12\n\
+             b,w,baseline,v,,,big,1,pending,12\n"
+        );
+    }
+}
