@@ -24,7 +24,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Artifact folders, newest first, with their run counts.
     List(ListArgs),
-    /// Print the JSON Schema of suite, workload and inventory files.
+    /// Print the JSON Schema of suite, workload, inventory, plan and run-result files.
     Schema(SchemaArgs),
 }
 
@@ -125,4 +125,8 @@ pub enum SchemaKind {
     Suite,
     Workload,
     Inventory,
+    /// `runs/<id>/plan.json`.
+    Plan,
+    /// `runs/<id>/run_result.json`.
+    RunResult,
 }

@@ -5,6 +5,8 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+mod run;
+
 /// A small fluent helper around one `flow` invocation.
 struct Flow {
     args: Vec<String>,

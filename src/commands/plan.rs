@@ -147,18 +147,28 @@ pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
 
 /// Creates an artifact folder and writes `suite.json` and the `plan.json` of
 /// every run `keep` selects; returns the folder and those plans, in order.
+/// `check` sees the selected plans first: when it refuses them (or the suite
+/// does not plan), no folder is made.
 pub fn write_artifact(
     p: &Prepared,
     root: &Path,
     keep: impl Fn(&RunPlan) -> bool,
+    check: impl FnOnce(&[RunPlan]) -> Result<(), Error>,
 ) -> Result<(ArtifactDir, Vec<RunPlan>), Error> {
-    // Plan first (an invalid suite leaves no folder behind), then write.
     let staging = PlanOptions {
         artifact_dir: root.join("staging"),
     };
     let planner = Planner::new(&p.suite, &p.expansion, &staging)
         .map_err(|d| invalid(&d, &p.suite.sources))?;
-    plan_all(p, &planner, |_| Ok(()))?;
+    let mut staged = Vec::new();
+    plan_all(p, &planner, |run| {
+        if keep(run) {
+            staged.push(run.clone());
+        }
+        Ok(())
+    })?;
+    check(&staged)?;
+    drop(staged);
     let artifact = ArtifactDir::create(root, &p.suite.name)
         .map_err(|e| Error::io("create the artifact folder in", root, e))?;
     let opts = PlanOptions {
@@ -216,7 +226,7 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
         w.finish().map_err(Error::Output)?;
         return Ok(exit::OK);
     }
-    let (artifact, _) = write_artifact(&p, &args.artifacts, |_| true)?;
+    let (artifact, _) = write_artifact(&p, &args.artifacts, |_| true, |_| Ok(()))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -26,17 +26,12 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let only = patterns(&args.only)?;
     let p = prepare(&args.suite)?;
     let keep = |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id));
-    let (artifact, plans) = write_artifact(&p, &args.artifacts, keep)?;
-    let refused = if plans.is_empty() {
-        Some(Error::Invalid(no_match(&args.only)))
-    } else {
-        check_hosts(&p, &plans).err()
-    };
-    if let Some(e) = refused {
-        // Nothing ran: leave no folder behind.
-        let _ = std::fs::remove_dir_all(&artifact.path);
-        return Err(e);
-    }
+    let (artifact, plans) = write_artifact(&p, &args.artifacts, keep, |plans| {
+        if plans.is_empty() {
+            return Err(Error::Invalid(no_match(&args.only)));
+        }
+        check_hosts(&p, plans)
+    })?;
     let n = plans.len();
     {
         let mut out = std::io::stdout().lock();

@@ -1,9 +1,13 @@
-//! `flow schema`: the JSON Schema of the three file kinds, derived from the
-//! same serde types the loader decodes into.
+//! `flow schema`: the JSON Schema of the three input file kinds, derived from
+//! the same serde types the loader decodes into, and of the two JSON files a
+//! run writes (`plan.json`, `run_result.json`), derived from the types that
+//! write them.
 
 use std::io::Write;
 
 use crate::cli::{SchemaArgs, SchemaKind};
+use crate::exec::result::RunResult;
+use crate::plan::RunPlan;
 use crate::suite::raw::{RawInventory, RawSuite, RawWorkload};
 
 use super::Error;
@@ -14,6 +18,8 @@ pub fn schema_json(kind: Option<SchemaKind>) -> serde_json::Value {
             SchemaKind::Suite => serde_json::to_value(schemars::schema_for!(RawSuite)),
             SchemaKind::Workload => serde_json::to_value(schemars::schema_for!(RawWorkload)),
             SchemaKind::Inventory => serde_json::to_value(schemars::schema_for!(RawInventory)),
+            SchemaKind::Plan => serde_json::to_value(schemars::schema_for!(RunPlan)),
+            SchemaKind::RunResult => serde_json::to_value(schemars::schema_for!(RunResult)),
         }
         .unwrap_or_default()
     };
@@ -23,6 +29,8 @@ pub fn schema_json(kind: Option<SchemaKind>) -> serde_json::Value {
             "suite": one(SchemaKind::Suite),
             "workload": one(SchemaKind::Workload),
             "inventory": one(SchemaKind::Inventory),
+            "plan": one(SchemaKind::Plan),
+            "run-result": one(SchemaKind::RunResult),
         }),
     }
 }

@@ -13,7 +13,7 @@ use crate::suite::{Metric, StepKind};
 pub const CONTROLLER: &str = "controller";
 
 /// One run: a DAG of step instances.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunPlan {
     pub schema_version: u32,
     /// `<workload>.<mode>.r<repetition>-<hash>`; stable across invocations.
@@ -120,7 +120,7 @@ pub struct StopPlan {
 }
 
 /// `from` must be ready (services), running (monitors) or done before `to` starts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Edge {
     pub from: String,
     pub to: String,

@@ -101,7 +101,7 @@ pub struct Step {
 }
 
 /// A figure of merit; extraction is described in `docs/reference/workload.md`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Metric {
     pub name: String,
     pub from: String,
@@ -113,7 +113,7 @@ pub struct Metric {
     pub better: Option<super::raw::Better>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricSource {
     Json {
