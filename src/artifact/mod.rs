@@ -4,4 +4,4 @@ mod suite_json;
 mod write;
 
 pub use suite_json::{SUITE_SCHEMA_VERSION, suite_json};
-pub use write::{ArtifactDir, atomic_write, new_artifact_id, utc_timestamp};
+pub use write::{ArtifactDir, atomic_write, new_artifact_id, replace_file, utc_timestamp};

@@ -18,12 +18,15 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::artifact::atomic_write;
+use crate::artifact::{atomic_write, replace_file};
 use crate::plan::RunPlan;
 use journal::Journal;
 use progress::Progress;
 use result::{RunResult, RunRow, RunStatus, runs_csv};
 use run::{RunEnv, next_level};
+
+/// `runs.csv` is rewritten at most this often while runs go.
+const CSV_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How the runs of an invocation are scheduled.
 #[derive(Debug, Clone)]
@@ -78,13 +81,26 @@ pub async fn execute(
     let mut rows: Vec<RunRow> = plans.iter().map(|p| RunRow::new(p)).collect();
     let csv_path = artifact_dir.join("runs.csv");
     let mut out = Outcome::default();
-    let write_csv = |rows: &[RunRow], out: &mut Outcome| {
-        if let Err(e) = atomic_write(&csv_path, runs_csv(rows).as_bytes()) {
+    // Rewritten as runs end, at most once a second, and synced at the end:
+    // each run's own run_result.json is its durable record.
+    let mut csv_written = std::time::Instant::now();
+    let mut write_csv = |rows: &[RunRow], out: &mut Outcome, last: bool| {
+        if !last && csv_written.elapsed() < CSV_EVERY {
+            return;
+        }
+        csv_written = std::time::Instant::now();
+        let text = runs_csv(rows);
+        let r = if last {
+            atomic_write(&csv_path, text.as_bytes())
+        } else {
+            replace_file(&csv_path, text.as_bytes())
+        };
+        if let Err(e) = r {
             out.warnings
                 .push(format!("cannot write `{}`: {e}", csv_path.display()));
         }
     };
-    write_csv(&rows, &mut out);
+    write_csv(&rows, &mut out, true);
 
     let mut pending: Vec<usize> = (0..plans.len()).collect();
     let mut running: Vec<usize> = Vec::new();
@@ -134,7 +150,7 @@ pub async fn execute(
                     RunStatus::Failed => out.failed += 1,
                     RunStatus::Interrupted | RunStatus::Running => out.interrupted += 1,
                 }
-                write_csv(&rows, &mut out);
+                write_csv(&rows, &mut out, false);
                 if opts.max_failures.is_some_and(|m| out.failed >= m) {
                     stop_starting = true;
                 }
@@ -153,6 +169,7 @@ pub async fn execute(
         }
     }
     out.not_run = pending.len();
+    write_csv(&rows, &mut out, true);
     progress.finish();
     signals.abort();
     journal.finish();

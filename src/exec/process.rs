@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -184,28 +184,39 @@ pub struct ProcInfo {
     pub zombie: bool,
 }
 
-/// Every process the kernel shows in `/proc`.
+/// Every process the kernel shows in `/proc`. Runs after every run, so it
+/// reads each `stat` file with one `read` into a reused buffer.
 pub fn scan() -> Vec<ProcInfo> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut path = String::with_capacity(32);
     for e in dir.flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if let Some(info) = stat(pid) {
+        path.clear();
+        path.push_str("/proc/");
+        path.push_str(name.to_str().unwrap_or_default());
+        path.push_str("/stat");
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let Ok(n) = f.read(&mut buf) else { continue };
+        if let Some(info) = parse_stat(pid, &buf[..n]) {
             out.push(info);
         }
     }
     out
 }
 
-fn stat(pid: i32) -> Option<ProcInfo> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 1..];
+/// `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+fn parse_stat(pid: i32, text: &[u8]) -> Option<ProcInfo> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
     let mut f = rest.split_ascii_whitespace();
     let state = f.next()?;
     let ppid = f.next()?.parse().ok()?;
@@ -293,4 +304,28 @@ pub fn sweep_orphans(tag: &str, any_orphan: bool) -> Vec<Leak> {
             && !owned_by_tokio(p.pid)
             && (p.zombie || any_orphan || has_env(p.pid, RUN_TAG_VAR, tag))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let p = parse_stat(42, b"42 (a) b (c)) S 7 42 42 0 -1").expect("parses");
+        assert_eq!((p.ppid, p.pgrp, p.zombie), (7, 42, false));
+        assert!(parse_stat(1, b"1 (x) Z 0 1").expect("parses").zombie);
+        assert!(parse_stat(1, b"garbage").is_none());
+    }
+
+    #[test]
+    fn scan_sees_this_process() {
+        let me = std::process::id() as i32;
+        let all = scan();
+        let mine = all
+            .iter()
+            .find(|p| p.pid == me)
+            .expect("this process is listed");
+        assert!(!mine.zombie);
+    }
 }

@@ -17,7 +17,7 @@ use super::process::{self, RUN_TAG_VAR};
 use super::progress::Progress;
 use super::result::{RunResult, RunStatus, StepResult, StepStatus};
 use super::step::{self, Ctl, Ended, Report, StepJob};
-use crate::artifact::atomic_write;
+use crate::artifact::{atomic_write, replace_file};
 use crate::plan::{CONTROLLER, RunPlan};
 use crate::suite::StepKind;
 
@@ -122,7 +122,9 @@ impl Run<'_> {
         self.journal.event(Stamp::now(), name, fields);
     }
 
-    fn write_result(&mut self) {
+    /// Rewrites `run_result.json`; only the final version is fsync'd (the
+    /// journal is the durable record while the run goes).
+    fn write_result(&mut self, last: bool) {
         self.last_write = std::time::Instant::now();
         let path = self.dir.join("run_result.json");
         let bytes = match serde_json::to_vec_pretty(&self.result) {
@@ -132,7 +134,12 @@ impl Run<'_> {
                 return;
             }
         };
-        if let Err(e) = atomic_write(&path, &bytes) {
+        let written = if last {
+            atomic_write(&path, &bytes)
+        } else {
+            replace_file(&path, &bytes)
+        };
+        if let Err(e) = written {
             // Not fatal: events.jsonl holds the same facts.
             self.progress
                 .warn(&format!("cannot write `{}`: {e}", path.display()));
@@ -160,7 +167,7 @@ impl Run<'_> {
                 self.dir.join("logs").display()
             ));
         }
-        self.write_result();
+        self.write_result(false);
         let setup_ok = self.result.errors.is_empty() && self.setup();
         let mut reason = None;
         if setup_ok {
@@ -209,7 +216,7 @@ impl Run<'_> {
             "run_ended",
             json!({"status": self.result.status, "duration_ms": self.result.duration_ms}),
         );
-        self.write_result();
+        self.write_result(true);
     }
 
     /// Creates each host's run dir and pushes the workload's files into it.
@@ -433,7 +440,7 @@ impl Run<'_> {
                 let fails = self.result.steps[idx].fails_run();
                 let background = matches!(self.kind(idx), StepKind::Service | StepKind::Monitor);
                 if self.last_write.elapsed() >= RESULT_EVERY {
-                    self.write_result();
+                    self.write_result(false);
                 }
                 (background && was_ready && fails).then_some(Ctl::Cancel)
             }
