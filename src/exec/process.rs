@@ -229,14 +229,21 @@ fn parse_stat(pid: i32, text: &[u8]) -> Option<ProcInfo> {
     })
 }
 
-/// The command line of a process, arguments joined by spaces.
+/// The command line of a process, arguments joined by spaces; its name in
+/// brackets when it has none (a kernel thread, or caught mid-exec).
 pub fn cmdline(pid: i32) -> String {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(b) => String::from_utf8_lossy(&b)
-            .trim_end_matches('\0')
-            .replace('\0', " "),
-        Err(_) => String::new(),
+    let line = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+        })
+        .unwrap_or_default();
+    if !line.is_empty() {
+        return line;
     }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("[{}]", comm.trim())
 }
 
 /// Whether a process's environment holds `var=value`.

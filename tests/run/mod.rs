@@ -459,7 +459,10 @@ fn leaked_grandchildren_are_found_killed_and_recorded() {
 workload: leaky
 steps:
   leaky:
-    run: "sleep 301 & setsid sleep 302 & echo forked"
+    run: >-
+      sleep 301 &
+      setsid sh -c 'echo $$ > escaped.pid; exec sleep 302' &
+      while [ ! -s escaped.pid ]; do sleep 0.01; done; echo forked
 "#,
     );
     p.run(&[], 0);
@@ -491,7 +494,10 @@ steps:
     ready: { log: up, timeout: 10s, interval: 20ms }
     stop: { signal: TERM, grace: 1s }
   forker:
-    run: "sh -c 'sleep 303' & setsid sleep 304 & echo forked; sleep 305"
+    run: >-
+      sh -c 'sleep 303' &
+      setsid sh -c 'echo $$ > escaped.pid; exec sleep 304' &
+      while [ ! -s escaped.pid ]; do sleep 0.01; done; echo forked; sleep 305
   grab:
     kind: fetch
     paths: ["*.txt"]
@@ -715,4 +721,67 @@ fn the_streaming_demo_runs_end_to_end() {
         );
     }
     assert_eq!(n, 4);
+}
+
+#[test]
+fn a_second_ctrl_c_kills_at_once() {
+    let p = Project::new().workload(
+        r#"
+workload: stubborn
+steps:
+  deaf:
+    kind: service
+    run: "trap '' TERM INT; echo up; while :; do sleep 0.1; done"
+    ready: { log: up, timeout: 10s, interval: 20ms }
+    stop: { signal: TERM, grace: 60s }
+  wait:
+    run: "echo waiting; sleep 300"
+"#,
+    );
+    let child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(p.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    let events = || {
+        std::fs::read_dir(p.path().join("artifacts/latest/runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(20), "the task to start", || {
+        events().contains(r#""step":"wait@local""#)
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    wait_for(Duration::from_secs(20), "the service to be stopped", || {
+        events()
+            .lines()
+            .any(|l| l.contains(r#""step_stopping""#) && l.contains(r#""deaf@local""#))
+    });
+    let t0 = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second SIGINT");
+    let out = child.wait_with_output().expect("flow exits");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the second Ctrl-C took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted again: killing every step now")
+    );
+    let r = p.result();
+    assert_eq!(r["status"], "interrupted");
+    assert_eq!(step(&r, "deaf@local")["signal"], "KILL");
+    assert_eq!(
+        processes_with_env(&p.tag()),
+        vec![],
+        "processes outlived flow"
+    );
 }
