@@ -4,8 +4,8 @@
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -82,8 +82,8 @@ impl Progress {
         }
     }
 
-    pub fn step_ended(&self, _run: &str, step: &str, status: StepStatus, fails: bool) {
-        if self.verbose || fails {
+    pub fn step_ended(&self, _run: &str, step: &str, status: StepStatus) {
+        if self.verbose {
             let line = format!("      {step} {}", status.as_str());
             self.println(&line);
         }
@@ -128,38 +128,66 @@ impl Progress {
     }
 
     /// With `-v`: follows a step's output files and prints each new line as
-    /// `step@host | line` until told to stop (then prints the rest).
-    pub fn tail(&self, step: &str, out: &Path, err: &Path) -> watch::Sender<bool> {
+    /// `step@host | line` until [`Tail::finish`].
+    pub fn tail(&self, step: &str, out: &Path, err: &Path) -> Tail {
         let (tx, mut rx) = watch::channel(false);
-        let prefix = step.to_string();
-        let files = vec![
-            (out.to_path_buf(), 0u64, Vec::new()),
-            (err.to_path_buf(), 0u64, Vec::new()),
-        ];
-        let bar = self.bar.clone();
+        let state = Arc::new(TailState {
+            prefix: step.to_string(),
+            files: Mutex::new(vec![
+                (out.to_path_buf(), 0u64, Vec::new()),
+                (err.to_path_buf(), 0u64, Vec::new()),
+            ]),
+            bar: self.bar.clone(),
+        });
+        let s = Arc::clone(&state);
         tokio::spawn(async move {
-            let mut files: Vec<(PathBuf, u64, Vec<u8>)> = files;
-            loop {
-                let stop = *rx.borrow_and_update();
-                for (path, off, pending) in &mut files {
-                    for line in read_new_lines(path, off, pending, stop) {
-                        let l = format!("{prefix} | {line}");
-                        match &bar {
-                            Some(b) => b.println(l),
-                            None => println!("{l}"),
-                        }
-                    }
-                }
-                if stop {
-                    break;
-                }
+            while !*rx.borrow_and_update() {
+                s.pump(false);
                 tokio::select! {
                     _ = rx.changed() => {}
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
         });
-        tx
+        Tail { state, stop: tx }
+    }
+}
+
+struct TailState {
+    prefix: String,
+    files: Mutex<Vec<(PathBuf, u64, Vec<u8>)>>,
+    bar: Option<ProgressBar>,
+}
+
+impl TailState {
+    /// Prints what was appended; with `flush`, unfinished last lines too.
+    fn pump(&self, flush: bool) {
+        let Ok(mut files) = self.files.lock() else {
+            return;
+        };
+        for (path, off, pending) in files.iter_mut() {
+            for line in read_new_lines(path, off, pending, flush) {
+                let l = format!("{} | {line}", self.prefix);
+                match &self.bar {
+                    Some(b) => b.println(l),
+                    None => println!("{l}"),
+                }
+            }
+        }
+    }
+}
+
+/// A step's output being followed.
+pub struct Tail {
+    state: Arc<TailState>,
+    stop: watch::Sender<bool>,
+}
+
+impl Tail {
+    /// Prints the rest of the output and stops following.
+    pub fn finish(self) {
+        let _ = self.stop.send(true);
+        self.state.pump(true);
     }
 }
 

@@ -14,7 +14,7 @@ use super::clock::Stamp;
 use super::fetch::{FETCH_LOG_HEADER, copy_tree, fetch_local};
 use super::journal::RunJournal;
 use super::process::{self, RUN_TAG_VAR};
-use super::progress::Progress;
+use super::progress::{Progress, Tail};
 use super::result::{RunResult, RunStatus, StepResult, StepStatus};
 use super::step::{self, Ctl, Ended, Report, StepJob};
 use crate::artifact::{atomic_write, replace_file};
@@ -42,7 +42,7 @@ pub type Interrupt = watch::Receiver<u8>;
 struct Node {
     ctl: Option<watch::Sender<Ctl>>,
     preds: Vec<usize>,
-    tail: Option<watch::Sender<bool>>,
+    tail: Option<Tail>,
 }
 
 struct Run<'a> {
@@ -449,7 +449,7 @@ impl Run<'_> {
 
     fn finish_step(&mut self, e: Ended) {
         if let Some(t) = self.nodes[e.idx].tail.take() {
-            let _ = t.send(true);
+            t.finish();
         }
         self.nodes[e.idx].ctl = None;
         let st = &mut self.result.steps[e.idx];
@@ -474,11 +474,10 @@ impl Run<'_> {
             "error": st.errors.last(),
             "leaked": st.leaked.iter().map(|l| l.pid).collect::<Vec<_>>(),
         });
-        let failed = st.fails_run();
         let id = st.id.clone();
         let status = st.status;
         self.event("step_ended", fields);
-        self.progress.step_ended(&self.plan.id, &id, status, failed);
+        self.progress.step_ended(&self.plan.id, &id, status);
     }
 
     /// Sends `ctl` to a started step and waits for it to end, taking other
@@ -607,7 +606,7 @@ impl Run<'_> {
             let id = st.id.clone();
             self.event("step_ended", json!({"step": id, "status": "passed"}));
             self.progress
-                .step_ended(&self.plan.id, &id, StepStatus::Passed, false);
+                .step_ended(&self.plan.id, &id, StepStatus::Passed);
         }
         if let Err(e) = atomic_write(&log_path, log.as_bytes()) {
             self.result
