@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod fetch;
 pub mod journal;
+pub mod launcher;
 pub mod process;
 pub mod progress;
 pub mod ready;
@@ -77,6 +78,7 @@ pub async fn execute(
         invocation: format!("{}-{}", std::process::id(), clock::Stamp::now().wall_ns),
         alone: opts.jobs <= 1,
         verbose: opts.verbose,
+        launcher: Arc::new(launcher::Local),
     });
     let mut rows: Vec<RunRow> = plans.iter().map(|p| RunRow::new(p)).collect();
     let csv_path = artifact_dir.join("runs.csv");

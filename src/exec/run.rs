@@ -4,19 +4,21 @@
 //! reverse order; then every fetch; then analysis. Everything it learns goes
 //! to `events.jsonl` at once and to `run_result.json` as the run goes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::clock::Stamp;
-use super::fetch::{FETCH_LOG_HEADER, copy_tree, fetch_local};
+use super::fetch::FETCH_LOG_HEADER;
 use super::journal::RunJournal;
+use super::launcher::{Launcher, expand_home};
 use super::process::{self, RUN_TAG_VAR};
 use super::progress::{Progress, Tail};
 use super::result::{RunResult, RunStatus, StepResult, StepStatus};
-use super::step::{self, Ctl, Ended, Report, StepJob};
+use super::step::{Ctl, Ended, Report, StepJob};
 use crate::artifact::{atomic_write, replace_file};
 use crate::plan::{CONTROLLER, RunPlan};
 use crate::suite::StepKind;
@@ -34,6 +36,7 @@ pub struct RunEnv {
     /// Only one run at a time: any orphan left at the end of a run is its.
     pub alone: bool,
     pub verbose: bool,
+    pub launcher: Arc<dyn Launcher>,
 }
 
 /// Interrupt level: 0 none, 1 tear down cleanly, 2 kill now.
@@ -184,7 +187,7 @@ impl Run<'_> {
             self.fetch().await;
         }
         self.analyze().await;
-        let leaks = process::sweep_orphans(&self.tag, self.env.alone);
+        let leaks = self.env.launcher.sweep(&self.tag, self.env.alone);
         for l in &leaks {
             self.event("leak", json!({"pid": l.pid, "cmdline": l.cmdline}));
         }
@@ -230,27 +233,9 @@ impl Run<'_> {
         }
         let mut ok = true;
         for (host, dir) in &dirs {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                self.result.errors.push(format!(
-                    "host `{host}`: cannot create `{}`: {e}",
-                    dir.display()
-                ));
+            if let Err(e) = self.env.launcher.prepare(host, dir, &plan.files) {
+                self.result.errors.push(e);
                 ok = false;
-                continue;
-            }
-            for f in &plan.files {
-                let src = Path::new(f.trim_end_matches('/'));
-                let Some(name) = src.file_name() else {
-                    continue;
-                };
-                if let Err(e) = copy_tree(src, &dir.join(name)) {
-                    self.result.errors.push(format!(
-                        "host `{host}`: cannot copy `{}` into `{}`: {e}",
-                        src.display(),
-                        dir.display()
-                    ));
-                    ok = false;
-                }
             }
         }
         self.event("setup_done", json!({"ok": ok, "hosts": dirs.len()}));
@@ -285,7 +270,7 @@ impl Run<'_> {
         if self.env.verbose {
             self.nodes[idx].tail = Some(self.progress.tail(&job.step.id, &job.out, &job.err));
         }
-        let ctl = step::start(job, self.tx.clone());
+        let ctl = self.env.launcher.start(job, self.tx.clone());
         self.nodes[idx].ctl = Some(ctl);
         self.step(idx).status = StepStatus::Running;
         self.result.current_step = Some(self.plan.steps[idx].id.clone());
@@ -576,8 +561,9 @@ impl Run<'_> {
             let run_dir = self.dir.clone();
             let host = s.host.clone();
             let paths = s.paths.clone();
+            let launcher = Arc::clone(&self.env.launcher);
             let transfers = tokio::task::spawn_blocking(move || {
-                fetch_local(&host, &host_dir, &paths, &run_dir)
+                launcher.fetch(&host, &host_dir, &paths, &run_dir)
             })
             .await
             .unwrap_or_default();
@@ -694,12 +680,323 @@ pub async fn next_level(rx: &mut Interrupt, seen: u8) -> u8 {
     }
 }
 
-/// `~/x` → `$HOME/x` (local hosts with a `workdir` under home).
-pub fn expand_home(p: &str) -> PathBuf {
-    if let Some(rest) = p.strip_prefix("~/")
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        return Path::new(&home).join(rest);
+#[cfg(test)]
+mod tests {
+    //! The owner's logic against a scripted launcher: no processes, each
+    //! step does what the script says, and the launcher logs what it was
+    //! asked to do.
+
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::exec::fetch::Transfer;
+    use crate::exec::journal::Journal;
+    use crate::exec::process::Exit;
+    use crate::exec::result::Leak;
+    use crate::exec::step::stopped_status;
+
+    /// What a scripted step does once started.
+    #[derive(Clone, Copy)]
+    enum Act {
+        /// Exit with this code after this long (tasks, analyze).
+        Exit(u64, i32),
+        /// Become ready after this long, then run until stopped or, when
+        /// given, exit with the code after the second duration.
+        Serve(u64, Option<(u64, i32)>),
     }
-    PathBuf::from(p)
+
+    #[derive(Default)]
+    struct Fake {
+        script: HashMap<String, Act>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Fake {
+        fn note(log: &Mutex<Vec<String>>, s: String) {
+            if let Ok(mut l) = log.lock() {
+                l.push(s);
+            }
+        }
+    }
+
+    impl Launcher for Fake {
+        fn prepare(&self, host: &str, _dir: &Path, _files: &[String]) -> Result<(), String> {
+            Fake::note(&self.log, format!("prepare {host}"));
+            Ok(())
+        }
+
+        fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
+            let (ctl_tx, mut ctl) = watch::channel(Ctl::Run);
+            let act = self
+                .script
+                .get(&job.step.step)
+                .copied()
+                .unwrap_or(Act::Exit(0, 0));
+            let log = Arc::clone(&self.log);
+            let (idx, id) = (job.idx, job.step.id.clone());
+            Fake::note(&log, format!("start {id}"));
+            tokio::spawn(async move {
+                let _ = tx.send(Report::Started {
+                    idx,
+                    pid: 1,
+                    attempt: 1,
+                    at: Stamp::now(),
+                });
+                let ended = |status, exit| {
+                    Report::Ended(Box::new(Ended {
+                        idx,
+                        status,
+                        at: Stamp::now(),
+                        exit,
+                        error: None,
+                        stop_signals: Vec::new(),
+                        leaked: Vec::new(),
+                    }))
+                };
+                let stopped = |why: Ctl| {
+                    Fake::note(&log, format!("stop {id}"));
+                    ended(stopped_status(why), Some(Exit::Signal(15)))
+                };
+                let (wait, code) = match act {
+                    Act::Exit(ms, code) => (ms, Some(code)),
+                    Act::Serve(ready_ms, die) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(ready_ms)) => {}
+                            _ = ctl.changed() => {
+                                let _ = tx.send(stopped(*ctl.borrow()));
+                                return;
+                            }
+                        }
+                        let _ = tx.send(Report::Ready {
+                            idx,
+                            at: Stamp::now(),
+                        });
+                        die.map_or((u64::MAX / 4, None), |(ms, c)| (ms, Some(c)))
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(wait)) => {
+                        let c = code.unwrap_or(0);
+                        let status = if c == 0 { StepStatus::Passed } else { StepStatus::Failed };
+                        let _ = tx.send(ended(status, Some(Exit::Code(c))));
+                    }
+                    _ = ctl.changed() => {
+                        let _ = tx.send(stopped(*ctl.borrow()));
+                    }
+                }
+            });
+            ctl_tx
+        }
+
+        fn fetch(
+            &self,
+            host: &str,
+            _dir: &Path,
+            patterns: &[String],
+            _run: &Path,
+        ) -> Vec<Transfer> {
+            Fake::note(&self.log, format!("fetch {host}"));
+            patterns
+                .iter()
+                .map(|p| Transfer {
+                    host: host.into(),
+                    remote: p.clone(),
+                    local: format!("hosts/{host}/{p}"),
+                    bytes: 1,
+                    sha256: String::new(),
+                    ms: 0,
+                    status: "ok".into(),
+                })
+                .collect()
+        }
+
+        fn sweep(&self, _tag: &str, _alone: bool) -> Vec<Leak> {
+            Vec::new()
+        }
+    }
+
+    fn plan_of(dir: &Path, workload: &str) -> RunPlan {
+        std::fs::write(
+            dir.join("suite.yaml"),
+            "suite: t\nworkloads:\n  - workload: w.yaml\n",
+        )
+        .expect("write suite");
+        std::fs::write(dir.join("w.yaml"), workload).expect("write workload");
+        let suite_path = dir.join("suite.yaml");
+        let suite = crate::suite::load(&suite_path.to_string_lossy(), &Default::default())
+            .unwrap_or_else(|f| panic!("{}", f.render()));
+        let exp = crate::expand::expand(&suite)
+            .unwrap_or_else(|d| panic!("{}", d.render(&suite.sources)));
+        let opts = crate::plan::PlanOptions {
+            artifact_dir: dir.join("artifact"),
+        };
+        let planner = crate::plan::Planner::new(&suite, &exp, &opts)
+            .unwrap_or_else(|d| panic!("{}", d.render(&suite.sources)));
+        planner
+            .plan(0)
+            .unwrap_or_else(|d| panic!("{}", d.render(&suite.sources)))
+    }
+
+    struct Outcome {
+        result: RunResult,
+        log: Vec<String>,
+    }
+
+    /// Runs `workload` with the fake; `interrupt_after` raises the
+    /// interrupt level to 1 after that many milliseconds.
+    fn run(workload: &str, script: &[(&str, Act)], interrupt_after: Option<u64>) -> Outcome {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = plan_of(tmp.path(), workload);
+        let fake = Fake {
+            script: script.iter().map(|(k, a)| (k.to_string(), *a)).collect(),
+            log: Arc::default(),
+        };
+        let log = Arc::clone(&fake.log);
+        let env = RunEnv {
+            artifact_id: "a".into(),
+            artifact_dir: tmp.path().join("artifact"),
+            invocation: "test".into(),
+            alone: true,
+            verbose: false,
+            launcher: Arc::new(fake),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let journal = Journal::start();
+        let progress = Progress::new(1, false, true);
+        let result = rt.block_on(async {
+            let (itx, irx) = watch::channel(0u8);
+            if let Some(ms) = interrupt_after {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = itx.send(1);
+                    std::future::pending::<()>().await;
+                });
+            } else {
+                std::mem::forget(itx);
+            }
+            let rj = journal.open(0, PathBuf::from(&plan.dir).join("events.jsonl"));
+            let _ = std::fs::create_dir_all(&plan.dir);
+            run_one(&plan, &env, rj, &progress, irx).await
+        });
+        journal.finish();
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        Outcome { result, log }
+    }
+
+    fn status(o: &Outcome, id: &str) -> StepStatus {
+        o.result
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.status)
+            .unwrap_or_else(|| panic!("no step {id}"))
+    }
+
+    fn position(o: &Outcome, line: &str) -> usize {
+        o.log
+            .iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("`{line}` not in {:?}", o.log))
+    }
+
+    #[test]
+    fn monitors_then_services_stop_in_reverse_order_of_readiness() {
+        let o = run(
+            "workload: w\nsteps:\n  db: { kind: service, run: s }\n  api: { kind: service, run: s, needs: [db] }\n  mon: { kind: monitor, run: m }\n  job: { run: 'true' }\n  grab: { kind: fetch, paths: [x] }\n  sum: { kind: analyze, run: 'true' }\n",
+            &[
+                ("db", Act::Serve(10, None)),
+                ("api", Act::Serve(10, None)),
+                ("mon", Act::Serve(0, None)),
+            ],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Passed, "{:?}", o.result.steps);
+        let order = [
+            "start db@local",
+            "start api@local",
+            "start mon@local",
+            "start job@local",
+            "stop mon@local",
+            "stop api@local",
+            "stop db@local",
+            "fetch local",
+            "start sum@controller",
+        ];
+        let pos: Vec<usize> = order.iter().map(|l| position(&o, l)).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{:?}", o.log);
+        assert_eq!(o.log.first().map(String::as_str), Some("prepare local"));
+        assert_eq!(o.result.fetch.files, 1);
+    }
+
+    #[test]
+    fn a_service_dying_while_the_run_goes_cancels_the_tasks() {
+        let o = run(
+            "workload: w\nsteps:\n  srv: { kind: service, run: s }\n  long: { run: 'sleep 60' }\n  after: { needs: [long], run: 'true' }\n  grab: { kind: fetch, paths: [x] }\n",
+            &[
+                ("srv", Act::Serve(0, Some((30, 1)))),
+                ("long", Act::Exit(60_000, 0)),
+            ],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Failed);
+        assert_eq!(status(&o, "srv@local"), StepStatus::Failed);
+        assert_eq!(status(&o, "long@local"), StepStatus::Cancelled);
+        assert_eq!(status(&o, "after@local"), StepStatus::Skipped);
+        assert_eq!(status(&o, "grab@local"), StepStatus::Passed);
+    }
+
+    #[test]
+    fn failures_skip_their_dependents_transitively_and_analysis() {
+        let o = run(
+            "workload: w\nsteps:\n  a: { run: x }\n  b: { needs: [a], run: x }\n  c: { needs: [b], run: x }\n  d: { run: x }\n  sum: { kind: analyze, run: x }\n",
+            &[("a", Act::Exit(0, 2))],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Failed);
+        assert_eq!(status(&o, "b@local"), StepStatus::Skipped);
+        assert_eq!(status(&o, "c@local"), StepStatus::Skipped);
+        assert_eq!(status(&o, "d@local"), StepStatus::Passed);
+        assert_eq!(status(&o, "sum@controller"), StepStatus::Skipped);
+        let c = o
+            .result
+            .steps
+            .iter()
+            .find(|s| s.id == "c@local")
+            .expect("c");
+        assert_eq!(c.errors, ["skipped: `b@local` skipped"]);
+        assert!(!o.log.contains(&"start sum@controller".to_string()));
+    }
+
+    #[test]
+    fn an_interrupt_stops_what_runs_and_still_fetches() {
+        let o = run(
+            "workload: w\nsteps:\n  srv: { kind: service, run: s }\n  long: { run: 'sleep 60' }\n  next: { needs: [long], run: x }\n  grab: { kind: fetch, paths: [x] }\n  sum: { kind: analyze, run: x }\n",
+            &[("srv", Act::Serve(0, None)), ("long", Act::Exit(60_000, 0))],
+            Some(50),
+        );
+        assert_eq!(o.result.status, RunStatus::Interrupted);
+        assert_eq!(status(&o, "long@local"), StepStatus::Interrupted);
+        assert_eq!(status(&o, "next@local"), StepStatus::Skipped);
+        assert_eq!(status(&o, "srv@local"), StepStatus::Passed);
+        assert_eq!(status(&o, "grab@local"), StepStatus::Passed);
+        assert_eq!(status(&o, "sum@controller"), StepStatus::Skipped);
+        assert!(position(&o, "stop long@local") < position(&o, "stop srv@local"));
+    }
+
+    #[test]
+    fn analyze_steps_run_in_the_order_their_needs_give() {
+        let o = run(
+            "workload: w\nsteps:\n  job: { run: x }\n  second: { kind: analyze, needs: [first], run: x }\n  first: { kind: analyze, run: x }\n",
+            &[],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Passed);
+        assert!(position(&o, "start first@controller") < position(&o, "start second@controller"));
+    }
 }

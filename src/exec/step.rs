@@ -102,7 +102,7 @@ fn ended(status: StepStatus, exit: Option<Exit>, error: Option<String>) -> Ended
 }
 
 /// The status a step gets when flow stops it for `ctl`.
-fn stopped_status(ctl: Ctl) -> StepStatus {
+pub(crate) fn stopped_status(ctl: Ctl) -> StepStatus {
     match ctl {
         Ctl::Run | Ctl::Stop => StepStatus::Passed,
         Ctl::Cancel => StepStatus::Cancelled,
