@@ -1,6 +1,8 @@
 //! The `flow` binary: parse arguments, set up logging, run the command, and
 //! map its outcome to a documented exit code.
 
+use std::io::Write;
+
 use clap::Parser;
 
 use flow::cli::{Cli, Command};
@@ -20,7 +22,7 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(commands::Error::Invalid(rendered)) => {
-            eprint!("{rendered}");
+            let _ = write!(std::io::stderr().lock(), "{rendered}");
             exit::INVALID
         }
         // A closed pipe (`flow plan … | head`) is not an error worth a message.
@@ -32,7 +34,7 @@ fn main() {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            eprintln!("{msg}");
+            let _ = writeln!(std::io::stderr().lock(), "{msg}");
             e.exit_code()
         }
     };
@@ -43,8 +45,13 @@ fn main() {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
+    // Printing must never panic: a closed stderr (`flow … 2>&1 | head`)
+    // loses the log lines, not the run.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -141,7 +141,7 @@ pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
     let planner =
         Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
     plan_all(&p, &planner, |_| Ok(()))?;
-    println!("{}\nvalid", summary(&p));
+    writeln!(std::io::stdout().lock(), "{}\nvalid", summary(&p)).map_err(Error::Output)?;
     Ok(exit::OK)
 }
 

@@ -41,12 +41,12 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         } else {
             format!("\n{n} of them selected by --only")
         };
-        writeln!(
+        // A closed stdout does not stop the runs: the artifact is the output.
+        let _ = writeln!(
             out,
             "{head}{selected}\nartifact: {}",
             display_path(&artifact.path)
-        )
-        .map_err(Error::Output)?;
+        );
     }
     let lock = artifact.path.join(LOCK_FILE);
     std::fs::write(&lock, format!("{}\n", std::process::id()))
@@ -76,7 +76,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     ));
     let _ = std::fs::remove_file(&lock);
     for w in &outcome.warnings {
-        eprintln!("warning: {w}");
+        let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
     }
     let mut parts = vec![
         format!("{} passed", outcome.passed),
@@ -89,15 +89,15 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         parts.push(format!("{} not run", outcome.not_run));
     }
     let mut out = std::io::stdout().lock();
-    writeln!(
+    // The exit code says how the runs went, whether or not this line lands.
+    let _ = writeln!(
         out,
         "{n} run{}: {} in {:.1}s\nresults: {}",
         if n == 1 { "" } else { "s" },
         parts.join(", "),
         started.elapsed().as_secs_f64(),
         display_path(&artifact.path.join("runs.csv")),
-    )
-    .map_err(Error::Output)?;
+    );
     Ok(if outcome.was_interrupted {
         exit::INTERRUPTED
     } else if outcome.failed > 0 || outcome.interrupted > 0 {

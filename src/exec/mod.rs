@@ -13,6 +13,7 @@ pub mod result;
 pub mod run;
 pub mod step;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -107,6 +108,7 @@ pub async fn execute(
     let mut pending: Vec<usize> = (0..plans.len()).collect();
     let mut running: Vec<usize> = Vec::new();
     let mut set: JoinSet<(usize, RunResult)> = JoinSet::new();
+    let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut int_seen = int_rx.clone();
     let mut level = 0u8;
     let mut stop_starting = false;
@@ -127,7 +129,7 @@ pub async fn execute(
                 let progress = Arc::clone(&progress);
                 let rj = journal.open(i as u64, PathBuf::from(&plan.dir).join("events.jsonl"));
                 let irx = int_rx.clone();
-                set.spawn(async move {
+                let handle = set.spawn(async move {
                     let _ = std::fs::create_dir_all(&plan.dir);
                     let r = run::run_one(&plan, &env, rj.clone(), &progress, irx).await;
                     if let Some(e) = rj.close().await {
@@ -135,6 +137,7 @@ pub async fn execute(
                     }
                     (i, r)
                 });
+                tasks.insert(handle.id(), i);
             }
         }
         if running.is_empty() {
@@ -142,7 +145,21 @@ pub async fn execute(
         }
         tokio::select! {
             Some(joined) = set.join_next() => {
-                let Ok((i, r)) = joined else { continue };
+                let (i, r) = match joined {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // A bug, not a failure of the run: say so, and do not
+                        // wait for a run that will never report.
+                        let Some(i) = tasks.get(&e.id()).copied() else { continue };
+                        let msg = format!("internal error while running {}: {e}", plans[i].id);
+                        progress.warn(&msg);
+                        out.warnings.push(msg);
+                        let mut r = RunResult::new(&plans[i], clock::Stamp::now());
+                        r.status = RunStatus::Failed;
+                        r.errors.push("internal error: see flow's output".into());
+                        (i, r)
+                    }
+                };
                 running.retain(|&x| x != i);
                 progress.run_finished(&r);
                 rows[i].status = r.status.as_str().to_string();

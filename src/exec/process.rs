@@ -104,6 +104,7 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Proc> {
     if let Ok(mut s) = SPAWNED.lock() {
         s.insert(pid);
     }
+    tracing::trace!(pid, cwd = %spec.cwd.display(), "spawned `{}`", spec.run.display());
     Ok(Proc { child, pid })
 }
 

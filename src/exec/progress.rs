@@ -64,7 +64,9 @@ impl Progress {
     pub fn warn(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(format!("warning: {msg}")),
-            None => eprintln!("warning: {msg}"),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "warning: {msg}");
+            }
         }
     }
 
@@ -170,7 +172,9 @@ impl TailState {
                 let l = format!("{} | {line}", self.prefix);
                 match &self.bar {
                     Some(b) => b.println(l),
-                    None => println!("{l}"),
+                    None => {
+                        let _ = writeln!(std::io::stdout().lock(), "{l}");
+                    }
                 }
             }
         }

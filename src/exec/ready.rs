@@ -53,16 +53,23 @@ impl Probe {
     }
 
     /// One try: whether the service is ready now.
+    /// (`port`: something accepts on 127.0.0.1 or ::1.)
     pub async fn check(&mut self, interval: Duration) -> bool {
         match self {
             Probe::Log(p) => p.check(),
             Probe::Port(port) => {
-                let try_connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
-                matches!(
-                    tokio::time::timeout(interval.max(Duration::from_millis(100)), try_connect)
-                        .await,
-                    Ok(Ok(_))
-                )
+                // A server may listen on IPv4, IPv6 or both.
+                let limit = interval.max(Duration::from_millis(100));
+                for addr in [
+                    std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                    std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *port)),
+                ] {
+                    let attempt = tokio::net::TcpStream::connect(addr);
+                    if let Ok(Ok(_)) = tokio::time::timeout(limit, attempt).await {
+                        return true;
+                    }
+                }
+                false
             }
             Probe::Cmd { cmd, cwd, env, log } => {
                 let spec = Spec {

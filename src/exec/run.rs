@@ -117,7 +117,9 @@ pub async fn run_one(
 }
 
 impl Run<'_> {
+    /// Journals an event (and mirrors it to `FLOW_LOG=flow=debug`).
     fn event(&self, name: &str, fields: Value) {
+        tracing::debug!(run = %self.plan.id, "{name} {fields}");
         let fields = match fields {
             Value::Object(m) => m,
             _ => Map::new(),

@@ -785,3 +785,31 @@ steps:
         "processes outlived flow"
     );
 }
+
+#[test]
+fn closed_stdout_and_stderr_do_not_stop_a_run() {
+    let p = Project::new().workload(
+        "workload: quiet\nsteps:\n  srv: { kind: service, run: 'echo up; exec sleep 60', ready: { log: up } }\n  t: { run: 'echo done' }\n",
+    );
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args([
+            "run",
+            "--suite",
+            "suite.yaml",
+            "--artifacts",
+            "artifacts",
+            "-v",
+        ])
+        .env("FLOW_LOG", "flow=trace")
+        .current_dir(p.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().expect("flow exits");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(p.result()["status"], "passed");
+}
