@@ -273,6 +273,21 @@ fn plan_writes_an_artifact_folder() {
 }
 
 #[test]
+fn published_schemas_are_current() {
+    for kind in ["suite", "workload", "inventory", "plan", "run-result"] {
+        let (now, _) = Flow::new().args(["schema", kind]).expect(0);
+        let path = root().join(format!("docs/reference/schema/{kind}.schema.json"));
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            now == published,
+            "{} is stale; regenerate it with `flow schema {kind} > {}`",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn schema_covers_the_three_file_kinds() {
     let (stdout, _) = Flow::new().args(["schema"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
