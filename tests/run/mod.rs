@@ -49,6 +49,30 @@ impl Project {
             .expect(code)
     }
 
+    /// Starts `flow run` in the background, output piped.
+    fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        Command::new(assert_cmd::cargo::cargo_bin("flow"))
+            .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+            .args(extra)
+            .envs(env.iter().copied())
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flow starts")
+    }
+
+    /// The only run's journal, once it exists.
+    fn events(&self) -> String {
+        std::fs::read_dir(self.path().join("artifacts/latest/runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
+            .unwrap_or_default()
+    }
+
     fn artifact(&self) -> PathBuf {
         std::fs::canonicalize(self.path().join("artifacts/latest")).expect("latest")
     }
@@ -503,23 +527,12 @@ steps:
     paths: ["*.txt"]
 "#,
     );
-    let child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(p.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("flow starts");
-    let latest = p.path().join("artifacts/latest");
+    let child = p.spawn(&[], &[]);
     wait_for(Duration::from_secs(20), "the forker to start", || {
-        latest.join("runs").is_dir()
-            && std::fs::read_dir(latest.join("runs"))
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .and_then(|e| std::fs::read_to_string(e.path().join("logs/forker@local.out")).ok())
-                .is_some_and(|s| s.contains("forked"))
+        p.events().contains("step_started") && {
+            let out = p.run_dir().join("logs/forker@local.out");
+            std::fs::read_to_string(out).is_ok_and(|s| s.contains("forked"))
+        }
     });
     let artifact = p.artifact();
     let tag = p.tag();
@@ -738,29 +751,14 @@ steps:
     run: "echo waiting; sleep 300"
 "#,
     );
-    let child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(p.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("flow starts");
-    let events = || {
-        std::fs::read_dir(p.path().join("artifacts/latest/runs"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
-            .unwrap_or_default()
-    };
+    let child = p.spawn(&[], &[]);
     wait_for(Duration::from_secs(20), "the task to start", || {
-        events().contains(r#""step":"wait@local""#)
+        p.events().contains(r#""step":"wait@local""#)
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     wait_for(Duration::from_secs(20), "the service to be stopped", || {
-        events()
+        p.events()
             .lines()
             .any(|l| l.contains(r#""step_stopping""#) && l.contains(r#""deaf@local""#))
     });
@@ -791,22 +789,7 @@ fn closed_stdout_and_stderr_do_not_stop_a_run() {
     let p = Project::new().workload(
         "workload: quiet\nsteps:\n  srv: { kind: service, run: 'echo up; exec sleep 60', ready: { log: up } }\n  t: { run: 'echo done' }\n",
     );
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args([
-            "run",
-            "--suite",
-            "suite.yaml",
-            "--artifacts",
-            "artifacts",
-            "-v",
-        ])
-        .env("FLOW_LOG", "flow=trace")
-        .current_dir(p.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("flow starts");
+    let mut child = p.spawn(&["-v"], &[("FLOW_LOG", "flow=trace")]);
     drop(child.stdout.take());
     drop(child.stderr.take());
     let status = child.wait().expect("flow exits");
