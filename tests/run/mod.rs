@@ -63,14 +63,14 @@ impl Project {
             .expect("flow starts")
     }
 
-    /// The only run's journal, once it exists.
+    /// Every run's journal so far, one after the other.
     fn events(&self) -> String {
-        std::fs::read_dir(self.path().join("artifacts/latest/runs"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
-            .unwrap_or_default()
+        let Ok(dirs) = std::fs::read_dir(self.path().join("artifacts/latest/runs")) else {
+            return String::new();
+        };
+        dirs.flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
+            .collect()
     }
 
     fn artifact(&self) -> PathBuf {
@@ -795,4 +795,48 @@ fn closed_stdout_and_stderr_do_not_stop_a_run() {
     let status = child.wait().expect("flow exits");
     assert_eq!(status.code(), Some(0));
     assert_eq!(p.result()["status"], "passed");
+}
+
+#[test]
+fn status_shows_the_current_step_of_a_running_artifact() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - { workload: workload.yaml, repetitions: 2 }\n",
+        )
+        .file(
+            "workload.yaml",
+            "workload: w\nsteps:\n  nap: { run: 'sleep 60' }\n",
+        );
+    let child = p.spawn(&[], &[]);
+    wait_for(
+        Duration::from_secs(20),
+        "the first run's step to start",
+        || p.events().contains(r#""step":"nap@local""#),
+    );
+    let (status, _) = Flow::new()
+        .args(["status", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("flow exits");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        status.contains(&format!("(suite t): running (pid {pid})")),
+        "{status}"
+    );
+    assert!(
+        status.contains("2 runs: 0 passed, 0 failed, 1 running, 1 left"),
+        "{status}"
+    );
+    assert!(status.contains(": nap@local (started)"), "{status}");
+    let (after, _) = Flow::new()
+        .args(["status", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(
+        after.contains("): done\n2 runs: 0 passed, 0 failed, 1 interrupted, 1 left"),
+        "{after}"
+    );
 }
