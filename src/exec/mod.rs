@@ -75,7 +75,6 @@ pub async fn execute(
     let progress = Arc::new(Progress::new(plans.len(), opts.verbose, opts.plain));
     let env = Arc::new(RunEnv {
         artifact_id: artifact_id.to_string(),
-        artifact_dir: artifact_dir.clone(),
         invocation: format!("{}-{}", std::process::id(), clock::Stamp::now().wall_ns),
         alone: opts.jobs <= 1,
         verbose: opts.verbose,

@@ -30,7 +30,6 @@ const RESULT_EVERY: Duration = Duration::from_secs(1);
 /// What every run of an invocation shares.
 pub struct RunEnv {
     pub artifact_id: String,
-    pub artifact_dir: PathBuf,
     /// Distinguishes this invocation's processes from another flow's.
     pub invocation: String,
     /// Only one run at a time: any orphan left at the end of a run is its.
@@ -859,7 +858,6 @@ mod tests {
         let log = Arc::clone(&fake.log);
         let env = RunEnv {
             artifact_id: "a".into(),
-            artifact_dir: tmp.path().join("artifact"),
             invocation: "test".into(),
             alone: true,
             verbose: false,
