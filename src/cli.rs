@@ -24,6 +24,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Artifact folders, newest first, with their run counts.
     List(ListArgs),
+    /// Inspect the hosts of an inventory.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
+    /// Run a command on every (or every matching) host of an inventory, in parallel.
+    Exec(ExecArgs),
     /// Print the JSON Schema of suite, workload, inventory, plan and run-result files.
     Schema(SchemaArgs),
 }
@@ -88,6 +93,35 @@ pub struct RunArgs {
     /// Stream each step's output, prefixed with `step@host`.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Reachability, connection time, clock offset, kernel and tools of each host.
+    Check(HostsCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostsCheckArgs {
+    /// The inventory file.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: PathBuf,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The inventory file.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: PathBuf,
+    /// Only hosts with this role or name (repeatable; default: all).
+    #[arg(long, value_name = "ROLE")]
+    pub on: Vec<String>,
+    /// The command, run by each host's shell.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

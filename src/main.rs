@@ -5,7 +5,7 @@ use std::io::Write;
 
 use clap::Parser;
 
-use flow::cli::{Cli, Command};
+use flow::cli::{Cli, Command, HostsCommand};
 use flow::commands::{self, exit};
 
 fn main() {
@@ -17,6 +17,8 @@ fn main() {
         Command::Run(a) => commands::run(a),
         Command::Status(a) => commands::status(a),
         Command::List(a) => commands::list(a),
+        Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),
+        Command::Exec(a) => commands::exec(a),
         Command::Schema(a) => commands::schema(a),
     };
     let code = match result {

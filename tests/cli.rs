@@ -5,7 +5,9 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+mod remote;
 mod run;
+mod sshd;
 
 /// A small fluent helper around one `flow` invocation.
 struct Flow {

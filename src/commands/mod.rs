@@ -1,10 +1,12 @@
 //! One function per command; each returns what the process should exit with.
 
+mod hosts;
 mod plan;
 mod run;
 mod schema;
 mod status;
 
+pub use hosts::{check as hosts_check, exec};
 pub use plan::{plan, validate};
 pub use run::run;
 pub use schema::schema;

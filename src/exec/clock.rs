@@ -50,6 +50,47 @@ impl Stamp {
     }
 }
 
+/// A remote clock against the controller's wall clock, NTP-style: the
+/// remote time is assumed read halfway through the round trip, so the error
+/// is at most half of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClockOffset {
+    /// Remote minus controller, nanoseconds.
+    pub offset_ns: i64,
+    /// The offset is right within ± this many nanoseconds (rtt/2).
+    pub bound_ns: u64,
+    /// Round trip of the probe the offset comes from.
+    pub rtt_ns: u64,
+    /// Probes taken; the one with the shortest round trip wins.
+    pub probes: u32,
+}
+
+/// What one probe saw: controller wall time before and after, and the
+/// remote wall time read in between.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub before_ns: u64,
+    pub remote_ns: u64,
+    pub after_ns: u64,
+}
+
+/// The best estimate from a set of probes (shortest round trip).
+pub fn best_offset(probes: &[Probe]) -> Option<ClockOffset> {
+    let best = probes
+        .iter()
+        .filter(|p| p.after_ns >= p.before_ns)
+        .min_by_key(|p| p.after_ns - p.before_ns)?;
+    let rtt = best.after_ns - best.before_ns;
+    let mid = i128::from(best.before_ns) + i128::from(rtt / 2);
+    let offset = i128::from(best.remote_ns) - mid;
+    Some(ClockOffset {
+        offset_ns: i64::try_from(offset).unwrap_or(i64::MAX),
+        bound_ns: rtt / 2,
+        rtt_ns: rtt,
+        probes: probes.len() as u32,
+    })
+}
+
 fn monotonic_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
         Ok(ts) => {
@@ -72,6 +113,39 @@ mod tests {
         assert!(b.mono_ns > a.mono_ns);
         assert!(a.ms_until(&b) >= 5);
         assert_eq!(b.ms_until(&a), 0);
+    }
+
+    #[test]
+    fn the_offset_comes_from_the_shortest_round_trip() {
+        let probes = [
+            Probe {
+                before_ns: 1_000,
+                remote_ns: 50_000,
+                after_ns: 9_000,
+            },
+            // rtt 2000, midpoint 11_000, remote 61_000: offset 50_000 ± 1000
+            Probe {
+                before_ns: 10_000,
+                remote_ns: 61_000,
+                after_ns: 12_000,
+            },
+            Probe {
+                before_ns: 20_000,
+                remote_ns: 90_000,
+                after_ns: 26_000,
+            },
+        ];
+        let o = best_offset(&probes).expect("an offset");
+        assert_eq!(
+            o,
+            ClockOffset {
+                offset_ns: 50_000,
+                bound_ns: 1_000,
+                rtt_ns: 2_000,
+                probes: 3
+            }
+        );
+        assert_eq!(best_offset(&[]), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod fetch;
+pub mod hosts;
 pub mod journal;
 pub mod launcher;
 pub mod process;
@@ -11,6 +12,7 @@ pub mod progress;
 pub mod ready;
 pub mod result;
 pub mod run;
+pub mod ssh;
 pub mod step;
 
 use std::collections::HashMap;

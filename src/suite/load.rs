@@ -223,6 +223,25 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
     })
 }
 
+/// Loads an inventory file on its own (`flow hosts`, `flow exec`).
+pub fn load_inventory_file(path: &Path) -> Result<Inventory, LoadFailure> {
+    let mut l = Loader {
+        sources: Sources::default(),
+        diags: Diagnostics::new(),
+        workloads: BTreeMap::new(),
+    };
+    match load_inventory(&mut l, path, None) {
+        Some(inv) if l.diags.is_empty() => Ok(inv),
+        _ => {
+            l.diags.finish();
+            Err(LoadFailure {
+                sources: l.sources,
+                diags: l.diags,
+            })
+        }
+    }
+}
+
 fn load_inventory(l: &mut Loader, path: &Path, at: Option<Span>) -> Option<Inventory> {
     let (node, _) = l.read(path, at, "inventory")?;
     Inventory::from_node(&node, path, &mut l.diags)

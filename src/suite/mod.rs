@@ -8,7 +8,7 @@ pub mod raw;
 mod workload;
 
 pub use inventory::{Host, Inventory, LOCAL};
-pub use load::{LoadFailure, LoadOptions, load, resolve_suite_path};
+pub use load::{LoadFailure, LoadOptions, load, load_inventory_file, resolve_suite_path};
 pub use model::{Entry, ModeRef, Suite};
 pub use raw::StepKind;
 pub use workload::{

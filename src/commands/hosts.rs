@@ -1,0 +1,248 @@
+//! `flow hosts check` and `flow exec`: an inventory's hosts, without a suite.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::cli::{ExecArgs, HostsCheckArgs};
+use crate::diag::{Diagnostic, Diagnostics, Sources};
+use crate::exec::hosts::{FACTS_SCRIPT, Facts, Hosts, parse_facts};
+use crate::suite::{Inventory, load_inventory_file};
+
+use super::{Error, exit};
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::io("start the runtime in", std::path::Path::new("."), e))
+}
+
+fn inventory(path: &std::path::Path) -> Result<Inventory, Error> {
+    load_inventory_file(path).map_err(|f| Error::Invalid(f.render()))
+}
+
+/// One host's answer to `flow hosts check`.
+struct Checked {
+    name: String,
+    address: String,
+    result: Result<(f64, Option<crate::exec::clock::ClockOffset>, Facts), String>,
+}
+
+pub fn check(args: &HostsCheckArgs) -> Result<i32, Error> {
+    let inv = inventory(&args.hosts)?;
+    let names: Vec<String> = inv.hosts.iter().map(|h| h.name.clone()).collect();
+    let hosts = Arc::new(Hosts::new(&inv, &names).map_err(|e| {
+        Error::io(
+            "prepare ssh connections in",
+            std::path::Path::new("/tmp"),
+            e,
+        )
+    })?);
+    let rt = runtime()?;
+    let checked: Vec<Checked> = rt.block_on(async {
+        let mut set = JoinSet::new();
+        for (i, h) in inv.hosts.iter().enumerate() {
+            let hosts = Arc::clone(&hosts);
+            let name = h.name.clone();
+            set.spawn(async move {
+                let r = async {
+                    let took = hosts.connect(&name).await.map_err(|e| e.to_string())?;
+                    let facts = hosts
+                        .run(&name, FACTS_SCRIPT)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let offset = hosts.clock_offset(&name).await.map_err(|e| e.to_string())?;
+                    Ok((
+                        took.as_secs_f64() * 1000.0,
+                        offset,
+                        parse_facts(&facts.stdout_text()),
+                    ))
+                }
+                .await;
+                (i, r)
+            });
+        }
+        let mut results: Vec<Option<Result<_, String>>> =
+            (0..inv.hosts.len()).map(|_| None).collect();
+        while let Some(Ok((i, r))) = set.join_next().await {
+            results[i] = Some(r);
+        }
+        hosts.close().await;
+        inv.hosts
+            .iter()
+            .zip(results)
+            .map(|(h, r)| Checked {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                result: r.unwrap_or_else(|| Err("the check did not finish".into())),
+            })
+            .collect()
+    });
+    let failed = checked.iter().filter(|c| c.result.is_err()).count();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let rows: Vec<_> = checked
+            .iter()
+            .map(|c| match &c.result {
+                Ok((connect_ms, offset, facts)) => json!({
+                    "host": c.name, "address": c.address, "ok": true,
+                    "connect_ms": connect_ms, "clock": offset, "facts": facts,
+                }),
+                Err(e) => json!({"host": c.name, "address": c.address, "ok": false, "error": e}),
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::Output(e.into()))?;
+        writeln!(out, "{text}").map_err(Error::Output)?;
+    } else {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let mut table = vec![
+            [
+                "host",
+                "address",
+                "status",
+                "connect",
+                "rtt",
+                "clock offset",
+                "kernel",
+                "python3",
+                "rsync",
+                "setsid",
+                "sudo -n",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for c in &checked {
+            let mut row = vec![c.name.clone(), c.address.clone()];
+            match &c.result {
+                Ok((ms, offset, f)) => {
+                    row.push("ok".into());
+                    row.push(format!("{ms:.0} ms"));
+                    match offset {
+                        Some(o) => {
+                            row.push(format!("{:.2} ms", o.rtt_ns as f64 / 1e6));
+                            row.push(format!(
+                                "{:+.3} ± {:.3} ms",
+                                o.offset_ns as f64 / 1e6,
+                                o.bound_ns as f64 / 1e6
+                            ));
+                        }
+                        None => {
+                            row.push("—".into());
+                            row.push("0 (local)".into());
+                        }
+                    }
+                    row.push(f.kernel.clone());
+                    row.extend(
+                        [yes(f.python3), yes(f.rsync), yes(f.setsid), yes(f.sudo)]
+                            .map(String::from),
+                    );
+                }
+                Err(_) => row.push("failed".into()),
+            }
+            table.push(row);
+        }
+        let widths: Vec<usize> = (0..table[0].len())
+            .map(|col| {
+                table
+                    .iter()
+                    .filter_map(|r| r.get(col))
+                    .map(|c| c.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &table {
+            let last = row.len() - 1;
+            let line: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == last {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            writeln!(out, "{}", line.join("  ").trim_end()).map_err(Error::Output)?;
+        }
+        for c in &checked {
+            if let Err(e) = &c.result {
+                writeln!(out, "error: {e}").map_err(Error::Output)?;
+            }
+        }
+        if failed > 0 {
+            writeln!(out, "{failed} of {} hosts failed", checked.len()).map_err(Error::Output)?;
+        }
+    }
+    Ok(if failed > 0 { exit::FAILED } else { exit::OK })
+}
+
+pub fn exec(args: &ExecArgs) -> Result<i32, Error> {
+    let inv = inventory(&args.hosts)?;
+    let selectors = if args.on.is_empty() {
+        vec!["all".to_string()]
+    } else {
+        args.on.clone()
+    };
+    let picked = inv.select(&selectors).map_err(|u| {
+        let mut d = Diagnostics::new();
+        d.push(Diagnostic::new(None, format!("--on: {}", u.message)).with_help_opt(u.help));
+        Error::Invalid(d.render(&Sources::default()))
+    })?;
+    let names: Vec<String> = picked.iter().map(|&i| inv.hosts[i].name.clone()).collect();
+    let command = args.command.join(" ");
+    let hosts = Arc::new(Hosts::new(&inv, &names).map_err(|e| {
+        Error::io(
+            "prepare ssh connections in",
+            std::path::Path::new("/tmp"),
+            e,
+        )
+    })?);
+    let rt = runtime()?;
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let failed = rt.block_on(async {
+        let mut set = JoinSet::new();
+        for name in &names {
+            let hosts = Arc::clone(&hosts);
+            let name = name.clone();
+            let command = command.clone();
+            set.spawn(async move {
+                let r = hosts.run(&name, &command).await;
+                (name, r)
+            });
+        }
+        let mut failed = 0;
+        // Each host's output is printed whole, as the host finishes.
+        while let Some(Ok((name, r))) = set.join_next().await {
+            let mut text = String::new();
+            match r {
+                Ok(out) => {
+                    for line in String::from_utf8_lossy(&out.stdout).lines() {
+                        text.push_str(&format!("{name:<width$} | {line}\n"));
+                    }
+                    for line in String::from_utf8_lossy(&out.stderr).lines() {
+                        text.push_str(&format!("{name:<width$} ! {line}\n"));
+                    }
+                    text.push_str(&format!("{name:<width$} : exit {}\n", out.code));
+                    if out.code != 0 {
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    text.push_str(&format!("{name:<width$} : error: {e}\n"));
+                    failed += 1;
+                }
+            }
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+        hosts.close().await;
+        failed
+    });
+    Ok(if failed > 0 { exit::FAILED } else { exit::OK })
+}

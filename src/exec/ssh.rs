@@ -1,0 +1,480 @@
+//! Remote hosts through the system OpenSSH client, so `~/.ssh/config`,
+//! agents, ProxyJump and every key type work as they do in a terminal.
+//!
+//! One ControlMaster connection per host per invocation, held as a child of
+//! flow in its own process group (a terminal's Ctrl-C must not cut it before
+//! teardown), with its socket in a short private temp dir: Unix socket paths
+//! are limited to about 104 bytes, and `~/.ssh/…/%C`-style paths under a long
+//! home run out. Commands multiplex over the master, at most
+//! [`CHANNELS_PER_HOST`] at once per host, and are retried with backoff when
+//! ssh itself fails (exit 255), never when the command does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::suite::{Host, Inventory};
+
+/// Commands in flight per host (sshd's `MaxSessions` defaults to 10).
+pub const CHANNELS_PER_HOST: usize = 8;
+/// Masters being opened at once.
+pub const PARALLEL_CONNECTS: usize = 16;
+/// ssh's own failures (exit 255) are retried this many times.
+const RETRIES: u32 = 3;
+const CONNECT_TIMEOUT_S: u32 = 10;
+
+/// How to reach one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub address: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// ProxyJump spec: `[user@]host[:port]` or an ssh config name.
+    pub jump: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub options: Vec<(String, String)>,
+    pub config: Option<PathBuf>,
+}
+
+impl Target {
+    /// From an inventory host; a `jump` naming another inventory host becomes
+    /// that host's `user@address:port`.
+    pub fn of(host: &Host, inventory: &Inventory) -> Target {
+        let jump = host.jump.as_ref().map(|j| match inventory.host(j) {
+            Some(h) if !h.is_local() => {
+                let mut s = String::new();
+                if let Some(u) = &h.user {
+                    s.push_str(u);
+                    s.push('@');
+                }
+                s.push_str(&h.address);
+                if let Some(p) = h.port {
+                    s.push_str(&format!(":{p}"));
+                }
+                s
+            }
+            _ => j.clone(),
+        });
+        Target {
+            name: host.name.clone(),
+            address: host.address.clone(),
+            user: host.user.clone(),
+            port: host.port,
+            jump,
+            identity: host.identity.as_deref().map(super::launcher::expand_home),
+            options: host
+                .ssh_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            config: host.ssh_config.clone(),
+        }
+    }
+}
+
+/// What went wrong talking to a host.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to host `{host}`: {stderr}")]
+    Connect { host: String, stderr: String },
+    #[error("lost the connection to host `{host}`: {stderr}")]
+    Lost { host: String, stderr: String },
+    #[error("cannot run ssh for host `{host}`: {message}")]
+    Spawn { host: String, message: String },
+    #[error("host `{host}` is not in the inventory")]
+    Unknown { host: String },
+}
+
+/// A finished remote command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The command's exit code (never ssh's 255: that is an error).
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+struct Conn {
+    target: Target,
+    socket: PathBuf,
+    channels: Semaphore,
+    master: Mutex<Option<Result<Child, SshError>>>,
+}
+
+/// The connections of one invocation.
+pub struct Ssh {
+    dir: PathBuf,
+    conns: HashMap<String, Arc<Conn>>,
+    connects: Semaphore,
+}
+
+impl Ssh {
+    /// Sets up (without connecting) one connection per target.
+    pub fn new(targets: Vec<Target>) -> std::io::Result<Ssh> {
+        let dir = private_dir()?;
+        let conns = targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let conn = Conn {
+                    socket: dir.join(format!("{i}")),
+                    target: t,
+                    channels: Semaphore::new(CHANNELS_PER_HOST),
+                    master: Mutex::new(None),
+                };
+                (conn.target.name.clone(), Arc::new(conn))
+            })
+            .collect();
+        Ok(Ssh {
+            dir,
+            conns,
+            connects: Semaphore::new(PARALLEL_CONNECTS),
+        })
+    }
+
+    fn conn(&self, host: &str) -> Result<&Arc<Conn>, SshError> {
+        self.conns.get(host).ok_or_else(|| SshError::Unknown {
+            host: host.to_string(),
+        })
+    }
+
+    /// Opens the host's master connection (once; later calls return the
+    /// first outcome). Returns how long it took.
+    pub async fn connect(&self, host: &str) -> Result<Duration, SshError> {
+        let conn = self.conn(host)?;
+        let mut master = conn.master.lock().await;
+        match &*master {
+            Some(Ok(_)) => return Ok(Duration::ZERO),
+            Some(Err(e)) => return Err(e.clone()),
+            None => {}
+        }
+        let _permit = self.connects.acquire().await;
+        let t0 = Instant::now();
+        let result = open_master(conn).await;
+        let took = t0.elapsed();
+        let out = result.as_ref().map(|_| took).map_err(Clone::clone);
+        *master = Some(result);
+        out
+    }
+
+    /// Runs `command` (a shell command line for the remote user's shell) on
+    /// `host` over its master, feeding `stdin`. Retries ssh's own failures.
+    pub async fn run(
+        &self,
+        host: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, SshError> {
+        self.connect(host).await?;
+        let conn = self.conn(host)?;
+        let _channel = conn.channels.acquire().await;
+        let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
+        for attempt in 0..=RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            let mut cmd = Command::new("ssh");
+            cmd.args(base_args(&conn.target))
+                .arg("-S")
+                .arg(&conn.socket)
+                .args(["-o", "ControlMaster=no"])
+                .arg(&conn.target.address)
+                .arg("--")
+                .arg(command)
+                .stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = cmd.spawn().map_err(|e| SshError::Spawn {
+                host: host.to_string(),
+                message: e.to_string(),
+            })?;
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                let _ = pipe.write_all(data).await;
+                drop(pipe);
+            }
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|e| SshError::Spawn {
+                    host: host.to_string(),
+                    message: e.to_string(),
+                })?;
+            match out.status.code() {
+                Some(255) => {
+                    last = clean_stderr(&out.stderr);
+                    tracing::debug!(host, attempt, "ssh failed: {last}");
+                }
+                code => {
+                    return Ok(Output {
+                        code: code.unwrap_or(-1),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    });
+                }
+            }
+        }
+        Err(SshError::Lost {
+            host: host.to_string(),
+            stderr: last,
+        })
+    }
+
+    /// Starts `command` on `host` over its master with stdin and stdout
+    /// piped, for a conversation (clock probes). Holds one of the host's
+    /// channels until the returned child ends.
+    pub async fn spawn(&self, host: &str, command: &str) -> Result<Child, SshError> {
+        self.connect(host).await?;
+        let conn = self.conn(host)?;
+        Command::new("ssh")
+            .args(base_args(&conn.target))
+            .arg("-S")
+            .arg(&conn.socket)
+            .args(["-o", "ControlMaster=no"])
+            .arg(&conn.target.address)
+            .arg("--")
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| SshError::Spawn {
+                host: host.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The `ssh` arguments that reach `host` over its master, for tools that
+    /// take an ssh command (`rsync -e`).
+    pub fn command_for(&self, host: &str) -> Result<Vec<String>, SshError> {
+        let conn = self.conn(host)?;
+        let mut v = vec!["ssh".to_string()];
+        v.extend(base_args(&conn.target));
+        v.push("-S".into());
+        v.push(conn.socket.display().to_string());
+        v.extend(["-o".into(), "ControlMaster=no".into()]);
+        Ok(v)
+    }
+
+    /// Closes every master.
+    pub async fn close(&self) {
+        for conn in self.conns.values() {
+            if let Some(Ok(mut child)) = conn.master.lock().await.take() {
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    super::process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let _ = child.kill().await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `-F`, `-p`, `-l`, `-i`, `-J` and the options every connection gets.
+fn base_args(t: &Target) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    if let Some(c) = &t.config {
+        a.extend(["-F".into(), c.display().to_string()]);
+    }
+    if let Some(p) = t.port {
+        a.extend(["-p".into(), p.to_string()]);
+    }
+    if let Some(u) = &t.user {
+        a.extend(["-l".into(), u.clone()]);
+    }
+    if let Some(i) = &t.identity {
+        a.extend(["-i".into(), i.display().to_string()]);
+    }
+    if let Some(j) = &t.jump {
+        a.extend(["-J".into(), j.clone()]);
+    }
+    for o in [
+        "BatchMode=yes".to_string(),
+        format!("ConnectTimeout={CONNECT_TIMEOUT_S}"),
+        "ServerAliveInterval=5".into(),
+        "ServerAliveCountMax=3".into(),
+    ] {
+        a.extend(["-o".into(), o]);
+    }
+    for (k, v) in &t.options {
+        a.extend(["-o".into(), format!("{k}={v}")]);
+    }
+    a
+}
+
+async fn open_master(conn: &Conn) -> Result<Child, SshError> {
+    let host = conn.target.name.clone();
+    let mut cmd = Command::new("ssh");
+    cmd.args(base_args(&conn.target))
+        .args([
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            "ControlPersist=no",
+            "-N",
+            "-S",
+        ])
+        .arg(&conn.socket)
+        .arg(&conn.target.address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| SshError::Spawn {
+        host: host.clone(),
+        message: e.to_string(),
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(CONNECT_TIMEOUT_S) * 3);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            let mut err = Vec::new();
+            if let Some(mut e) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = e.read_to_end(&mut err).await;
+            }
+            return Err(SshError::Connect {
+                host,
+                stderr: clean_stderr(&err),
+            });
+        }
+        if conn.socket.exists() && check(conn).await {
+            // Nothing more is read from its stderr; do not let a full pipe
+            // ever block it.
+            drop(child.stderr.take());
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            return Err(SshError::Connect {
+                host,
+                stderr: "timed out waiting for the connection".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn check(conn: &Conn) -> bool {
+    Command::new("ssh")
+        .args(base_args(&conn.target))
+        .arg("-S")
+        .arg(&conn.socket)
+        .args(["-O", "check"])
+        .arg(&conn.target.address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// ssh's stderr as one line, without the noise of warnings about known hosts.
+pub fn clean_stderr(err: &[u8]) -> String {
+    let text = String::from_utf8_lossy(err);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .collect();
+    if lines.is_empty() {
+        "ssh exited with 255 and said nothing".into()
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// `/tmp/flow-<pid>-<n>`, mode 0700: short enough for socket paths.
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = Path::new("/tmp");
+    for n in 0..100 {
+        let dir = base.join(format!("flow-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "no free private directory under /tmp",
+    ))
+}
+
+/// Quotes a word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    crate::plan::template::shell_quote(s).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_carry_every_inventory_field() {
+        let t = Target {
+            name: "b".into(),
+            address: "10.0.0.2".into(),
+            user: Some("jc".into()),
+            port: Some(2222),
+            jump: Some("jc@ares:22".into()),
+            identity: Some(PathBuf::from("/k/id")),
+            options: vec![("Compression".into(), "yes".into())],
+            config: Some(PathBuf::from("/c/ssh_config")),
+        };
+        let a = base_args(&t).join(" ");
+        assert!(
+            a.starts_with("-F /c/ssh_config -p 2222 -l jc -i /k/id -J jc@ares:22 -o BatchMode=yes"),
+            "{a}"
+        );
+        assert!(a.ends_with("-o Compression=yes"), "{a}");
+    }
+
+    #[test]
+    fn stderr_is_one_line_without_known_hosts_noise() {
+        let e = b"Warning: Permanently added 'x' (ED25519) to the list of known hosts.\r\nssh: connect to host 10.0.0.9 port 22: Connection refused\r\n";
+        assert_eq!(
+            clean_stderr(e),
+            "ssh: connect to host 10.0.0.9 port 22: Connection refused"
+        );
+        assert_eq!(clean_stderr(b""), "ssh exited with 255 and said nothing");
+    }
+
+    #[test]
+    fn socket_dirs_are_short_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = private_dir().expect("dir");
+        assert!(d.join("99").as_os_str().len() < 40);
+        let mode = std::fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::remove_dir(&d).expect("rm");
+    }
+}

@@ -1,0 +1,124 @@
+//! Remote hosts for real: private sshd instances on loopback (see
+//! `tests/sshd`), reached through the system OpenSSH client.
+
+use super::Flow;
+use super::sshd::Sshds;
+
+#[test]
+fn hosts_check_reports_every_host_and_fails_on_an_unreachable_one() {
+    let s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory(&inv, &[&["w"], &["w"]]);
+    let mut text = std::fs::read_to_string(&inv).expect("inventory");
+    text.push_str(
+        "  gone: { address: 127.0.0.1, port: 1, roles: [w] }\n  me: { address: local }\n",
+    );
+    std::fs::write(&inv, text).expect("write");
+    let (stdout, _) = Flow::new()
+        .args(["hosts", "check", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .expect(1);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("host  address    status  connect  rtt"),
+        "{stdout}"
+    );
+    for h in ["h1", "h2"] {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{h} ")))
+            .expect("a row");
+        assert!(row.contains(" ok "), "{row}");
+        assert!(row.contains(" ± "), "a clock offset with its bound: {row}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("me ") && l.contains("0 (local)")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error: cannot connect to host `gone`: ssh: connect to host 127.0.0.1 port 1: Connection refused"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 of 4 hosts failed\n"), "{stdout}");
+
+    let (json, _) = Flow::new()
+        .args(["hosts", "check", "--json", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .expect(1);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let h1 = &v[0];
+    assert_eq!(h1["ok"], true);
+    // Same machine, same clock: the true offset is 0, so it must lie
+    // within the reported bound.
+    let off = h1["clock"]["offset_ns"]
+        .as_i64()
+        .expect("offset")
+        .unsigned_abs();
+    let bound = h1["clock"]["bound_ns"].as_u64().expect("bound");
+    assert!(
+        off <= bound + 1_000_000,
+        "offset {off} ns, bound {bound} ns"
+    );
+    assert_eq!(v[2]["ok"], false);
+}
+
+#[test]
+fn exec_runs_on_the_selected_hosts_and_reports_each_exit() {
+    let s = Sshds::start(3);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory(&inv, &[&["worker"], &["worker"], &["coordinator"]]);
+    let (stdout, _) = Flow::new()
+        .args(["exec", "--on", "worker", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .args([
+            "--",
+            "echo out-$((6*7)); echo err >&2; test \"$(id -u)\" -ge 0",
+        ])
+        .expect(0);
+    for h in ["h1", "h2"] {
+        assert!(stdout.contains(&format!("{h} | out-42\n")), "{stdout}");
+        assert!(stdout.contains(&format!("{h} ! err\n")), "{stdout}");
+        assert!(stdout.contains(&format!("{h} : exit 0\n")), "{stdout}");
+    }
+    assert!(!stdout.contains("h3"), "{stdout}");
+    let (stdout, _) = Flow::new()
+        .args(["exec", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .args(["--", "exit 4"])
+        .expect(1);
+    assert_eq!(stdout.matches(": exit 4\n").count(), 3, "{stdout}");
+}
+
+#[test]
+fn a_host_behind_a_jump_host_is_reached_through_it() {
+    let s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    std::fs::write(
+        &inv,
+        format!(
+            "defaults:\n  ssh_config: {}\nhosts:\n  gateway: {{ address: h1 }}\n  inner: {{ address: h2, jump: gateway }}\n",
+            s.ssh_config().display()
+        ),
+    )
+    .expect("inventory");
+    // The jump is taken: with h1's sshd gone, h2 cannot be reached.
+    let (stdout, _) = Flow::new()
+        .args(["exec", "--on", "inner", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .args(["--", "echo $SSH_CONNECTION"])
+        .expect(0);
+    assert!(stdout.contains("inner : exit 0"), "{stdout}");
+    let mut s = s;
+    s.stop("h1");
+    let (stdout, _) = Flow::new()
+        .args(["exec", "--on", "inner", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .args(["--", "true"])
+        .expect(1);
+    assert!(
+        stdout.contains("inner : error: cannot connect to host `inner`"),
+        "{stdout}"
+    );
+}

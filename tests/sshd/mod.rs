@@ -1,0 +1,162 @@
+//! Test support: private sshd instances on loopback, each with its own temp
+//! host key and port, all accepting one temp client key, plus the
+//! `ssh_config` and inventory that reach them. Works as root or not (sshd
+//! then only lets in the user it runs as). Everything is killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where sshd lives on Debian; `.ci/run` installs it (openssh-server).
+const SSHD: &str = "/usr/sbin/sshd";
+
+pub struct Sshds {
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<SshHost>,
+}
+
+pub struct SshHost {
+    pub name: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Sshds {
+    /// Starts `n` sshd instances named `h1` … `hn`.
+    pub fn start(n: usize) -> Sshds {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: install openssh-server (`.ci/run` does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join("id")));
+        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).expect("authorized_keys");
+        if whoami() == "root" {
+            // sshd refuses to start as root without its privilege separation dir.
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
+        let user = whoami();
+        let mut config = String::new();
+        let mut hosts = Vec::new();
+        for i in 1..=n {
+            let name = format!("h{i}");
+            let port = free_port();
+            let hd = d.join(&name);
+            std::fs::create_dir_all(&hd).expect("mkdir");
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(hd.join("hostkey")));
+            let conf = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nMaxSessions 32\nMaxStartups 100\nLogLevel ERROR\n\
+                 AllowTcpForwarding yes\n",
+                hk = hd.join("hostkey").display(),
+                ak = d.join("authorized_keys").display(),
+                pid = hd.join("sshd.pid").display(),
+            );
+            std::fs::write(hd.join("sshd_config"), conf).expect("sshd_config");
+            let child = Command::new(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(hd.join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(hd.join("sshd.log")).expect("log"))
+                .spawn()
+                .expect("sshd starts");
+            config.push_str(&format!(
+                "Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {id}\n  IdentitiesOnly yes\n  \
+                 StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+                id = d.join("id").display(),
+            ));
+            hosts.push(SshHost {
+                name,
+                port,
+                child: Some(child),
+            });
+        }
+        std::fs::write(d.join("ssh_config"), config).expect("ssh_config");
+        let s = Sshds { dir, hosts };
+        for h in &s.hosts {
+            wait_listening(h.port);
+        }
+        s
+    }
+
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.path().join("ssh_config")
+    }
+
+    /// An inventory of every host (`address` = its ssh config alias), the
+    /// roles given per host in order, written to `path`.
+    pub fn inventory(&self, path: &Path, roles: &[&[&str]]) {
+        let mut text = format!(
+            "defaults:\n  ssh_config: {}\nhosts:\n",
+            self.ssh_config().display()
+        );
+        for (i, h) in self.hosts.iter().enumerate() {
+            let r = roles.get(i).copied().unwrap_or(&[]);
+            text.push_str(&format!(
+                "  {}: {{ address: {}, roles: [{}] }}\n",
+                h.name,
+                h.name,
+                r.join(", ")
+            ));
+        }
+        std::fs::write(path, text).expect("inventory");
+    }
+
+    /// Stops one host's sshd (its existing connections die with it).
+    pub fn stop(&mut self, name: &str) {
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.name == name)
+            && let Some(mut c) = h.child.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sshds {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(mut c) = h.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_listening(port: u16) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "sshd on port {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
