@@ -365,6 +365,8 @@ async fn open_master(conn: &Conn) -> Result<Child, SshError> {
                 stderr: clean_stderr(&err),
             });
         }
+        // The master creates its socket once it is authenticated; a stat is
+        // cheap, an `ssh -O check` is a process, so check once it is there.
         if conn.socket.exists() && check(conn).await {
             // Nothing more is read from its stderr; do not let a full pipe
             // ever block it.
@@ -378,7 +380,7 @@ async fn open_master(conn: &Conn) -> Result<Child, SshError> {
                 stderr: "timed out waiting for the connection".into(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
