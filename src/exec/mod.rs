@@ -10,6 +10,7 @@ pub mod launcher;
 pub mod process;
 pub mod progress;
 pub mod ready;
+pub mod remote;
 pub mod result;
 pub mod run;
 pub mod ssh;

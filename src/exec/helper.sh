@@ -1,0 +1,137 @@
+#!/bin/sh
+# flow's supervisor on a remote host. POSIX sh, no other dependency than
+# coreutils-level tools (setsid, kill, sleep, grep, awk).
+#
+# A step runs under setsid in its run dir, detached from the ssh channel that
+# started it: a wrapper shell (the leader of the step's session and process
+# group) runs the command with output to files and records its exit status.
+# Files, for step id S in run dir D:
+#   D/.flow/S.pid   the wrapper's pid (= process group id)
+#   D/.flow/S.out   stdout        D/.flow/S.err   stderr
+#   D/.flow/S.exit  the command's exit status (128+N: killed by signal N)
+#
+#   helper.sh start DIR ID CMD          start; prints the pid
+#   helper.sh status DIR ID...          per id: `ID running`, `ID exited N`, `ID gone`, `ID unknown`
+#   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
+#   helper.sh probe-log DIR ID REGEX    exit 0 when a line of the output matches (extended regex)
+#   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
+#   helper.sh reap VAR=VALUE            SIGKILL every process whose environment holds VAR=VALUE
+set -u
+
+die() { echo "flow helper: $*" >&2; exit 2; }
+
+alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
+
+cmd_start() {
+  [ $# -eq 3 ] || die "usage: start DIR ID CMD"
+  dir=$1 id=$2 run=$3
+  mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
+  cd "$dir" || die "cannot enter $dir"
+  f=".flow/$id"
+  rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp"
+  # The wrapper catches (does not ignore) the stop signals so that it lives
+  # to write the exit status; the command starts with default dispositions.
+  setsid sh -c '
+    f=$1
+    echo $$ > "$f.pid.tmp" && mv "$f.pid.tmp" "$f.pid"
+    trap : TERM INT HUP QUIT USR1 USR2
+    sh -c "$2" > "$f.out" 2> "$f.err" < /dev/null
+    echo $? > "$f.exit.tmp" && mv "$f.exit.tmp" "$f.exit"
+  ' flow-step "$f" "$run" < /dev/null > /dev/null 2>&1 &
+  i=0
+  while [ ! -s "$f.pid" ]; do
+    i=$((i + 1))
+    [ $i -le 1000 ] || die "the step did not start"
+    sleep 0.01
+  done
+  cat "$f.pid"
+}
+
+status_one() {
+  f="$1/.flow/$2"
+  if [ -s "$f.exit" ]; then
+    echo "$2 exited $(cat "$f.exit")"
+  elif [ ! -s "$f.pid" ]; then
+    echo "$2 unknown"
+  elif alive_group "$(cat "$f.pid")"; then
+    echo "$2 running"
+  elif [ -s "$f.exit" ]; then
+    echo "$2 exited $(cat "$f.exit")"
+  else
+    echo "$2 gone"
+  fi
+}
+
+cmd_status() {
+  [ $# -ge 2 ] || die "usage: status DIR ID..."
+  dir=$1
+  shift
+  for id in "$@"; do status_one "$dir" "$id"; done
+}
+
+cmd_stop() {
+  [ $# -eq 4 ] || die "usage: stop DIR ID SIG GRACE_MS"
+  f="$1/.flow/$2" sig=$3 grace=$4
+  [ -s "$f.pid" ] || die "no step $2 in $1"
+  pid=$(cat "$f.pid")
+  sent=""
+  if alive_group "$pid"; then
+    kill -s "$sig" -- "-$pid" 2>/dev/null
+    sent=$sig
+    waited=0
+    while alive_group "$pid" && [ "$waited" -lt "$grace" ]; do
+      sleep 0.02
+      waited=$((waited + 20))
+    done
+    if alive_group "$pid"; then
+      kill -s KILL -- "-$pid" 2>/dev/null
+      sent="$sent KILL"
+      i=0
+      while alive_group "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i + 1)); done
+      alive_group "$pid" && die "process group $pid survived SIGKILL"
+    fi
+  fi
+  echo "$sent"
+}
+
+cmd_probe_log() {
+  [ $# -eq 3 ] || die "usage: probe-log DIR ID REGEX"
+  f="$1/.flow/$2"
+  cat "$f.out" "$f.err" 2>/dev/null | grep -E -q -e "$3"
+}
+
+cmd_probe_port() {
+  [ $# -eq 1 ] || die "usage: probe-port PORT"
+  hex=$(printf '%04X' "$1")
+  # /proc/net/tcp*: local address is field 2 (ADDR:PORT in hex), state field 4 (0A = LISTEN).
+  awk -v p=":$hex" 'toupper(substr($2, length($2) - 4)) == p && $4 == "0A" { found = 1 } END { exit !found }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+cmd_reap() {
+  [ $# -eq 1 ] || die "usage: reap VAR=VALUE"
+  me=$$
+  found=0
+  for e in /proc/[0-9]*/environ; do
+    p=${e#/proc/}
+    p=${p%/environ}
+    [ "$p" = "$me" ] && continue
+    if tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF -e "$1"; then
+      kill -s KILL "$p" 2>/dev/null && found=$((found + 1)) && echo "$p"
+    fi
+  done
+  return 0
+}
+
+[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|probe-log|probe-port|reap ..."
+what=$1
+shift
+case $what in
+  start) cmd_start "$@" ;;
+  status) cmd_status "$@" ;;
+  stop) cmd_stop "$@" ;;
+  probe-log) cmd_probe_log "$@" ;;
+  probe-port) cmd_probe_port "$@" ;;
+  reap) cmd_reap "$@" ;;
+  *) die "unknown command: $what" ;;
+esac

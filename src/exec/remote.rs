@@ -1,0 +1,245 @@
+//! The remote supervisor: `helper.sh`, a POSIX-sh program flow installs on
+//! each remote host under `<workdir>/.flow/helper-<hash>.sh` (a new hash is a
+//! new file, so an older flow's helper is never overwritten mid-run). It
+//! starts steps under `setsid` with pid, exit and output files in the run's
+//! remote dir, reports their status, stops them (signal to the group, grace,
+//! SIGKILL, verified), probes readiness on the host, and reaps what carries
+//! a tag. A step's life is not tied to the ssh channel that started it.
+
+use sha2::{Digest, Sha256};
+
+use super::ssh::sh_quote;
+
+/// The helper's source.
+pub const HELPER: &str = include_str!("helper.sh");
+
+/// `helper-<first 12 hex of sha256>.sh`.
+pub fn helper_name() -> String {
+    let digest = Sha256::digest(HELPER.as_bytes());
+    format!("helper-{}.sh", &super::fetch::hex(&digest)[..12])
+}
+
+/// The helper's path under a host's workdir (`~` left for the remote shell).
+pub fn helper_path(workdir: &str) -> String {
+    format!("{}/.flow/{}", workdir.trim_end_matches('/'), helper_name())
+}
+
+/// A shell command that installs the helper (read from stdin) unless that
+/// exact version is already there.
+pub fn install_command(workdir: &str) -> String {
+    let path = remote_word(&helper_path(workdir));
+    let dir = remote_word(&format!("{}/.flow", workdir.trim_end_matches('/')));
+    format!(
+        "test -f {path} || {{ mkdir -p {dir} && cat > {path}.tmp.$$ && mv {path}.tmp.$$ {path}; }}"
+    )
+}
+
+/// Quotes a remote path, leaving a leading `~/` for the remote shell to expand.
+pub fn remote_word(path: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("~/{}", sh_quote(rest)),
+        None if path == "~" => "~".into(),
+        None => sh_quote(path),
+    }
+}
+
+/// `sh <helper> <args…>` as one command line.
+pub fn helper_command(workdir: &str, args: &[&str]) -> String {
+    let mut s = format!("sh {}", remote_word(&helper_path(workdir)));
+    for a in args {
+        s.push(' ');
+        s.push_str(&remote_word(a));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    //! The helper is POSIX sh: these run it on this machine, as a remote
+    //! host would.
+
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn helper(dir: &Path, args: &[&str]) -> (i32, String) {
+        let script = dir.join("helper.sh");
+        if !script.exists() {
+            std::fs::write(&script, HELPER).expect("write helper");
+        }
+        let out = Command::new("sh")
+            .arg(&script)
+            .args(args)
+            .output()
+            .expect("sh runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn wait_status(dir: &Path, run: &str, id: &str, want: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let (_, s) = helper(dir, &["status", run, id]);
+            if s.trim_end().starts_with(&format!("{id} {want}"))
+                || t0.elapsed() > Duration::from_secs(10)
+            {
+                return s.trim_end().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_step_runs_detached_with_its_output_and_exit_status_recorded() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let run = tmp.path().join("run");
+        let run_s = run.to_string_lossy().into_owned();
+        let (code, pid) = helper(
+            tmp.path(),
+            &["start", &run_s, "t@h", "echo out; echo err >&2; exit 3"],
+        );
+        assert_eq!(code, 0);
+        assert!(pid.trim().parse::<i32>().is_ok(), "{pid}");
+        assert_eq!(
+            wait_status(tmp.path(), &run_s, "t@h", "exited"),
+            "t@h exited 3"
+        );
+        assert_eq!(
+            std::fs::read_to_string(run.join(".flow/t@h.out")).expect("out"),
+            "out\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(run.join(".flow/t@h.err")).expect("err"),
+            "err\n"
+        );
+        let (_, s) = helper(tmp.path(), &["status", &run_s, "nope"]);
+        assert_eq!(s, "nope unknown\n");
+    }
+
+    #[test]
+    fn stop_signals_the_group_and_escalates_to_kill() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let run_s = tmp.path().join("run").to_string_lossy().into_owned();
+        // Polite: exits on TERM (the status of a signalled command is 128+N).
+        helper(tmp.path(), &["start", &run_s, "polite", "sleep 60"]);
+        let (_, sent) = helper(tmp.path(), &["stop", &run_s, "polite", "TERM", "5000"]);
+        assert_eq!(sent, "TERM\n");
+        assert_eq!(
+            wait_status(tmp.path(), &run_s, "polite", "exited"),
+            "polite exited 143"
+        );
+        // Deaf: ignores TERM, and has a child in its group.
+        helper(
+            tmp.path(),
+            &[
+                "start",
+                &run_s,
+                "deaf",
+                "trap '' TERM; echo up; sleep 61 & while :; do sleep 0.05; done",
+            ],
+        );
+        let t0 = Instant::now();
+        while !std::fs::read_to_string(tmp.path().join("run/.flow/deaf.out"))
+            .unwrap_or_default()
+            .contains("up")
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (code, sent) = helper(tmp.path(), &["stop", &run_s, "deaf", "TERM", "200"]);
+        assert_eq!((code, sent.as_str()), (0, "TERM KILL\n"));
+        // The wrapper died with the group: no exit status, and nothing left.
+        assert_eq!(wait_status(tmp.path(), &run_s, "deaf", "gone"), "deaf gone");
+    }
+
+    #[test]
+    fn probes_read_the_log_and_listening_ports() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let run_s = tmp.path().join("run").to_string_lossy().into_owned();
+        helper(
+            tmp.path(),
+            &[
+                "start",
+                &run_s,
+                "svc",
+                "echo 'Worker ready, listening on port 9001' >&2; sleep 60",
+            ],
+        );
+        let t0 = Instant::now();
+        while helper(
+            tmp.path(),
+            &[
+                "probe-log",
+                &run_s,
+                "svc",
+                "ready, listening on port [0-9]+$",
+            ],
+        )
+        .0 != 0
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the log probe never matched"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            helper(tmp.path(), &["probe-log", &run_s, "svc", "never"]).0,
+            1
+        );
+        helper(tmp.path(), &["stop", &run_s, "svc", "KILL", "0"]);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port().to_string();
+        assert_eq!(helper(tmp.path(), &["probe-port", &port]).0, 0);
+        drop(listener);
+        assert_eq!(helper(tmp.path(), &["probe-port", &port]).0, 1);
+    }
+
+    #[test]
+    fn reap_kills_what_carries_the_tag() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tag = format!(
+            "FLOW_RUN_TAG=test-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 62"])
+            .env("FLOW_RUN_TAG", tag.trim_start_matches("FLOW_RUN_TAG="))
+            .spawn()
+            .expect("spawn");
+        let pid = child.id().to_string();
+        let t0 = Instant::now();
+        let mut reaped = String::new();
+        while !reaped.lines().any(|l| l == pid) && t0.elapsed() < Duration::from_secs(5) {
+            reaped = helper(tmp.path(), &["reap", &tag]).1;
+        }
+        assert!(reaped.lines().any(|l| l == pid), "{reaped}");
+        let status = child.wait().expect("wait");
+        assert!(!status.success());
+    }
+
+    #[test]
+    fn install_commands_quote_paths_and_keep_the_home_tilde() {
+        assert_eq!(remote_word("~/flow dir/x"), "~/'flow dir/x'");
+        assert_eq!(remote_word("/srv/flow"), "/srv/flow");
+        let cmd = install_command("~/flow");
+        assert!(
+            cmd.starts_with(&format!("test -f ~/flow/.flow/{} ||", helper_name())),
+            "{cmd}"
+        );
+        assert!(helper_name().len() == "helper-.sh".len() + 12);
+        assert_eq!(
+            helper_command("/w", &["stop", "/w/runs/x", "a@b", "TERM", "10000"]),
+            format!(
+                "sh /w/.flow/{} stop /w/runs/x a@b TERM 10000",
+                helper_name()
+            )
+        );
+    }
+}
