@@ -3,7 +3,9 @@
 //! reports back), fetch files, sweep leftovers. [`Local`] runs everything as
 //! child processes of flow; tests drive the owner with a scripted fake.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use tokio::sync::{mpsc, watch};
 
@@ -12,68 +14,104 @@ use super::process;
 use super::result::Leak;
 use super::step::{self, Ctl, Report, StepJob};
 
+/// A boxed future, so launchers can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 pub trait Launcher: Send + Sync {
-    /// Creates a host's run dir and copies `files` (controller paths) into it.
-    fn prepare(&self, host: &str, dir: &Path, files: &[String]) -> Result<(), String>;
+    /// Creates a host's run dir (`dir` as the plan says it: a remote `~` is
+    /// the remote user's home) and copies `files` (controller paths) into it.
+    fn prepare<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        files: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>>;
 
     /// Starts a supervisor for one step instance; returns the handle that
     /// steers it. Every report goes to `tx`, the last one being `Ended`.
     fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl>;
 
-    /// Copies what `patterns` match under `host_dir` into
-    /// `run_dir/hosts/<host>/`. Blocking.
-    fn fetch(
-        &self,
-        host: &str,
-        host_dir: &Path,
-        patterns: &[String],
-        run_dir: &Path,
-    ) -> Vec<Transfer>;
+    /// Copies what `patterns` match under the host's `dir` into
+    /// `run_dir/hosts/<host>/`.
+    fn fetch<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        patterns: &'a [String],
+        run_dir: &'a Path,
+    ) -> BoxFuture<'a, Vec<Transfer>>;
 
     /// Kills what a run left running after its steps ended.
-    fn sweep(&self, tag: &str, alone: bool) -> Vec<Leak>;
+    fn sweep<'a>(&'a self, tag: &'a str, alone: bool) -> BoxFuture<'a, Vec<Leak>>;
 }
 
 /// Steps as child processes of flow, on this machine.
 pub struct Local;
 
 impl Launcher for Local {
-    fn prepare(&self, host: &str, dir: &Path, files: &[String]) -> Result<(), String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("host `{host}`: cannot create `{}`: {e}", dir.display()))?;
-        for f in files {
-            let src = Path::new(f.trim_end_matches('/'));
-            let Some(name) = src.file_name() else {
-                continue;
-            };
-            copy_tree(src, &dir.join(name)).map_err(|e| {
-                format!(
-                    "host `{host}`: cannot copy `{}` into `{}`: {e}",
-                    src.display(),
-                    dir.display()
-                )
-            })?;
-        }
-        Ok(())
+    fn prepare<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        files: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let dir = expand_home(dir);
+            let files = files.to_vec();
+            let host = host.to_string();
+            tokio::task::spawn_blocking(move || prepare_local(&host, &dir, &files))
+                .await
+                .map_err(|e| format!("internal error: {e}"))?
+        })
     }
 
-    fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
+    fn start(&self, mut job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
+        job.cwd = expand_home(&job.cwd.to_string_lossy());
         step::start(job, tx)
     }
 
-    fn fetch(
-        &self,
-        host: &str,
-        host_dir: &Path,
-        patterns: &[String],
-        run_dir: &Path,
-    ) -> Vec<Transfer> {
-        fetch_local(host, host_dir, patterns, run_dir)
+    fn fetch<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        patterns: &'a [String],
+        run_dir: &'a Path,
+    ) -> BoxFuture<'a, Vec<Transfer>> {
+        Box::pin(async move {
+            let (host, dir, patterns, run_dir) = (
+                host.to_string(),
+                expand_home(dir),
+                patterns.to_vec(),
+                run_dir.to_path_buf(),
+            );
+            tokio::task::spawn_blocking(move || fetch_local(&host, &dir, &patterns, &run_dir))
+                .await
+                .unwrap_or_default()
+        })
     }
 
-    fn sweep(&self, tag: &str, alone: bool) -> Vec<Leak> {
-        process::sweep_orphans(tag, alone)
+    fn sweep<'a>(&'a self, tag: &'a str, alone: bool) -> BoxFuture<'a, Vec<Leak>> {
+        Box::pin(async move { process::sweep_orphans(tag, alone) })
     }
+}
+
+fn prepare_local(host: &str, dir: &Path, files: &[String]) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("host `{host}`: cannot create `{}`: {e}", dir.display()))?;
+    for f in files {
+        let src = Path::new(f.trim_end_matches('/'));
+        let Some(name) = src.file_name() else {
+            continue;
+        };
+        copy_tree(src, &dir.join(name)).map_err(|e| {
+            format!(
+                "host `{host}`: cannot copy `{}` into `{}`: {e}",
+                src.display(),
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// `~/x` → `$HOME/x` (local hosts with a `workdir` under home).

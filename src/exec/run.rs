@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::clock::Stamp;
 use super::fetch::FETCH_LOG_HEADER;
 use super::journal::RunJournal;
-use super::launcher::{Launcher, expand_home};
+use super::launcher::Launcher;
 use super::process::{self, RUN_TAG_VAR};
 use super::progress::{Progress, Tail};
 use super::result::{RunResult, RunStatus, StepResult, StepStatus};
@@ -172,7 +172,7 @@ impl Run<'_> {
             ));
         }
         self.write_result(false);
-        let setup_ok = self.result.errors.is_empty() && self.setup();
+        let setup_ok = self.result.errors.is_empty() && self.setup().await;
         let mut reason = None;
         if setup_ok {
             reason = self.main_phase().await;
@@ -188,7 +188,7 @@ impl Run<'_> {
             self.fetch().await;
         }
         self.analyze().await;
-        let leaks = self.env.launcher.sweep(&self.tag, self.env.alone);
+        let leaks = self.env.launcher.sweep(&self.tag, self.env.alone).await;
         for l in &leaks {
             self.event("leak", json!({"pid": l.pid, "cmdline": l.cmdline}));
         }
@@ -223,22 +223,30 @@ impl Run<'_> {
         self.write_result(true);
     }
 
-    /// Creates each host's run dir and pushes the workload's files into it.
-    fn setup(&mut self) -> bool {
+    /// Creates each host's run dir and pushes the workload's files into it,
+    /// all hosts at once.
+    async fn setup(&mut self) -> bool {
         let plan = self.plan;
-        let mut dirs: Vec<(&str, PathBuf)> = Vec::new();
+        let mut dirs: Vec<(String, String)> = Vec::new();
         for s in &plan.steps {
             if s.host != CONTROLLER && !dirs.iter().any(|(h, _)| *h == s.host) {
-                dirs.push((&s.host, expand_home(&s.cwd)));
+                dirs.push((s.host.clone(), s.cwd.clone()));
             }
         }
+        let mut set = tokio::task::JoinSet::new();
+        for (host, dir) in dirs.clone() {
+            let launcher = Arc::clone(&self.env.launcher);
+            let files = plan.files.clone();
+            set.spawn(async move { launcher.prepare(&host, &dir, &files).await });
+        }
         let mut ok = true;
-        for (host, dir) in &dirs {
-            if let Err(e) = self.env.launcher.prepare(host, dir, &plan.files) {
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r.unwrap_or_else(|e| Err(format!("internal error: {e}"))) {
                 self.result.errors.push(e);
                 ok = false;
             }
         }
+        self.result.errors.sort();
         self.event("setup_done", json!({"ok": ok, "hosts": dirs.len()}));
         ok
     }
@@ -259,7 +267,7 @@ impl Run<'_> {
         StepJob {
             idx,
             step: s.clone(),
-            cwd: expand_home(&s.cwd),
+            cwd: PathBuf::from(&s.cwd),
             out: logs.join(format!("{}.out", s.id)),
             err: logs.join(format!("{}.err", s.id)),
             env,
@@ -558,16 +566,11 @@ impl Run<'_> {
             self.result.current_step = Some(s.id.clone());
             self.progress.step(&self.plan.id, &s.id);
             self.event("step_started", json!({"step": s.id, "attempt": 1}));
-            let host_dir = expand_home(&s.cwd);
-            let run_dir = self.dir.clone();
-            let host = s.host.clone();
-            let paths = s.paths.clone();
-            let launcher = Arc::clone(&self.env.launcher);
-            let transfers = tokio::task::spawn_blocking(move || {
-                launcher.fetch(&host, &host_dir, &paths, &run_dir)
-            })
-            .await
-            .unwrap_or_default();
+            let transfers = self
+                .env
+                .launcher
+                .fetch(&s.host, &s.cwd, &s.paths, &self.dir)
+                .await;
             let mut errors = Vec::new();
             for t in &transfers {
                 log.push_str(&t.line());
@@ -695,6 +698,7 @@ mod tests {
     use super::*;
     use crate::exec::fetch::Transfer;
     use crate::exec::journal::Journal;
+    use crate::exec::launcher::BoxFuture;
     use crate::exec::process::Exit;
     use crate::exec::result::Leak;
     use crate::exec::step::stopped_status;
@@ -724,9 +728,14 @@ mod tests {
     }
 
     impl Launcher for Fake {
-        fn prepare(&self, host: &str, _dir: &Path, _files: &[String]) -> Result<(), String> {
+        fn prepare<'a>(
+            &'a self,
+            host: &'a str,
+            _dir: &'a str,
+            _files: &'a [String],
+        ) -> BoxFuture<'a, Result<(), String>> {
             Fake::note(&self.log, format!("prepare {host}"));
-            Ok(())
+            Box::pin(async { Ok(()) })
         }
 
         fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
@@ -792,15 +801,15 @@ mod tests {
             ctl_tx
         }
 
-        fn fetch(
-            &self,
-            host: &str,
-            _dir: &Path,
-            patterns: &[String],
-            _run: &Path,
-        ) -> Vec<Transfer> {
+        fn fetch<'a>(
+            &'a self,
+            host: &'a str,
+            _dir: &'a str,
+            patterns: &'a [String],
+            _run: &'a Path,
+        ) -> BoxFuture<'a, Vec<Transfer>> {
             Fake::note(&self.log, format!("fetch {host}"));
-            patterns
+            let t = patterns
                 .iter()
                 .map(|p| Transfer {
                     host: host.into(),
@@ -811,11 +820,12 @@ mod tests {
                     ms: 0,
                     status: "ok".into(),
                 })
-                .collect()
+                .collect();
+            Box::pin(async move { t })
         }
 
-        fn sweep(&self, _tag: &str, _alone: bool) -> Vec<Leak> {
-            Vec::new()
+        fn sweep<'a>(&'a self, _tag: &'a str, _alone: bool) -> BoxFuture<'a, Vec<Leak>> {
+            Box::pin(async { Vec::new() })
         }
     }
 
