@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use crate::cli::{PlanArgs, RunArgs};
 use crate::diag::{Diagnostic, Diagnostics, Sources, display_path};
+use crate::exec::ssh_launcher::Mixed;
 use crate::exec::{self, Options};
-use crate::plan::{CONTROLLER, RunPlan};
+use crate::plan::RunPlan;
 
-use super::plan::{Prepared, prepare, summary, write_artifact};
+use super::plan::{prepare, summary, write_artifact};
 use super::{Error, exit};
 
 /// The file that marks an artifact as being run, holding flow's pid.
@@ -30,7 +31,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         if plans.is_empty() {
             return Err(Error::Invalid(no_match(&args.only)));
         }
-        check_hosts(&p, plans)
+        Ok(())
     })?;
     let n = plans.len();
     {
@@ -67,13 +68,32 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         .build()
         .map_err(|e| Error::io("start the runtime in", &artifact.path, e))?;
     let started = std::time::Instant::now();
+    let mut used: Vec<String> = Vec::new();
+    for h in plans.iter().flat_map(|r| r.hosts.iter()) {
+        if !used.contains(h) {
+            used.push(h.clone());
+        }
+    }
+    let launcher = Arc::new(Mixed::new(&p.suite.inventory, &used).map_err(|e| {
+        Error::io(
+            "prepare ssh connections in",
+            std::path::Path::new("/tmp"),
+            e,
+        )
+    })?);
     let plans: Vec<Arc<RunPlan>> = plans.into_iter().map(Arc::new).collect();
-    let outcome = rt.block_on(exec::execute(
-        plans,
-        &artifact.id,
-        artifact.path.clone(),
-        &opts,
-    ));
+    let outcome = rt.block_on(async {
+        let outcome = exec::execute(
+            plans,
+            &artifact.id,
+            artifact.path.clone(),
+            &opts,
+            Arc::clone(&launcher) as Arc<dyn exec::launcher::Launcher>,
+        )
+        .await;
+        launcher.close().await;
+        outcome
+    });
     let _ = std::fs::remove_file(&lock);
     for w in &outcome.warnings {
         let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
@@ -133,30 +153,4 @@ fn no_match(only: &[String]) -> String {
             .with_help("run ids look like `<workload>.<mode>.r<repetition>-<hash>`; `flow plan --dry-run` lists them"),
     );
     d.render(&Sources::default())
-}
-
-/// `flow run` executes on hosts whose address is `local`; ssh hosts are
-/// refused before anything starts.
-fn check_hosts(p: &Prepared, plans: &[RunPlan]) -> Result<(), Error> {
-    let mut d = Diagnostics::new();
-    for h in &p.suite.inventory.hosts {
-        let used = plans.iter().any(|r| r.hosts.contains(&h.name));
-        if used && h.name != CONTROLLER && !h.is_local() {
-            d.push(
-                Diagnostic::new(
-                    None,
-                    format!(
-                        "host `{}` has address `{}`: this version of `flow run` runs steps only on hosts with `address: local`",
-                        h.name, h.address
-                    ),
-                )
-                .with_help("run the suite with an inventory of local hosts (`--hosts hosts/local.yaml`), or use `flow plan` to see what would run"),
-            );
-        }
-    }
-    if d.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Invalid(d.render(&p.suite.sources)))
-    }
 }

@@ -42,7 +42,7 @@ pub trait Launcher: Send + Sync {
     ) -> BoxFuture<'a, Vec<Transfer>>;
 
     /// Kills what a run left running after its steps ended.
-    fn sweep<'a>(&'a self, tag: &'a str, alone: bool) -> BoxFuture<'a, Vec<Leak>>;
+    fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>>;
 }
 
 /// Steps as child processes of flow, on this machine.
@@ -90,8 +90,8 @@ impl Launcher for Local {
         })
     }
 
-    fn sweep<'a>(&'a self, tag: &'a str, alone: bool) -> BoxFuture<'a, Vec<Leak>> {
-        Box::pin(async move { process::sweep_orphans(tag, alone) })
+    fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
+        Box::pin(async move { process::sweep_orphans(tag) })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod remote;
 pub mod result;
 pub mod run;
 pub mod ssh;
+pub mod ssh_launcher;
 pub mod step;
 
 use std::collections::HashMap;
@@ -70,6 +71,7 @@ pub async fn execute(
     artifact_id: &str,
     artifact_dir: PathBuf,
     opts: &Options,
+    launcher: Arc<dyn launcher::Launcher>,
 ) -> Outcome {
     process::become_subreaper();
     let (int_tx, int_rx) = watch::channel(0u8);
@@ -79,9 +81,8 @@ pub async fn execute(
     let env = Arc::new(RunEnv {
         artifact_id: artifact_id.to_string(),
         invocation: format!("{}-{}", std::process::id(), clock::Stamp::now().wall_ns),
-        alone: opts.jobs <= 1,
         verbose: opts.verbose,
-        launcher: Arc::new(launcher::Local),
+        launcher,
     });
     let mut rows: Vec<RunRow> = plans.iter().map(|p| RunRow::new(p)).collect();
     let csv_path = artifact_dir.join("runs.csv");

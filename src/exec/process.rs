@@ -260,25 +260,33 @@ fn owned_by_tokio(pid: i32) -> bool {
     SPAWNED.lock().map(|s| s.contains(&pid)).unwrap_or(true)
 }
 
-/// Kills every live process `select` picks (and reaps those that end up as
-/// flow's zombies), returning what was found alive. Bounded: gives up after
-/// about a second.
-pub fn sweep(select: impl Fn(&ProcInfo) -> bool) -> Vec<Leak> {
+/// Kills every live process `select` picks, and reaps the zombies of flow
+/// that it killed or that `reap` picks, returning what was found alive.
+/// Bounded: gives up after about a second. Never reaps a child tokio waits
+/// for (an ssh command in flight is flow's child too).
+pub fn sweep(select: impl Fn(&ProcInfo) -> bool, reap: impl Fn(&ProcInfo) -> bool) -> Vec<Leak> {
     let me = std::process::id() as i32;
     let mut leaks: Vec<Leak> = Vec::new();
     for _ in 0..100 {
         let found: Vec<ProcInfo> = scan()
             .into_iter()
-            .filter(|p| p.pid != me && select(p))
+            .filter(|p| p.pid != me)
+            .filter(|p| {
+                if p.zombie {
+                    p.ppid == me
+                        && !owned_by_tokio(p.pid)
+                        && (leaks.iter().any(|l| l.pid == p.pid) || reap(p))
+                } else {
+                    select(p)
+                }
+            })
             .collect();
         if found.is_empty() {
             break;
         }
         for p in &found {
             if p.zombie {
-                if p.ppid == me && !owned_by_tokio(p.pid) {
-                    let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
-                }
+                let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
                 continue;
             }
             if !leaks.iter().any(|l| l.pid == p.pid) {
@@ -300,18 +308,17 @@ pub fn sweep_group(pgid: i32) -> Vec<Leak> {
     if !group_exists(pgid) {
         return Vec::new();
     }
-    sweep(|p| p.pgrp == pgid)
+    sweep(|p| p.pgrp == pgid, |p| p.pgrp == pgid)
 }
 
-/// Kills the orphans re-parented to flow that carry `tag` (every orphan when
-/// `any_orphan`: nothing else of flow's is running), and reaps dead ones.
-pub fn sweep_orphans(tag: &str, any_orphan: bool) -> Vec<Leak> {
+/// Kills the processes re-parented to flow that carry the run's `tag` (they
+/// escaped their step's group), and reaps them.
+pub fn sweep_orphans(tag: &str) -> Vec<Leak> {
     let me = std::process::id() as i32;
-    sweep(|p| {
-        p.ppid == me
-            && !owned_by_tokio(p.pid)
-            && (p.zombie || any_orphan || has_env(p.pid, RUN_TAG_VAR, tag))
-    })
+    sweep(
+        |p| p.ppid == me && !owned_by_tokio(p.pid) && has_env(p.pid, RUN_TAG_VAR, tag),
+        |_| false,
+    )
 }
 
 #[cfg(test)]

@@ -32,8 +32,6 @@ pub struct RunEnv {
     pub artifact_id: String,
     /// Distinguishes this invocation's processes from another flow's.
     pub invocation: String,
-    /// Only one run at a time: any orphan left at the end of a run is its.
-    pub alone: bool,
     pub verbose: bool,
     pub launcher: Arc<dyn Launcher>,
 }
@@ -188,7 +186,7 @@ impl Run<'_> {
             self.fetch().await;
         }
         self.analyze().await;
-        let leaks = self.env.launcher.sweep(&self.tag, self.env.alone).await;
+        let leaks = self.env.launcher.sweep(&self.tag).await;
         for l in &leaks {
             self.event("leak", json!({"pid": l.pid, "cmdline": l.cmdline}));
         }
@@ -824,7 +822,7 @@ mod tests {
             Box::pin(async move { t })
         }
 
-        fn sweep<'a>(&'a self, _tag: &'a str, _alone: bool) -> BoxFuture<'a, Vec<Leak>> {
+        fn sweep<'a>(&'a self, _tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
             Box::pin(async { Vec::new() })
         }
     }
@@ -869,7 +867,6 @@ mod tests {
         let env = RunEnv {
             artifact_id: "a".into(),
             invocation: "test".into(),
-            alone: true,
             verbose: false,
             launcher: Arc::new(fake),
         };

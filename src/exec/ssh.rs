@@ -264,6 +264,11 @@ impl Ssh {
             })
     }
 
+    /// The destination ssh is given for `host` (its inventory address).
+    pub fn address(&self, host: &str) -> Option<String> {
+        self.conns.get(host).map(|c| c.target.address.clone())
+    }
+
     /// The `ssh` arguments that reach `host` over its master, for tools that
     /// take an ssh command (`rsync -e`).
     pub fn command_for(&self, host: &str) -> Result<Vec<String>, SshError> {

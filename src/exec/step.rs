@@ -89,7 +89,7 @@ pub fn start(job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<C
     ctl_tx
 }
 
-fn ended(status: StepStatus, exit: Option<Exit>, error: Option<String>) -> Ended {
+pub(crate) fn ended(status: StepStatus, exit: Option<Exit>, error: Option<String>) -> Ended {
     Ended {
         idx: 0,
         status,
@@ -110,7 +110,7 @@ pub(crate) fn stopped_status(ctl: Ctl) -> StepStatus {
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     crate::duration::format(d)
 }
 
@@ -377,7 +377,7 @@ async fn run_until_stopped(
 }
 
 /// Resolves when the owner asks for something other than `Run`.
-async fn changed(ctl: &mut watch::Receiver<Ctl>) -> Ctl {
+pub(crate) async fn changed(ctl: &mut watch::Receiver<Ctl>) -> Ctl {
     loop {
         let now = *ctl.borrow_and_update();
         if now != Ctl::Run {
@@ -390,7 +390,7 @@ async fn changed(ctl: &mut watch::Receiver<Ctl>) -> Ctl {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

@@ -122,3 +122,93 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
         "{stdout}"
     );
 }
+
+fn udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+#[test]
+fn the_streaming_demo_runs_across_three_ssh_hosts() {
+    let s = Sshds::start(3);
+    let inv = s.dir.path().join("inventory.yaml");
+    let (p1, p2) = (udp_port(), udp_port());
+    s.inventory_direct(
+        &inv,
+        &[
+            ("coord", "roles: [coordinator]"),
+            (
+                "w1",
+                &format!("roles: [worker], vars: {{ node_id: w1, port: {p1} }}"),
+            ),
+            (
+                "w2",
+                &format!("roles: [worker], vars: {{ node_id: w2, port: {p2} }}"),
+            ),
+        ],
+    );
+    let art = s.dir.path().join("artifacts");
+    let (stdout, _) = Flow::new()
+        .args(["run", "--suite", "streaming", "--only", "*.r1-*", "--hosts"])
+        .args([
+            inv.to_string_lossy(),
+            "--artifacts".into(),
+            art.to_string_lossy(),
+        ])
+        .cwd(&super::root())
+        .expect(0);
+    assert!(stdout.contains("2 runs: 2 passed, 0 failed"), "{stdout}");
+    let latest = std::fs::canonicalize(art.join("latest")).expect("latest");
+    for e in std::fs::read_dir(latest.join("runs"))
+        .expect("runs")
+        .flatten()
+    {
+        let run = e.path();
+        let plan: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).expect("plan"))
+                .expect("json");
+        let n = plan["params"]["num_events"].as_u64().expect("num_events");
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("analysis/summary.json")).expect("summary"),
+        )
+        .expect("json");
+        for w in ["w1", "w2"] {
+            assert_eq!(
+                summary["workers"][w]["received"].as_u64(),
+                Some(n),
+                "{summary:#}"
+            );
+            let csv =
+                std::fs::read_to_string(run.join(format!("hosts/{w}/worker.csv"))).expect("csv");
+            assert!(
+                csv.lines()
+                    .nth(1)
+                    .is_some_and(|l| l.contains(&format!(",{w},"))),
+                "{csv}"
+            );
+            let out =
+                std::fs::read_to_string(run.join(format!("logs/worker@{w}.out"))).expect("log");
+            assert!(out.contains("Worker ready, listening on port"), "{out}");
+        }
+        let fetch = std::fs::read_to_string(run.join("fetch.log")).expect("fetch.log");
+        assert_eq!(
+            fetch.lines().filter(|l| l.ends_with("\tok")).count(),
+            2,
+            "{fetch}"
+        );
+        let result: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("run_result.json")).expect("result"),
+        )
+        .expect("json");
+        assert_eq!(result["status"], "passed");
+        assert!(result.get("errors").is_none(), "{result:#}");
+        let load = result["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == "load@w1"))
+            .cloned();
+        assert_eq!(
+            load.map(|l| l["stop_signals"].clone()),
+            Some(serde_json::json!(["TERM"]))
+        );
+    }
+}

@@ -160,3 +160,27 @@ fn wait_listening(port: u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+impl Sshds {
+    /// An inventory whose hosts are reached by address, port, user and
+    /// identity (no ssh config), each with its own workdir (they share a
+    /// file system), roles and vars given per host as YAML flow maps.
+    pub fn inventory_direct(&self, path: &Path, hosts: &[(&str, &str)]) {
+        let d = self.dir.path();
+        let mut text = format!(
+            "defaults:\n  address: 127.0.0.1\n  user: {}\n  identity: {}\n  \
+             ssh_options: {{ StrictHostKeyChecking: \"no\", UserKnownHostsFile: /dev/null, LogLevel: ERROR }}\nhosts:\n",
+            whoami(),
+            d.join("id").display()
+        );
+        for (i, (name, extra)) in hosts.iter().enumerate() {
+            let h = &self.hosts[i];
+            text.push_str(&format!(
+                "  {name}: {{ port: {}, workdir: {}, {extra} }}\n",
+                h.port,
+                d.join(format!("work-{name}")).display()
+            ));
+        }
+        std::fs::write(path, text).expect("inventory");
+    }
+}

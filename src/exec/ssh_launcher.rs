@@ -1,0 +1,1007 @@
+//! Steps on remote hosts: the [`Launcher`] that speaks to each host's
+//! helper (see [`super::remote`]) over its ssh master, pushes `files` and
+//! fetches results with rsync, and [`Mixed`], which sends each host to the
+//! local or the remote launcher.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, mpsc, watch};
+
+use super::clock::Stamp;
+use super::fetch::{Transfer, hex};
+use super::hosts::Hosts;
+use super::launcher::{BoxFuture, Launcher, Local};
+use super::process::Exit;
+use super::remote::{HELPER, helper_command, install_command, remote_word};
+use super::result::{Leak, StepStatus};
+use super::ssh::sh_quote;
+use super::step::{Ctl, Ended, Report, StepJob, changed, ended, fmt_duration, stopped_status};
+use crate::plan::RunCommand;
+use crate::suite::{Inventory, StepKind};
+
+/// Grace of a remote task that is cancelled or timed out.
+const TASK_GRACE_MS: u64 = 5000;
+/// A remote step whose host cannot be asked this many times in a row is lost.
+const MAX_POLL_FAILURES: u32 = 3;
+
+/// Local hosts to [`Local`], the others to [`Remote`].
+pub struct Mixed {
+    local: Local,
+    remote: Remote,
+}
+
+impl Mixed {
+    pub fn new(inventory: &Inventory, hosts: &[String]) -> std::io::Result<Mixed> {
+        Ok(Mixed {
+            local: Local,
+            remote: Remote::new(inventory, hosts)?,
+        })
+    }
+
+    fn is_remote(&self, host: &str) -> bool {
+        self.remote.0.workdirs.contains_key(host)
+    }
+
+    /// Closes the ssh connections.
+    pub async fn close(&self) {
+        self.remote.0.hosts.close().await;
+    }
+}
+
+impl Launcher for Mixed {
+    fn prepare<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        files: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        if self.is_remote(host) {
+            self.remote.prepare(host, dir, files)
+        } else {
+            self.local.prepare(host, dir, files)
+        }
+    }
+
+    fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
+        if self.is_remote(&job.step.host) {
+            self.remote.start(job, tx)
+        } else {
+            self.local.start(job, tx)
+        }
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        patterns: &'a [String],
+        run_dir: &'a Path,
+    ) -> BoxFuture<'a, Vec<Transfer>> {
+        if self.is_remote(host) {
+            self.remote.fetch(host, dir, patterns, run_dir)
+        } else {
+            self.local.fetch(host, dir, patterns, run_dir)
+        }
+    }
+
+    fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
+        Box::pin(async move {
+            let mut leaks = self.local.sweep(tag).await;
+            leaks.extend(self.remote.sweep(tag).await);
+            leaks
+        })
+    }
+}
+
+struct Inner {
+    hosts: Hosts,
+    /// Workdir as written, per remote host.
+    workdirs: HashMap<String, String>,
+    /// `$HOME` of each host, learnt when the helper is installed.
+    homes: Mutex<HashMap<String, Result<String, String>>>,
+    /// (host, content hash) of `files` already pushed this invocation.
+    pushed: Mutex<HashSet<(String, String)>>,
+}
+
+/// Steps on ssh hosts.
+#[derive(Clone)]
+pub struct Remote(Arc<Inner>);
+
+impl Remote {
+    pub fn new(inventory: &Inventory, names: &[String]) -> std::io::Result<Remote> {
+        let remote: Vec<String> = names
+            .iter()
+            .filter(|n| inventory.host(n).is_some_and(|h| !h.is_local()))
+            .cloned()
+            .collect();
+        let workdirs = remote
+            .iter()
+            .filter_map(|n| inventory.host(n))
+            .map(|h| (h.name.clone(), h.workdir_for(Path::new(""))))
+            .collect();
+        Ok(Remote(Arc::new(Inner {
+            hosts: Hosts::new(inventory, &remote)?,
+            workdirs,
+            homes: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(HashSet::new()),
+        })))
+    }
+}
+
+impl Inner {
+    fn workdir(&self, host: &str) -> &str {
+        self.workdirs.get(host).map_or("~/flow", String::as_str)
+    }
+
+    /// Installs the helper (once per host) and learns the host's `$HOME`.
+    async fn ready_host(&self, host: &str) -> Result<String, String> {
+        let mut homes = self.homes.lock().await;
+        if let Some(r) = homes.get(host) {
+            return r.clone();
+        }
+        let cmd = format!(
+            "{} && printf %s \"$HOME\"",
+            install_command(self.workdir(host))
+        );
+        let r = match self
+            .hosts
+            .ssh()
+            .run(host, &cmd, Some(HELPER.as_bytes()))
+            .await
+        {
+            Ok(out) if out.code == 0 => Ok(out.stdout_text()),
+            Ok(out) => Err(format!(
+                "host `{host}`: cannot install flow's helper under `{}`: {}",
+                self.workdir(host),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        homes.insert(host.to_string(), r.clone());
+        r
+    }
+
+    /// `~/x` with the host's home; other paths as they are.
+    async fn absolute(&self, host: &str, path: &str) -> Result<String, String> {
+        let home = self.ready_host(host).await?;
+        Ok(match path.strip_prefix("~/") {
+            Some(rest) => format!("{home}/{rest}"),
+            None if path == "~" => home,
+            None => path.to_string(),
+        })
+    }
+
+    /// Absolute helper invocation.
+    async fn helper(&self, host: &str, args: &[&str]) -> Result<String, String> {
+        let workdir = self.absolute(host, self.workdir(host)).await?;
+        Ok(helper_command(&workdir, args))
+    }
+
+    async fn run(&self, host: &str, cmd: &str) -> Result<super::ssh::Output, String> {
+        self.hosts
+            .ssh()
+            .run(host, cmd, None)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `rsync -e '<ssh over the master>'`.
+    fn rsync_ssh(&self, host: &str) -> Result<String, String> {
+        let words = self
+            .hosts
+            .ssh()
+            .command_for(host)
+            .map_err(|e| e.to_string())?;
+        Ok(words
+            .iter()
+            .map(|w| sh_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    fn address(&self, host: &str) -> String {
+        self.hosts
+            .ssh()
+            .address(host)
+            .unwrap_or_else(|| host.to_string())
+    }
+}
+
+/// A content hash of files and folders (paths relative to each root, and
+/// bytes), so unchanged `files` are pushed once per invocation.
+fn files_hash(files: &[String]) -> String {
+    fn walk(root: &Path, p: &Path, h: &mut Sha256) {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            entries.sort();
+            for e in entries {
+                walk(root, &e, h);
+            }
+        } else {
+            h.update(
+                p.strip_prefix(root)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            h.update([0]);
+            h.update(std::fs::read(p).unwrap_or_default());
+            h.update([0]);
+        }
+    }
+    let mut h = Sha256::new();
+    for f in files {
+        let p = Path::new(f.trim_end_matches('/'));
+        h.update(f.as_bytes());
+        h.update([0]);
+        walk(p.parent().unwrap_or(Path::new("/")), p, &mut h);
+    }
+    hex(&h.finalize())[..16].to_string()
+}
+
+impl Launcher for Remote {
+    fn prepare<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        files: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let r = &self.0;
+            let dir = r.absolute(host, dir).await?;
+            if files.is_empty() {
+                let out = r.run(host, &format!("mkdir -p {}", sh_quote(&dir))).await?;
+                return if out.code == 0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "host `{host}`: cannot create `{dir}`: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                };
+            }
+            let hash = files_hash(files);
+            let workdir = r.absolute(host, r.workdir(host)).await?;
+            let cache = format!("{workdir}/.flow/files/{hash}");
+            let key = (host.to_string(), hash.clone());
+            {
+                let mut pushed = r.pushed.lock().await;
+                if !pushed.contains(&key) {
+                    let probe = r
+                        .run(host, &format!("test -d {}", sh_quote(&cache)))
+                        .await?;
+                    if probe.code != 0 {
+                        push(r, host, files, &cache).await?;
+                    }
+                    pushed.insert(key);
+                }
+            }
+            let out = r
+                .run(
+                    host,
+                    &format!(
+                        "mkdir -p {d} && cp -R {c}/. {d}/",
+                        d = sh_quote(&dir),
+                        c = sh_quote(&cache)
+                    ),
+                )
+                .await?;
+            if out.code == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "host `{host}`: cannot copy the workload's files into `{dir}`: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        })
+    }
+
+    fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
+        let (ctl_tx, ctl_rx) = watch::channel(Ctl::Run);
+        let inner = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let idx = job.idx;
+            let e = supervise(&inner, &job, &tx, ctl_rx).await;
+            let _ = tx.send(Report::Ended(Box::new(Ended { idx, ..e })));
+        });
+        ctl_tx
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        patterns: &'a [String],
+        run_dir: &'a Path,
+    ) -> BoxFuture<'a, Vec<Transfer>> {
+        Box::pin(async move { fetch(&self.0, host, dir, patterns, run_dir).await })
+    }
+
+    fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
+        Box::pin(async move {
+            let r = &self.0;
+            let mut leaks = Vec::new();
+            let hosts: Vec<String> = r
+                .homes
+                .lock()
+                .await
+                .iter()
+                .filter(|(_, v)| v.is_ok())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for host in hosts {
+                let Ok(cmd) = r
+                    .helper(
+                        &host,
+                        &["reap", &format!("{}={tag}", super::process::RUN_TAG_VAR)],
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                if let Ok(out) = r.run(&host, &cmd).await {
+                    for pid in out
+                        .stdout_text()
+                        .lines()
+                        .filter_map(|l| l.trim().parse::<i32>().ok())
+                    {
+                        leaks.push(Leak {
+                            pid,
+                            cmdline: format!("(on host `{host}`)"),
+                        });
+                    }
+                }
+            }
+            leaks
+        })
+    }
+}
+
+/// Pushes `files` into `cache` on the host with rsync over the master.
+async fn push(r: &Inner, host: &str, files: &[String], cache: &str) -> Result<(), String> {
+    let tmp = format!("{cache}.tmp.{}", std::process::id());
+    let out = r.run(host, &format!("mkdir -p {}", sh_quote(&tmp))).await?;
+    if out.code != 0 {
+        return Err(format!("host `{host}`: cannot create `{tmp}`"));
+    }
+    let ssh = r.rsync_ssh(host)?;
+    let mut cmd = tokio::process::Command::new("rsync");
+    cmd.args(["-a", "-e", &ssh]);
+    for f in files {
+        cmd.arg(f.trim_end_matches('/'));
+    }
+    cmd.arg(format!("{}:{tmp}/", r.address(host)));
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("host `{host}`: cannot run rsync: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "host `{host}`: cannot push the workload's files: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let out = r
+        .run(
+            host,
+            &format!(
+                "rm -rf {c} && mv {t} {c}",
+                c = sh_quote(cache),
+                t = sh_quote(&tmp)
+            ),
+        )
+        .await?;
+    if out.code != 0 {
+        return Err(format!(
+            "host `{host}`: cannot move the pushed files into place"
+        ));
+    }
+    Ok(())
+}
+
+/// The command a remote step runs: its environment, then the command.
+fn remote_script(job: &StepJob) -> String {
+    let mut s = String::new();
+    for (k, v) in &job.env {
+        s.push_str(&format!("export {k}={}\n", sh_quote(v)));
+    }
+    match &job.step.run {
+        Some(RunCommand::Shell(text)) => s.push_str(text),
+        Some(RunCommand::Argv(argv)) => {
+            s.push_str("exec");
+            for a in argv {
+                s.push(' ');
+                s.push_str(&sh_quote(a));
+            }
+        }
+        None => s.push_str("true"),
+    }
+    s
+}
+
+/// What `helper status` said about a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Exited(i32),
+    Gone,
+}
+
+fn parse_state(line: &str) -> Option<State> {
+    let mut w = line.split_whitespace().skip(1);
+    match w.next()? {
+        "running" => Some(State::Running),
+        "exited" => w.next()?.parse().ok().map(State::Exited),
+        "gone" | "unknown" => Some(State::Gone),
+        _ => None,
+    }
+}
+
+/// `exited N`: N > 128 is how a shell reports death by signal N - 128.
+fn exit_of(code: i32) -> Exit {
+    if code > 128 && code < 128 + 65 {
+        Exit::Signal(code - 128)
+    } else {
+        Exit::Code(code)
+    }
+}
+
+async fn supervise(
+    r: &Arc<Inner>,
+    job: &StepJob,
+    tx: &mpsc::UnboundedSender<Report>,
+    mut ctl: watch::Receiver<Ctl>,
+) -> Ended {
+    let host = job.step.host.as_str();
+    let id = job.step.id.as_str();
+    let dir = match r.absolute(host, &job.cwd.to_string_lossy()).await {
+        Ok(d) => d,
+        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
+    };
+    let start = match r
+        .helper(host, &["start", &dir, id, &remote_script(job)])
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
+    };
+    let pid = match r.run(host, &start).await {
+        Ok(out) if out.code == 0 => out.stdout_text().trim().parse::<i32>().unwrap_or(0),
+        Ok(out) => {
+            return ended(
+                StepStatus::Failed,
+                None,
+                Some(format!(
+                    "cannot start on host `{host}`: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            );
+        }
+        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
+    };
+    let _ = tx.send(Report::Started {
+        idx: job.idx,
+        pid,
+        attempt: 1,
+        at: Stamp::now(),
+    });
+    let (sig, grace_ms) = match (&job.step.stop, job.step.kind) {
+        (Some(s), _) => (s.signal.clone(), s.grace_ms),
+        (None, StepKind::Service | StepKind::Monitor) => ("TERM".to_string(), 10_000),
+        (None, _) => ("TERM".to_string(), TASK_GRACE_MS),
+    };
+    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
+    let mut result = if job.step.kind == StepKind::Service && job.step.ready.is_some() {
+        await_ready(r, job, &dir, tx, &mut ctl, &sig, grace_ms).await
+    } else {
+        if background {
+            let _ = tx.send(Report::Ready {
+                idx: job.idx,
+                at: Stamp::now(),
+            });
+        }
+        None
+    };
+    if result.is_none() {
+        result = Some(watch_until_end(r, job, &dir, &mut ctl, &sig, grace_ms).await);
+    }
+    let e = result.unwrap_or_else(|| ended(StepStatus::Failed, None, None));
+    pull_logs(r, job, &dir).await;
+    e
+}
+
+/// Polls until the service's probe passes (`None`: go on watching it), it
+/// dies, its time runs out, or flow stops it.
+async fn await_ready(
+    r: &Arc<Inner>,
+    job: &StepJob,
+    dir: &str,
+    tx: &mpsc::UnboundedSender<Report>,
+    ctl: &mut watch::Receiver<Ctl>,
+    sig: &str,
+    grace_ms: u64,
+) -> Option<Ended> {
+    let host = job.step.host.as_str();
+    let id = job.step.id.as_str();
+    let plan = job.step.ready.as_ref()?;
+    let (probe_args, what): (Vec<String>, String) = if let Some(re) = &plan.log {
+        (
+            vec!["probe-log".into(), dir.into(), id.into(), re.clone()],
+            format!("log /{re}/"),
+        )
+    } else if let Some(p) = plan.port {
+        (
+            vec!["probe-port".into(), p.to_string()],
+            format!("port {p}"),
+        )
+    } else if let Some(c) = &plan.cmd {
+        (vec![], format!("cmd `{c}`"))
+    } else {
+        return Some(ended(
+            StepStatus::Failed,
+            None,
+            Some("`ready` has no probe".into()),
+        ));
+    };
+    let status = r.helper(host, &["status", dir, id]).await.ok()?;
+    let probe = if probe_args.is_empty() {
+        format!(
+            "cd {} && ( {} ) >/dev/null 2>&1",
+            sh_quote(dir),
+            plan.cmd.clone().unwrap_or_default()
+        )
+    } else {
+        let args: Vec<&str> = probe_args.iter().map(String::as_str).collect();
+        r.helper(host, &args).await.ok()?
+    };
+    let check = format!("{status}; {probe} && echo READY");
+    let interval = Duration::from_millis(plan.interval_ms.max(10));
+    let timeout = Duration::from_millis(plan.timeout_ms);
+    let deadline = Instant::now() + timeout;
+    let mut failures = 0;
+    loop {
+        let now = *ctl.borrow();
+        if now != Ctl::Run {
+            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
+            e.status = match stopped_status(now) {
+                StepStatus::Passed => StepStatus::Cancelled,
+                s => s,
+            };
+            return Some(e);
+        }
+        match r.run(host, &check).await {
+            Ok(out) => {
+                failures = 0;
+                let text = out.stdout_text();
+                let state = text.lines().next().and_then(parse_state);
+                let ready = text.lines().any(|l| l.trim() == "READY");
+                match state {
+                    Some(State::Running) if ready => {
+                        let _ = tx.send(Report::Ready {
+                            idx: job.idx,
+                            at: Stamp::now(),
+                        });
+                        return None;
+                    }
+                    Some(State::Exited(c)) => {
+                        let exit = exit_of(c);
+                        let (status, error) = if ready && exit.success() {
+                            (StepStatus::Passed, None)
+                        } else {
+                            (
+                                StepStatus::Failed,
+                                Some(format!(
+                                    "{} before it was ready (probe: {what})",
+                                    exit.describe()
+                                )),
+                            )
+                        };
+                        return Some(ended(status, Some(exit), error));
+                    }
+                    Some(State::Gone) => {
+                        return Some(ended(
+                            StepStatus::Failed,
+                            None,
+                            Some(format!("vanished before it was ready (probe: {what})")),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_POLL_FAILURES {
+                    return Some(ended(StepStatus::Failed, None, Some(e)));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
+            e.status = StepStatus::Failed;
+            e.error = Some(format!(
+                "not ready after {} (probe: {what})",
+                fmt_duration(timeout)
+            ));
+            return Some(e);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = changed(ctl) => {}
+        }
+    }
+}
+
+/// Polls a started step until it ends, its timeout passes, or flow stops it.
+async fn watch_until_end(
+    r: &Arc<Inner>,
+    job: &StepJob,
+    dir: &str,
+    ctl: &mut watch::Receiver<Ctl>,
+    sig: &str,
+    grace_ms: u64,
+) -> Ended {
+    let host = job.step.host.as_str();
+    let id = job.step.id.as_str();
+    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
+    let Ok(status) = r.helper(host, &["status", dir, id]).await else {
+        return ended(
+            StepStatus::Failed,
+            None,
+            Some(format!("host `{host}` is not ready")),
+        );
+    };
+    let deadline = job
+        .step
+        .timeout_ms
+        .map(|t| Instant::now() + Duration::from_millis(t));
+    let mut poll = Duration::from_millis(20);
+    let mut failures = 0;
+    loop {
+        let now = *ctl.borrow();
+        if now != Ctl::Run {
+            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
+            e.status = stopped_status(now);
+            return e;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
+            if !background {
+                e.status = StepStatus::Failed;
+                e.error = Some(format!(
+                    "timed out after {}",
+                    fmt_duration(Duration::from_millis(job.step.timeout_ms.unwrap_or(0)))
+                ));
+            }
+            return e;
+        }
+        match r.run(host, &status).await {
+            Ok(out) => {
+                failures = 0;
+                match out.stdout_text().lines().next().and_then(parse_state) {
+                    Some(State::Exited(c)) => {
+                        let exit = exit_of(c);
+                        return if exit.success() {
+                            ended(StepStatus::Passed, Some(exit), None)
+                        } else if background {
+                            ended(
+                                StepStatus::Failed,
+                                Some(exit),
+                                Some(format!("{} while the run was going", exit.describe())),
+                            )
+                        } else {
+                            ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
+                        };
+                    }
+                    Some(State::Gone) => {
+                        return ended(
+                            StepStatus::Failed,
+                            None,
+                            Some(format!("vanished from host `{host}`")),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_POLL_FAILURES {
+                    return ended(StepStatus::Failed, None, Some(e));
+                }
+            }
+        }
+        let wait = deadline.map_or(poll, |d| {
+            poll.min(d.saturating_duration_since(Instant::now()))
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = changed(ctl) => {}
+        }
+        poll = (poll * 3 / 2).min(Duration::from_millis(if background { 1000 } else { 250 }));
+    }
+}
+
+/// Stops a remote step through its helper; the status is the caller's.
+async fn stop(
+    r: &Arc<Inner>,
+    job: &StepJob,
+    dir: &str,
+    sig: &str,
+    grace_ms: u64,
+    ctl: &watch::Receiver<Ctl>,
+) -> Ended {
+    let host = job.step.host.as_str();
+    let id = job.step.id.as_str();
+    let (sig, grace) = if *ctl.borrow() == Ctl::Kill {
+        ("KILL", 0)
+    } else {
+        (sig, grace_ms)
+    };
+    let grace_s = grace.to_string();
+    let Ok(cmd) = r.helper(host, &["stop", dir, id, sig, &grace_s]).await else {
+        return ended(
+            StepStatus::Failed,
+            None,
+            Some(format!("cannot stop it: host `{host}` is not ready")),
+        );
+    };
+    let sent: Vec<String> = match r.run(host, &cmd).await {
+        Ok(out) => out
+            .stdout_text()
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+        Err(e) => {
+            return ended(
+                StepStatus::Failed,
+                None,
+                Some(format!("cannot stop it: {e}")),
+            );
+        }
+    };
+    // The exit status, when the wrapper lived to write it.
+    let state = match r.helper(host, &["status", dir, id]).await {
+        Ok(c) => r
+            .run(host, &c)
+            .await
+            .ok()
+            .and_then(|o| o.stdout_text().lines().next().and_then(parse_state)),
+        Err(_) => None,
+    };
+    let exit = match state {
+        Some(State::Exited(c)) => Some(exit_of(c)),
+        _ if sent.last().is_some_and(|s| s == "KILL") => Some(Exit::Signal(9)),
+        _ => None,
+    };
+    let mut e = ended(StepStatus::Passed, exit, None);
+    if sent.len() > 1 {
+        e.error = Some(format!(
+            "did not exit within {} of SIG{}; killed",
+            fmt_duration(Duration::from_millis(grace)),
+            sent[0]
+        ));
+    }
+    e.stop_signals = sent;
+    e
+}
+
+/// Copies the step's output files from the host into `logs/`.
+async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) {
+    let host = job.step.host.as_str();
+    for (ext, local) in [("out", &job.out), ("err", &job.err)] {
+        let remote = format!("{dir}/.flow/{}.{ext}", job.step.id);
+        if let Ok(out) = r
+            .run(host, &format!("cat {} 2>/dev/null", sh_quote(&remote)))
+            .await
+        {
+            let _ = std::fs::write(local, &out.stdout);
+        }
+    }
+}
+
+/// Pulls what `patterns` match under the host's `dir` into
+/// `run_dir/hosts/<host>/` with rsync, one [`Transfer`] per file.
+async fn fetch(
+    r: &Arc<Inner>,
+    host: &str,
+    dir: &str,
+    patterns: &[String],
+    run_dir: &Path,
+) -> Vec<Transfer> {
+    let missing = |p: &str, status: String| Transfer {
+        host: host.into(),
+        remote: format!("{dir}/{p}"),
+        local: String::new(),
+        bytes: 0,
+        sha256: String::new(),
+        ms: 0,
+        status,
+    };
+    let dir = match r.absolute(host, dir).await {
+        Ok(d) => d,
+        Err(e) => {
+            return patterns
+                .iter()
+                .map(|p| missing(p, format!("error: {e}")))
+                .collect();
+        }
+    };
+    // Which paths each pattern matches, as the host's shell globs them.
+    let mut list = format!("cd {} || exit 1\n", sh_quote(&dir));
+    for (i, p) in patterns.iter().enumerate() {
+        list.push_str(&format!(
+            "for f in {}; do [ -e \"$f\" ] && printf '{i}\\t%s\\n' \"$f\"; done\n",
+            glob_word(p)
+        ));
+    }
+    list.push_str("true\n");
+    let listed = match r.run(host, &list).await {
+        Ok(out) if out.code == 0 => out.stdout_text(),
+        Ok(out) => {
+            let why = format!(
+                "error: cannot list `{dir}`: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return patterns.iter().map(|p| missing(p, why.clone())).collect();
+        }
+        Err(e) => {
+            return patterns
+                .iter()
+                .map(|p| missing(p, format!("error: {e}")))
+                .collect();
+        }
+    };
+    let mut matched: Vec<Vec<String>> = vec![Vec::new(); patterns.len()];
+    for line in listed.lines() {
+        if let Some((i, path)) = line.split_once('\t')
+            && let Ok(i) = i.parse::<usize>()
+            && i < matched.len()
+            && safe_relative(path)
+        {
+            matched[i].push(path.to_string());
+        }
+    }
+    let dest = run_dir.join("hosts").join(host);
+    let all: Vec<&String> = matched.iter().flatten().collect();
+    let t0 = Instant::now();
+    let mut rsync_error = None;
+    if !all.is_empty() {
+        let _ = std::fs::create_dir_all(&dest);
+        let list_file = run_dir.join(format!(".fetch-{host}.list"));
+        let _ = std::fs::write(
+            &list_file,
+            all.iter().map(|s| format!("{s}\n")).collect::<String>(),
+        );
+        let out = match r.rsync_ssh(host) {
+            Ok(ssh) => tokio::process::Command::new("rsync")
+                .args(["-a", "-r", "--safe-links", "--files-from"])
+                .arg(&list_file)
+                .args(["-e", &ssh])
+                .arg(format!("{}:{dir}/", r.address(host)))
+                .arg(format!("{}/", dest.display()))
+                .output()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&list_file);
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => rsync_error = Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => rsync_error = Some(e),
+        }
+    }
+    let ms = t0.elapsed().as_millis() as u64;
+    let mut transfers = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
+        if matched[i].is_empty() {
+            transfers.push(missing(p, "missing".into()));
+            continue;
+        }
+        for m in &matched[i] {
+            let mut files = Vec::new();
+            collect(&dest.join(m), &mut files);
+            if files.is_empty() {
+                let status = rsync_error
+                    .clone()
+                    .map_or("missing".into(), |e| format!("error: {e}"));
+                transfers.push(missing(m, status));
+            }
+            for f in files {
+                let rel = f.strip_prefix(&dest).unwrap_or(&f).to_path_buf();
+                let (bytes, sha) = match std::fs::read(&f) {
+                    Ok(b) => (b.len() as u64, hex(&Sha256::digest(&b))),
+                    Err(_) => (0, String::new()),
+                };
+                transfers.push(Transfer {
+                    host: host.into(),
+                    remote: format!("{dir}/{}", rel.display()),
+                    local: Path::new("hosts")
+                        .join(host)
+                        .join(&rel)
+                        .display()
+                        .to_string(),
+                    bytes,
+                    sha256: sha,
+                    ms,
+                    status: "ok".into(),
+                });
+            }
+        }
+    }
+    transfers
+}
+
+/// Files under `p` (itself when a file), sorted; symlinks are not followed.
+fn collect(p: &Path, out: &mut Vec<PathBuf>) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            entries.sort();
+            for e in entries {
+                collect(&e, out);
+            }
+        }
+        Ok(m) if m.is_file() => out.push(p.to_path_buf()),
+        _ => {}
+    }
+}
+
+/// A path the host listed that stays inside the run dir.
+fn safe_relative(p: &str) -> bool {
+    !p.starts_with('/') && !p.split('/').any(|c| c == "..")
+}
+
+/// A fetch pattern for the remote shell: glob characters stay active, the
+/// rest is quoted.
+fn glob_word(p: &str) -> String {
+    let mut out = String::new();
+    let mut lit = String::new();
+    for c in p.chars() {
+        if matches!(c, '*' | '?' | '[' | ']') {
+            if !lit.is_empty() {
+                out.push_str(&remote_word(&lit));
+                lit.clear();
+            }
+            out.push(c);
+        } else {
+            lit.push(c);
+        }
+    }
+    if !lit.is_empty() {
+        out.push_str(&remote_word(&lit));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_states_parse() {
+        assert_eq!(parse_state("a@b running"), Some(State::Running));
+        assert_eq!(parse_state("a@b exited 143"), Some(State::Exited(143)));
+        assert_eq!(parse_state("a@b gone"), Some(State::Gone));
+        assert_eq!(parse_state("garbage"), None);
+        assert_eq!(exit_of(143), Exit::Signal(15));
+        assert_eq!(exit_of(3), Exit::Code(3));
+    }
+
+    #[test]
+    fn fetch_patterns_keep_globs_and_quote_the_rest() {
+        assert_eq!(glob_word("*.csv"), "*.csv");
+        assert_eq!(glob_word("out dir/x-?.log"), "'out dir/x-'?.log");
+        assert!(safe_relative("a/b.csv"));
+        assert!(!safe_relative("../x"));
+        assert!(!safe_relative("/etc/passwd"));
+    }
+}
