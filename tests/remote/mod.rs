@@ -212,3 +212,113 @@ fn the_streaming_demo_runs_across_three_ssh_hosts() {
         );
     }
 }
+
+/// A suite of one workload on the given inventory, in a temp dir.
+fn project(dir: &std::path::Path, inventory: &std::path::Path, workload: &str) {
+    std::fs::write(
+        dir.join("suite.yaml"),
+        format!(
+            "suite: t\nhosts: {}\nworkloads:\n  - workload: workload.yaml\n",
+            inventory.display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(dir.join("workload.yaml"), workload).expect("workload");
+}
+
+fn journal(artifacts: &std::path::Path) -> String {
+    let Ok(runs) = std::fs::read_dir(artifacts.join("latest/runs")) else {
+        return String::new();
+    };
+    runs.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_remote_steps_and_leaves_nothing_on_any_host() {
+    let s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    project(
+        &dir,
+        &inv,
+        r#"
+workload: stubborn
+steps:
+  deaf:
+    kind: service
+    on: server
+    run: "trap '' TERM; echo up; while :; do sleep 0.1; done"
+    ready: { log: up, timeout: 20s, interval: 50ms }
+    stop: { signal: TERM, grace: 1s }
+  forker:
+    on: client
+    run: "sleep 301 & setsid sleep 302 & echo forked; sleep 303"
+  grab:
+    kind: fetch
+    from: client
+    paths: ["*.txt"]
+"#,
+    );
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    let artifacts = dir.join("artifacts");
+    super::run::wait_for(
+        std::time::Duration::from_secs(60),
+        "the remote task to start",
+        || journal(&artifacts).contains(r#""step":"forker@b""#),
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(journal(&artifacts).lines().next().expect("a line")).expect("json");
+    let tag = format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"));
+    super::run::wait_for(
+        std::time::Duration::from_secs(20),
+        "the remote processes",
+        || super::run::processes_with_env(&tag).len() >= 4,
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("flow exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(
+        super::run::processes_with_env(&tag),
+        vec![],
+        "processes outlived flow on the hosts"
+    );
+    let runs = std::fs::read_dir(artifacts.join("latest/runs")).expect("runs");
+    let run = runs.flatten().next().expect("a run").path();
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("run_result.json")).expect("result"),
+    )
+    .expect("json");
+    assert_eq!(r["status"], "interrupted");
+    let step = |id: &str| {
+        r["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(step("forker@b")["status"], "interrupted");
+    assert_eq!(
+        step("deaf@a")["stop_signals"],
+        serde_json::json!(["TERM", "KILL"])
+    );
+    assert_eq!(
+        step("grab@b")["status"],
+        "passed",
+        "fetch runs after Ctrl-C"
+    );
+    let out = std::fs::read_to_string(run.join("logs/forker@b.out")).expect("log pulled");
+    assert_eq!(out, "forked\n");
+}

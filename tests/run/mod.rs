@@ -129,7 +129,7 @@ fn assert_schema_valid(kind: &str, value: &Value) {
 }
 
 /// Processes on this machine whose environment holds `needle`.
-fn processes_with_env(needle: &str) -> Vec<(i32, String)> {
+pub fn processes_with_env(needle: &str) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -147,7 +147,7 @@ fn processes_with_env(needle: &str) -> Vec<(i32, String)> {
 }
 
 /// Waits for `cond` to hold, polling, up to `limit`.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !cond() {
         assert!(t0.elapsed() < limit, "timed out waiting for {what}");
