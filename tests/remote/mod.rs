@@ -322,3 +322,72 @@ steps:
     let out = std::fs::read_to_string(run.join("logs/forker@b.out")).expect("log pulled");
     assert_eq!(out, "forked\n");
 }
+
+#[test]
+fn a_host_that_vanishes_mid_run_fails_the_run_with_its_name_and_the_suite_goes_on() {
+    let mut s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    project(
+        &dir,
+        &inv,
+        r#"
+workload: fragile
+steps:
+  srv: { kind: service, on: server, run: "echo up; exec sleep 300", ready: { log: up, interval: 50ms } }
+  work: { on: client, run: "echo started; sleep 30" }
+"#,
+    );
+    std::fs::write(
+        dir.join("suite.yaml"),
+        format!(
+            "suite: t\nhosts: {}\nworkloads:\n  - {{ workload: workload.yaml, repetitions: 2 }}\n",
+            inv.display()
+        ),
+    )
+    .expect("suite");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    let artifacts = dir.join("artifacts");
+    super::run::wait_for(
+        std::time::Duration::from_secs(60),
+        "the task to start",
+        || journal(&artifacts).contains(r#""step":"work@b""#),
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(journal(&artifacts).lines().next().expect("a line")).expect("json");
+    let tag = format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"));
+    s.vanish("h1"); // host `a` of the inventory
+    let out = child.wait_with_output().expect("flow exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The second run cannot reach `a` either: both fail, neither hangs.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("2 runs: 0 passed, 2 failed"), "{stdout}");
+    assert!(
+        stdout.contains("host `a`"),
+        "the error names the host: {stdout}"
+    );
+    // What ran on the vanished host is still there, as on a real host that
+    // dropped off the network; this test cleans it up.
+    for (pid, _) in super::run::processes_with_env(&tag) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let csv = std::fs::read_to_string(
+        std::fs::canonicalize(artifacts.join("latest"))
+            .expect("latest")
+            .join("runs.csv"),
+    )
+    .expect("runs.csv");
+    assert_eq!(csv.matches(",failed,").count(), 2, "{csv}");
+}

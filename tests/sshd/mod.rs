@@ -123,6 +123,53 @@ impl Sshds {
         std::fs::write(path, text).expect("inventory");
     }
 
+    /// The host disappears: its sshd and every connection it serves are
+    /// killed (the processes it started keep running, as on a host that
+    /// dropped off the network).
+    pub fn vanish(&mut self, name: &str) {
+        let Some(h) = self.hosts.iter_mut().find(|h| h.name == name) else {
+            return;
+        };
+        let Some(mut c) = h.child.take() else { return };
+        let root = c.id() as i32;
+        // Every descendant of the listener: the per-connection sshd processes.
+        let mut doomed = vec![root];
+        loop {
+            let before = doomed.len();
+            for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+                let ppid: i32 = after
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if doomed.contains(&ppid)
+                    && !doomed.contains(&pid)
+                    && comm.trim().starts_with("sshd")
+                {
+                    doomed.push(pid);
+                }
+            }
+            if doomed.len() == before {
+                break;
+            }
+        }
+        for pid in doomed.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = c.wait();
+    }
+
     /// Stops one host's sshd (its existing connections die with it).
     pub fn stop(&mut self, name: &str) {
         if let Some(h) = self.hosts.iter_mut().find(|h| h.name == name)
