@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use tokio::sync::{mpsc, watch};
 
+use super::clock::ClockOffset;
 use super::fetch::{Transfer, copy_tree, fetch_local};
 use super::process;
 use super::result::Leak;
@@ -43,6 +44,12 @@ pub trait Launcher: Send + Sync {
 
     /// Kills what a run left running after its steps ended.
     fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>>;
+
+    /// The host's clock against the controller's; `None` for hosts that
+    /// share the controller's clock.
+    fn clock<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Option<ClockOffset>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Steps as child processes of flow, on this machine.

@@ -3,7 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::clock::Stamp;
+use std::collections::BTreeMap;
+
+use super::clock::{ClockOffset, Stamp};
 use crate::plan::{RunPlan, StepInstance};
 use crate::suite::StepKind;
 
@@ -171,6 +173,16 @@ pub struct FetchTotals {
     pub missing: u64,
 }
 
+/// A remote host's clock against the controller's, measured before and
+/// after the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct HostClock {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub before: Option<ClockOffset>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub after: Option<ClockOffset>,
+}
+
 /// `run_result.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunResult {
@@ -191,6 +203,9 @@ pub struct RunResult {
     pub current_step: Option<String>,
     pub steps: Vec<StepResult>,
     pub fetch: FetchTotals,
+    /// Per remote host: its clock offset before and after the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub clocks: BTreeMap<String, HostClock>,
     /// Problems of the run itself (setup, files, leaks, interruption).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<String>,
@@ -212,6 +227,7 @@ impl RunResult {
             current_step: None,
             steps: plan.steps.iter().map(StepResult::new).collect(),
             fetch: FetchTotals::default(),
+            clocks: BTreeMap::new(),
             errors: Vec::new(),
         }
     }

@@ -173,6 +173,7 @@ impl Run<'_> {
         let setup_ok = self.result.errors.is_empty() && self.setup().await;
         let mut reason = None;
         if setup_ok {
+            self.measure_clocks(true).await;
             reason = self.main_phase().await;
         } else {
             for i in 0..plan.steps.len() {
@@ -184,6 +185,9 @@ impl Run<'_> {
         self.teardown(reason).await;
         if self.level < 2 {
             self.fetch().await;
+            if setup_ok {
+                self.measure_clocks(false).await;
+            }
         }
         self.analyze().await;
         let leaks = self.env.launcher.sweep(&self.tag).await;
@@ -247,6 +251,32 @@ impl Run<'_> {
         self.result.errors.sort();
         self.event("setup_done", json!({"ok": ok, "hosts": dirs.len()}));
         ok
+    }
+
+    /// Each remote host's clock offset, all hosts at once.
+    async fn measure_clocks(&mut self, before: bool) {
+        let mut set = tokio::task::JoinSet::new();
+        for host in &self.plan.hosts {
+            let launcher = Arc::clone(&self.env.launcher);
+            let host = host.clone();
+            set.spawn(async move {
+                let c = launcher.clock(&host).await;
+                (host, c)
+            });
+        }
+        while let Some(Ok((host, c))) = set.join_next().await {
+            let Some(c) = c else { continue };
+            self.event(
+                "clock",
+                json!({"host": host, "when": if before { "before" } else { "after" }, "offset_ns": c.offset_ns, "bound_ns": c.bound_ns}),
+            );
+            let entry = self.result.clocks.entry(host).or_default();
+            if before {
+                entry.before = Some(c);
+            } else {
+                entry.after = Some(c);
+            }
+        }
     }
 
     fn job(&self, idx: usize) -> StepJob {

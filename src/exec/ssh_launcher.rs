@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use super::clock::Stamp;
+use super::clock::{ClockOffset, Stamp};
 use super::fetch::{Transfer, hex};
 use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
@@ -85,6 +85,14 @@ impl Launcher for Mixed {
             self.remote.fetch(host, dir, patterns, run_dir)
         } else {
             self.local.fetch(host, dir, patterns, run_dir)
+        }
+    }
+
+    fn clock<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Option<ClockOffset>> {
+        if self.is_remote(host) {
+            self.remote.clock(host)
+        } else {
+            self.local.clock(host)
         }
     }
 
@@ -322,6 +330,10 @@ impl Launcher for Remote {
         run_dir: &'a Path,
     ) -> BoxFuture<'a, Vec<Transfer>> {
         Box::pin(async move { fetch(&self.0, host, dir, patterns, run_dir).await })
+    }
+
+    fn clock<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Option<ClockOffset>> {
+        Box::pin(async move { self.0.hosts.clock_offset(host).await.ok().flatten() })
     }
 
     fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {

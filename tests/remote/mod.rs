@@ -202,6 +202,15 @@ fn the_streaming_demo_runs_across_three_ssh_hosts() {
         .expect("json");
         assert_eq!(result["status"], "passed");
         assert!(result.get("errors").is_none(), "{result:#}");
+        for h in ["coord", "w1", "w2"] {
+            for when in ["before", "after"] {
+                let c = &result["clocks"][h][when];
+                // One machine, one clock: the true offset (0) is within the bound.
+                let off = c["offset_ns"].as_i64().expect("offset").unsigned_abs();
+                let bound = c["bound_ns"].as_u64().expect("bound");
+                assert!(off <= bound + 1_000_000, "{h} {when}: {c}");
+            }
+        }
         let load = result["steps"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["id"] == "load@w1"))
