@@ -27,6 +27,8 @@ pub enum Command {
     /// Inspect the hosts of an inventory.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// Kill every process an artifact left running on its hosts (after flow was killed).
+    Reap(ReapArgs),
     /// Run a command on every (or every matching) host of an inventory, in parallel.
     Exec(ExecArgs),
     /// Print the JSON Schema of suite, workload, inventory, plan and run-result files.
@@ -126,6 +128,15 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
     /// An artifact id or folder; the latest when left out.
     pub id: Option<String>,
     /// Where artifact folders live.

@@ -19,6 +19,7 @@ fn main() {
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),
         Command::Exec(a) => commands::exec(a),
+        Command::Reap(a) => commands::reap(a),
         Command::Schema(a) => commands::schema(a),
     };
     let code = match result {

@@ -246,3 +246,79 @@ pub fn exec(args: &ExecArgs) -> Result<i32, Error> {
     });
     Ok(if failed > 0 { exit::FAILED } else { exit::OK })
 }
+
+/// `flow reap [ID]`: kills every process of an artifact still running on its
+/// hosts (after flow itself was killed), found by `FLOW_ARTIFACT_ID`.
+pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
+    let dir = super::status::resolve(&args.artifacts, args.id.as_deref())?;
+    let suite_json = dir.join("suite.json");
+    let text =
+        std::fs::read_to_string(&suite_json).map_err(|e| Error::io("read", &suite_json, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::io("read", &suite_json, std::io::Error::other(e)))?;
+    let id = v["artifact_id"].as_str().unwrap_or_default().to_string();
+    let inv: Inventory = serde_json::from_value(v["inventory"].clone()).map_err(|e| {
+        Error::io(
+            "read the inventory of",
+            &suite_json,
+            std::io::Error::other(e),
+        )
+    })?;
+    let names: Vec<String> = inv.hosts.iter().map(|h| h.name.clone()).collect();
+    let remote = crate::exec::ssh_launcher::Remote::new(&inv, &names).map_err(|e| {
+        Error::io(
+            "prepare ssh connections in",
+            std::path::Path::new("/tmp"),
+            e,
+        )
+    })?;
+    let rt = runtime()?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    let mut local_done = false;
+    let results: Vec<(String, Result<Vec<i32>, String>)> = rt.block_on(async {
+        let mut v = Vec::new();
+        for h in &inv.hosts {
+            if h.is_local() {
+                if !local_done {
+                    local_done = true;
+                    let leaks = crate::exec::process::sweep(
+                        |p| crate::exec::process::has_env(p.pid, "FLOW_ARTIFACT_ID", &id),
+                        |_| false,
+                    );
+                    v.push((
+                        "local".to_string(),
+                        Ok(leaks.iter().map(|l| l.pid).collect()),
+                    ));
+                }
+                continue;
+            }
+            v.push((
+                h.name.clone(),
+                remote.reap(&h.name, "FLOW_ARTIFACT_ID", &id).await,
+            ));
+        }
+        remote.close().await;
+        v
+    });
+    for (host, r) in results {
+        let line = match r {
+            Ok(pids) if pids.is_empty() => format!("{host}: nothing left"),
+            Ok(pids) => format!(
+                "{host}: killed {} process{} ({})",
+                pids.len(),
+                if pids.len() == 1 { "" } else { "es" },
+                pids.iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => {
+                failed += 1;
+                format!("{host}: error: {e}")
+            }
+        };
+        writeln!(out, "{line}").map_err(Error::Output)?;
+    }
+    Ok(if failed > 0 { exit::FAILED } else { exit::OK })
+}

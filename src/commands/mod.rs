@@ -6,7 +6,7 @@ mod run;
 mod schema;
 mod status;
 
-pub use hosts::{check as hosts_check, exec};
+pub use hosts::{check as hosts_check, exec, reap};
 pub use plan::{plan, validate};
 pub use run::run;
 pub use schema::schema;

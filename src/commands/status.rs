@@ -53,7 +53,7 @@ fn state(dir: &Path) -> State {
 }
 
 /// `ID`, a path, or the latest artifact.
-fn resolve(root: &Path, id: Option<&str>) -> Result<PathBuf, Error> {
+pub(super) fn resolve(root: &Path, id: Option<&str>) -> Result<PathBuf, Error> {
     let candidates: Vec<PathBuf> = match id {
         None => vec![root.join("latest")],
         Some(id) => vec![root.join(id), PathBuf::from(id)],

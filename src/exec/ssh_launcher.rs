@@ -140,6 +140,25 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Kills every process on `host` whose environment holds `var=value`;
+    /// returns their pids.
+    pub async fn reap(&self, host: &str, var: &str, value: &str) -> Result<Vec<i32>, String> {
+        let r = &self.0;
+        let cmd = r.helper(host, &["reap", &format!("{var}={value}")]).await?;
+        let out = r.run(host, &cmd).await?;
+        Ok(out
+            .stdout_text()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+
+    pub async fn close(&self) {
+        self.0.hosts.close().await;
+    }
+}
+
 impl Inner {
     fn workdir(&self, host: &str) -> &str {
         self.workdirs.get(host).map_or("~/flow", String::as_str)

@@ -12,8 +12,9 @@ use crate::yaml::{Node, decode};
 /// The address that means "this machine, no ssh".
 pub const LOCAL: &str = "local";
 
-/// One host, with `defaults` applied.
-#[derive(Debug, Clone, Serialize)]
+/// One host, with `defaults` applied. Deserialize reads it back from an
+/// artifact's `suite.json` (`flow reap`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Host {
     pub name: String,
     /// As written; `local` for the controller itself.
@@ -31,7 +32,7 @@ pub struct Host {
     pub workdir: Option<String>,
     pub roles: Vec<String>,
     pub vars: serde_json::Map<String, serde_json::Value>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub ssh_options: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_config: Option<PathBuf>,
@@ -69,7 +70,7 @@ impl Host {
 }
 
 /// The hosts of a suite.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Inventory {
     /// Hosts in file order (that is the order of `hosts.<role>` lists).
     pub hosts: Vec<Host>,

@@ -400,3 +400,67 @@ steps:
     .expect("runs.csv");
     assert_eq!(csv.matches(",failed,").count(), 2, "{csv}");
 }
+
+#[test]
+fn after_kill_9_of_flow_reap_kills_what_the_artifact_left_on_its_hosts() {
+    let s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    project(
+        &dir,
+        &inv,
+        r#"
+workload: orphaned
+steps:
+  srv: { kind: service, on: server, run: "echo up; exec sleep 300", ready: { log: up, interval: 50ms } }
+  work: { on: client, run: "sleep 301 & echo started; sleep 302" }
+"#,
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flow starts");
+    let artifacts = dir.join("artifacts");
+    super::run::wait_for(
+        std::time::Duration::from_secs(60),
+        "the task to start",
+        || journal(&artifacts).contains(r#""step":"work@b""#),
+    );
+    let id = std::fs::canonicalize(artifacts.join("latest"))
+        .expect("latest")
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("id");
+    let needle = format!("FLOW_ARTIFACT_ID={id}");
+    super::run::wait_for(
+        std::time::Duration::from_secs(20),
+        "the remote processes",
+        || super::run::processes_with_env(&needle).len() >= 3,
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // Remote steps are detached from flow: they survive it.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(super::run::processes_with_env(&needle).len() >= 3);
+    let (stdout, _) = Flow::new()
+        .args(["reap", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    // Both test hosts are this machine: the first one reaps everything.
+    assert!(stdout.starts_with("a: killed "), "{stdout}");
+    assert!(stdout.ends_with("b: nothing left\n"), "{stdout}");
+    super::run::wait_for(std::time::Duration::from_secs(5), "nothing left", || {
+        super::run::processes_with_env(&needle).is_empty()
+    });
+    let (again, _) = Flow::new()
+        .args(["reap", &id, "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert_eq!(again, "a: nothing left\nb: nothing left\n");
+}
