@@ -464,3 +464,57 @@ steps:
         .expect(0);
     assert_eq!(again, "a: nothing left\nb: nothing left\n");
 }
+
+#[test]
+fn remote_fetch_records_missing_files_and_never_follows_links_out_of_the_run_dir() {
+    let s = Sshds::start(1);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("b", "roles: [client]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let secret = s.dir.path().join("secret.txt");
+    std::fs::write(&secret, "outside\n").expect("secret");
+    project(
+        &dir,
+        &inv,
+        &format!(
+            r#"
+workload: fetchy
+steps:
+  make: {{ on: client, run: "mkdir -p out && echo a > out/a.txt && ln -s {} out/leak.txt" }}
+  grab: {{ kind: fetch, from: client, paths: ["missing.csv", "out/*.txt"] }}
+"#,
+            secret.display()
+        ),
+    );
+    Flow::new()
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    let latest = std::fs::canonicalize(dir.join("artifacts/latest")).expect("latest");
+    let run = std::fs::read_dir(latest.join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("run")
+        .path();
+    let log = std::fs::read_to_string(run.join("fetch.log")).expect("fetch.log");
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("missing.csv").ends_with("\tmissing"), "{log}");
+    assert!(line("out/a.txt").ends_with("\tok"), "{log}");
+    assert!(!line("leak.txt").ends_with("\tok"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("hosts/b/out/a.txt")).expect("a"),
+        "a\n"
+    );
+    let leak = run.join("hosts/b/out/leak.txt");
+    assert!(
+        std::fs::read_to_string(&leak).map_or(true, |t| t != "outside\n"),
+        "a link out of the run dir was followed"
+    );
+}
