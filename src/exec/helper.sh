@@ -10,7 +10,9 @@
 #   D/.flow/S.out   stdout        D/.flow/S.err   stderr
 #   D/.flow/S.exit  the command's exit status (128+N: killed by signal N)
 #
-#   helper.sh start DIR ID CMD          start; prints the pid
+#   helper.sh start DIR ID CMD [WAIT_MS]  start; prints the pid (and, when it
+#                                       ends within WAIT_MS, its status and logs)
+#   helper.sh logs DIR ID               `out N`, N bytes of stdout, `err N`, N bytes of stderr
 #   helper.sh status DIR ID...          per id: `ID running`, `ID exited N`, `ID gone`, `ID unknown`
 #   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
 #   helper.sh probe-log DIR ID REGEX    exit 0 when a line of the output matches (extended regex)
@@ -23,8 +25,8 @@ die() { echo "flow helper: $*" >&2; exit 2; }
 alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
 
 cmd_start() {
-  [ $# -eq 3 ] || die "usage: start DIR ID CMD"
-  dir=$1 id=$2 run=$3
+  [ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: start DIR ID CMD [WAIT_MS]"
+  dir=$1 id=$2 run=$3 wait_ms=${4:-0}
   mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
   cd "$dir" || die "cannot enter $dir"
   f=".flow/$id"
@@ -45,6 +47,30 @@ cmd_start() {
     sleep 0.01
   done
   cat "$f.pid"
+  # A short step ends within WAIT_MS: report it and its output in this same
+  # call, sparing a status poll and a log fetch.
+  waited=0
+  while [ "$waited" -lt "$wait_ms" ] && [ ! -s "$f.exit" ]; do
+    sleep 0.01
+    waited=$((waited + 10))
+  done
+  if [ "$wait_ms" -gt 0 ] && [ -s "$f.exit" ]; then
+    echo "$id exited $(cat "$f.exit")"
+    cmd_logs "$dir" "$id"
+  fi
+}
+
+# Both output files, each as `out N` / `err N` and then N bytes.
+cmd_logs() {
+  for e in out err; do
+    p="$1/.flow/$2.$e"
+    if [ -f "$p" ]; then
+      echo "$e $(wc -c < "$p" | tr -d ' ')"
+      cat "$p"
+    else
+      echo "$e 0"
+    fi
+  done
 }
 
 status_one() {
@@ -111,14 +137,20 @@ cmd_probe_port() {
 cmd_reap() {
   [ $# -eq 1 ] || die "usage: reap VAR=VALUE"
   me=$$
-  found=0
-  for e in /proc/[0-9]*/environ; do
+  if printf 'a\0' | grep -qz a 2>/dev/null; then
+    # One grep over every environment (NUL-separated entries).
+    files=$(grep -lzxF -e "$1" /proc/[0-9]*/environ 2>/dev/null || true)
+  else
+    files=""
+    for e in /proc/[0-9]*/environ; do
+      tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF -e "$1" && files="$files $e"
+    done
+  fi
+  for e in $files; do
     p=${e#/proc/}
     p=${p%/environ}
     [ "$p" = "$me" ] && continue
-    if tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF -e "$1"; then
-      kill -s KILL "$p" 2>/dev/null && found=$((found + 1)) && echo "$p"
-    fi
+    kill -s KILL "$p" 2>/dev/null && echo "$p"
   done
   return 0
 }
@@ -130,6 +162,7 @@ case $what in
   start) cmd_start "$@" ;;
   status) cmd_status "$@" ;;
   stop) cmd_stop "$@" ;;
+  logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
   probe-log) cmd_probe_log "$@" ;;
   probe-port) cmd_probe_port "$@" ;;
   reap) cmd_reap "$@" ;;

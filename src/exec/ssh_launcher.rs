@@ -23,6 +23,9 @@ use super::step::{Ctl, Ended, Report, StepJob, changed, ended, fmt_duration, sto
 use crate::plan::RunCommand;
 use crate::suite::{Inventory, StepKind};
 
+/// How long the start call waits for a task to end (and then reports it at
+/// once, with its output).
+const START_WAIT_MS: &str = "200";
 /// Grace of a remote task that is cancelled or timed out.
 const TASK_GRACE_MS: u64 = 5000;
 /// A remote step whose host cannot be asked this many times in a row is lost.
@@ -496,15 +499,43 @@ async fn supervise(
         Ok(d) => d,
         Err(e) => return ended(StepStatus::Failed, None, Some(e)),
     };
+    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
+    // A task that ends quickly is reported, with its output, by the start
+    // call itself.
+    let wait = if background { "0" } else { START_WAIT_MS };
     let start = match r
-        .helper(host, &["start", &dir, id, &remote_script(job)])
+        .helper(host, &["start", &dir, id, &remote_script(job), wait])
         .await
     {
         Ok(c) => c,
         Err(e) => return ended(StepStatus::Failed, None, Some(e)),
     };
+    let started = Stamp::now();
     let pid = match r.run(host, &start).await {
-        Ok(out) if out.code == 0 => out.stdout_text().trim().parse::<i32>().unwrap_or(0),
+        Ok(out) if out.code == 0 => {
+            let (head, rest) = split_line(&out.stdout);
+            let pid = String::from_utf8_lossy(head)
+                .trim()
+                .parse::<i32>()
+                .unwrap_or(0);
+            let (status, logs) = split_line(rest);
+            if let Some(State::Exited(c)) = parse_state(&String::from_utf8_lossy(status)) {
+                let _ = tx.send(Report::Started {
+                    idx: job.idx,
+                    pid,
+                    attempt: 1,
+                    at: started,
+                });
+                write_logs(job, logs);
+                let exit = exit_of(c);
+                return if exit.success() {
+                    ended(StepStatus::Passed, Some(exit), None)
+                } else {
+                    ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
+                };
+            }
+            pid
+        }
         Ok(out) => {
             return ended(
                 StepStatus::Failed,
@@ -521,14 +552,13 @@ async fn supervise(
         idx: job.idx,
         pid,
         attempt: 1,
-        at: Stamp::now(),
+        at: started,
     });
     let (sig, grace_ms) = match (&job.step.stop, job.step.kind) {
         (Some(s), _) => (s.signal.clone(), s.grace_ms),
         (None, StepKind::Service | StepKind::Monitor) => ("TERM".to_string(), 10_000),
         (None, _) => ("TERM".to_string(), TASK_GRACE_MS),
     };
-    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
     let mut result = if job.step.kind == StepKind::Service && job.step.ready.is_some() {
         await_ready(r, job, &dir, tx, &mut ctl, &sig, grace_ms).await
     } else {
@@ -825,14 +855,46 @@ async fn stop(
 /// Copies the step's output files from the host into `logs/`.
 async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) {
     let host = job.step.host.as_str();
-    for (ext, local) in [("out", &job.out), ("err", &job.err)] {
-        let remote = format!("{dir}/.flow/{}.{ext}", job.step.id);
-        if let Ok(out) = r
-            .run(host, &format!("cat {} 2>/dev/null", sh_quote(&remote)))
-            .await
-        {
-            let _ = std::fs::write(local, &out.stdout);
-        }
+    if let Ok(cmd) = r.helper(host, &["logs", dir, &job.step.id]).await
+        && let Ok(out) = r.run(host, &cmd).await
+    {
+        write_logs(job, &out.stdout);
+    }
+}
+
+/// `(first line, rest)` of a byte string.
+fn split_line(b: &[u8]) -> (&[u8], &[u8]) {
+    match b.iter().position(|&c| c == b'\n') {
+        Some(i) => (&b[..i], &b[i + 1..]),
+        None => (b, &[]),
+    }
+}
+
+/// Parses `helper logs` output (`out N\n<N bytes>err N\n<N bytes>`).
+fn parse_logs(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (head, rest) = split_line(b);
+        let head = String::from_utf8_lossy(head);
+        let mut w = head.split_whitespace();
+        let (Some(name), Some(Ok(n))) = (w.next(), w.next().map(str::parse::<usize>)) else {
+            break;
+        };
+        let n = n.min(rest.len());
+        out.push((name.to_string(), rest[..n].to_vec()));
+        b = &rest[n..];
+    }
+    out
+}
+
+fn write_logs(job: &StepJob, framed: &[u8]) {
+    for (name, bytes) in parse_logs(framed) {
+        let path = match name.as_str() {
+            "out" => &job.out,
+            "err" => &job.err,
+            _ => continue,
+        };
+        let _ = std::fs::write(path, bytes);
     }
 }
 
@@ -1025,6 +1087,19 @@ mod tests {
         assert_eq!(parse_state("garbage"), None);
         assert_eq!(exit_of(143), Exit::Signal(15));
         assert_eq!(exit_of(3), Exit::Code(3));
+    }
+
+    #[test]
+    fn framed_logs_parse_with_any_bytes_inside() {
+        let b = b"out 6\na\nb\nc\nerr 0\n";
+        assert_eq!(
+            parse_logs(b),
+            vec![
+                ("out".to_string(), b"a\nb\nc\n".to_vec()),
+                ("err".to_string(), Vec::new())
+            ]
+        );
+        assert_eq!(split_line(b"123\nrest"), (&b"123"[..], &b"rest"[..]));
     }
 
     #[test]
