@@ -5,6 +5,7 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+mod netns;
 mod remote;
 mod run;
 mod sshd;

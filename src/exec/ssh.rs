@@ -8,6 +8,13 @@
 //! home run out. Commands multiplex over the master, at most
 //! [`CHANNELS_PER_HOST`] at once per host, and are retried with backoff when
 //! ssh itself fails (exit 255), never when the command does.
+//!
+//! A master that dies (the host rebooted, its link went down and
+//! `ServerAlive` gave up) is reopened once by the next command. When that
+//! fails too the host is lost: every command fails at once with the same
+//! error for [`RECONNECT_AFTER`], so a run's teardown (stop, logs, fetch,
+//! clocks, sweep) does not wait out a connect timeout per call, and a later
+//! run tries the host again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +35,19 @@ pub const PARALLEL_CONNECTS: usize = 16;
 /// ssh's own failures (exit 255) are retried this many times.
 const RETRIES: u32 = 3;
 const CONNECT_TIMEOUT_S: u32 = 10;
+/// A lost host is not tried again for this long.
+pub const RECONNECT_AFTER: Duration = Duration::from_secs(30);
+
+/// The state of a host's master connection.
+enum Master {
+    Unopened,
+    Up(Child),
+    /// The last attempt to open it failed at `at`.
+    Down {
+        error: SshError,
+        at: Instant,
+    },
+}
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
@@ -111,7 +131,7 @@ struct Conn {
     target: Target,
     socket: PathBuf,
     channels: Semaphore,
-    master: Mutex<Option<Result<Child, SshError>>>,
+    master: Mutex<Master>,
 }
 
 /// The connections of one invocation.
@@ -133,7 +153,7 @@ impl Ssh {
                     socket: dir.join(format!("{i}")),
                     target: t,
                     channels: Semaphore::new(CHANNELS_PER_HOST),
-                    master: Mutex::new(None),
+                    master: Mutex::new(Master::Unopened),
                 };
                 (conn.target.name.clone(), Arc::new(conn))
             })
@@ -151,23 +171,47 @@ impl Ssh {
         })
     }
 
-    /// Opens the host's master connection (once; later calls return the
-    /// first outcome). Returns how long it took.
+    /// Makes sure the host's master connection is up: opens it the first
+    /// time, reopens it when it has died, and fails at once while the host
+    /// is lost (see the module's notes). Returns how long opening took.
     pub async fn connect(&self, host: &str) -> Result<Duration, SshError> {
         let conn = self.conn(host)?;
         let mut master = conn.master.lock().await;
-        match &*master {
-            Some(Ok(_)) => return Ok(Duration::ZERO),
-            Some(Err(e)) => return Err(e.clone()),
-            None => {}
+        let reopening = match &mut *master {
+            Master::Up(child) => match child.try_wait() {
+                Ok(None) => return Ok(Duration::ZERO),
+                _ => true,
+            },
+            Master::Down { error, at } if at.elapsed() < RECONNECT_AFTER => {
+                return Err(error.clone());
+            }
+            Master::Down { .. } => true,
+            Master::Unopened => false,
+        };
+        if reopening {
+            tracing::debug!(host, "reopening the master connection");
+            let _ = std::fs::remove_file(&conn.socket);
         }
         let _permit = self.connects.acquire().await;
         let t0 = Instant::now();
-        let result = open_master(conn).await;
-        let took = t0.elapsed();
-        let out = result.as_ref().map(|_| took).map_err(Clone::clone);
-        *master = Some(result);
-        out
+        match open_master(conn).await {
+            Ok(child) => {
+                *master = Master::Up(child);
+                Ok(t0.elapsed())
+            }
+            Err(e) => {
+                // A host that was up and is gone is lost, in ssh's words.
+                let error = match (reopening, e) {
+                    (true, SshError::Connect { host, stderr }) => SshError::Lost { host, stderr },
+                    (_, e) => e,
+                };
+                *master = Master::Down {
+                    error: error.clone(),
+                    at: Instant::now(),
+                };
+                Err(error)
+            }
+        }
     }
 
     /// Runs `command` (a shell command line for the remote user's shell) on
@@ -178,7 +222,21 @@ impl Ssh {
         command: &str,
         stdin: Option<&[u8]>,
     ) -> Result<Output, SshError> {
-        self.connect(host).await?;
+        self.run_within(host, command, stdin, None).await
+    }
+
+    /// [`Ssh::run`] for a command that answers within `limit`. One that
+    /// does not is taken for a dead connection, which ssh may not notice
+    /// for a long while (a host whose link went down sends nothing, not
+    /// even a reset): the master is killed and the command retried over a
+    /// new one, which fails quickly if the host is really gone.
+    pub async fn run_within(
+        &self,
+        host: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+        limit: Option<Duration>,
+    ) -> Result<Output, SshError> {
         let conn = self.conn(host)?;
         let _channel = conn.channels.acquire().await;
         let mut delay = Duration::from_millis(100);
@@ -188,6 +246,9 @@ impl Ssh {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
+            // Over a live master only: with its socket gone, ssh would
+            // quietly open a connection of its own.
+            self.connect(host).await?;
             let mut cmd = Command::new("ssh");
             cmd.args(base_args(&conn.target))
                 .arg("-S")
@@ -212,13 +273,26 @@ impl Ssh {
                 let _ = pipe.write_all(data).await;
                 drop(pipe);
             }
-            let out = child
-                .wait_with_output()
-                .await
-                .map_err(|e| SshError::Spawn {
-                    host: host.to_string(),
-                    message: e.to_string(),
-                })?;
+            let waited = match limit {
+                Some(l) => tokio::time::timeout(l, child.wait_with_output()).await,
+                None => Ok(child.wait_with_output().await),
+            };
+            let Ok(out) = waited else {
+                // The client is killed as it is dropped; the master next.
+                last = format!(
+                    "no answer within {}s; the connection is taken for dead",
+                    limit.map_or(0, |l| l.as_secs())
+                );
+                tracing::debug!(host, attempt, "{last}");
+                if let Master::Up(m) = &mut *conn.master.lock().await {
+                    let _ = m.start_kill();
+                }
+                continue;
+            };
+            let out = out.map_err(|e| SshError::Spawn {
+                host: host.to_string(),
+                message: e.to_string(),
+            })?;
             match out.status.code() {
                 Some(255) => {
                     last = clean_stderr(&out.stderr);
@@ -284,7 +358,8 @@ impl Ssh {
     /// Closes every master.
     pub async fn close(&self) {
         for conn in self.conns.values() {
-            if let Some(Ok(mut child)) = conn.master.lock().await.take() {
+            let mut master = conn.master.lock().await;
+            if let Master::Up(mut child) = std::mem::replace(&mut *master, Master::Unopened) {
                 if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
                     super::process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
                 }

@@ -25,11 +25,12 @@ use crate::suite::{Inventory, StepKind};
 
 /// How long the start call waits for a task to end (and then reports it at
 /// once, with its output).
-const START_WAIT_MS: &str = "200";
+const START_WAIT_MS: u64 = 200;
+/// A quick command (a status poll, a probe) unanswered for this long means
+/// the connection is dead.
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 /// Grace of a remote task that is cancelled or timed out.
 const TASK_GRACE_MS: u64 = 5000;
-/// A remote step whose host cannot be asked this many times in a row is lost.
-const MAX_POLL_FAILURES: u32 = 3;
 
 /// Local hosts to [`Local`], the others to [`Remote`].
 pub struct Mixed {
@@ -212,9 +213,30 @@ impl Inner {
     }
 
     async fn run(&self, host: &str, cmd: &str) -> Result<super::ssh::Output, String> {
+        self.run_within(host, cmd, None).await
+    }
+
+    /// A command that answers at once (a status poll, a probe, a start)
+    /// or within `extra` more; see [`super::ssh::Ssh::run_within`].
+    async fn run_quick(
+        &self,
+        host: &str,
+        cmd: &str,
+        extra: Duration,
+    ) -> Result<super::ssh::Output, String> {
+        self.run_within(host, cmd, Some(ANSWER_WITHIN + extra))
+            .await
+    }
+
+    async fn run_within(
+        &self,
+        host: &str,
+        cmd: &str,
+        limit: Option<Duration>,
+    ) -> Result<super::ssh::Output, String> {
         self.hosts
             .ssh()
-            .run(host, cmd, None)
+            .run_within(host, cmd, None, limit)
             .await
             .map_err(|e| e.to_string())
     }
@@ -502,16 +524,19 @@ async fn supervise(
     let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
     // A task that ends quickly is reported, with its output, by the start
     // call itself.
-    let wait = if background { "0" } else { START_WAIT_MS };
+    let wait = if background { 0 } else { START_WAIT_MS }.to_string();
     let start = match r
-        .helper(host, &["start", &dir, id, &remote_script(job), wait])
+        .helper(host, &["start", &dir, id, &remote_script(job), &wait])
         .await
     {
         Ok(c) => c,
         Err(e) => return ended(StepStatus::Failed, None, Some(e)),
     };
     let started = Stamp::now();
-    let pid = match r.run(host, &start).await {
+    let pid = match r
+        .run_quick(host, &start, Duration::from_millis(START_WAIT_MS))
+        .await
+    {
         Ok(out) if out.code == 0 => {
             let (head, rest) = split_line(&out.stdout);
             let pid = String::from_utf8_lossy(head)
@@ -623,23 +648,31 @@ async fn await_ready(
         r.helper(host, &args).await.ok()?
     };
     let check = format!("{status}; {probe} && echo READY");
+    // A user's probe command may take its time; the built-in ones answer at once.
+    let probe_extra = if plan.cmd.is_some() {
+        ANSWER_WITHIN
+    } else {
+        Duration::ZERO
+    };
     let interval = Duration::from_millis(plan.interval_ms.max(10));
     let timeout = Duration::from_millis(plan.timeout_ms);
     let deadline = Instant::now() + timeout;
-    let mut failures = 0;
     loop {
         let now = *ctl.borrow();
         if now != Ctl::Run {
-            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
-            e.status = match stopped_status(now) {
-                StepStatus::Passed => StepStatus::Cancelled,
-                s => s,
-            };
-            return Some(e);
+            return Some(match stop(r, job, dir, sig, grace_ms, ctl).await {
+                Ok(mut e) => {
+                    e.status = match stopped_status(now) {
+                        StepStatus::Passed => StepStatus::Cancelled,
+                        s => s,
+                    };
+                    e
+                }
+                Err(e) => e,
+            });
         }
-        match r.run(host, &check).await {
+        match r.run_quick(host, &check, probe_extra).await {
             Ok(out) => {
-                failures = 0;
                 let text = out.stdout_text();
                 let state = text.lines().next().and_then(parse_state);
                 let ready = text.lines().any(|l| l.trim() == "READY");
@@ -676,15 +709,13 @@ async fn await_ready(
                     _ => {}
                 }
             }
-            Err(e) => {
-                failures += 1;
-                if failures >= MAX_POLL_FAILURES {
-                    return Some(ended(StepStatus::Failed, None, Some(e)));
-                }
-            }
+            // ssh itself has retried and tried to reconnect: the host is lost.
+            Err(e) => return Some(ended(StepStatus::Failed, None, Some(e))),
         }
         if Instant::now() >= deadline {
-            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
+            let mut e = stop(r, job, dir, sig, grace_ms, ctl)
+                .await
+                .unwrap_or_else(|e| e);
             e.status = StepStatus::Failed;
             e.error = Some(format!(
                 "not ready after {} (probe: {what})",
@@ -723,16 +754,21 @@ async fn watch_until_end(
         .timeout_ms
         .map(|t| Instant::now() + Duration::from_millis(t));
     let mut poll = Duration::from_millis(20);
-    let mut failures = 0;
     loop {
         let now = *ctl.borrow();
         if now != Ctl::Run {
-            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
-            e.status = stopped_status(now);
-            return e;
+            return match stop(r, job, dir, sig, grace_ms, ctl).await {
+                Ok(mut e) => {
+                    e.status = stopped_status(now);
+                    e
+                }
+                Err(e) => e,
+            };
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            let mut e = stop(r, job, dir, sig, grace_ms, ctl).await;
+            let mut e = stop(r, job, dir, sig, grace_ms, ctl)
+                .await
+                .unwrap_or_else(|e| e);
             if !background {
                 e.status = StepStatus::Failed;
                 e.error = Some(format!(
@@ -742,40 +778,32 @@ async fn watch_until_end(
             }
             return e;
         }
-        match r.run(host, &status).await {
-            Ok(out) => {
-                failures = 0;
-                match out.stdout_text().lines().next().and_then(parse_state) {
-                    Some(State::Exited(c)) => {
-                        let exit = exit_of(c);
-                        return if exit.success() {
-                            ended(StepStatus::Passed, Some(exit), None)
-                        } else if background {
-                            ended(
-                                StepStatus::Failed,
-                                Some(exit),
-                                Some(format!("{} while the run was going", exit.describe())),
-                            )
-                        } else {
-                            ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
-                        };
-                    }
-                    Some(State::Gone) => {
-                        return ended(
+        match r.run_quick(host, &status, Duration::ZERO).await {
+            Ok(out) => match out.stdout_text().lines().next().and_then(parse_state) {
+                Some(State::Exited(c)) => {
+                    let exit = exit_of(c);
+                    return if exit.success() {
+                        ended(StepStatus::Passed, Some(exit), None)
+                    } else if background {
+                        ended(
                             StepStatus::Failed,
-                            None,
-                            Some(format!("vanished from host `{host}`")),
-                        );
-                    }
-                    _ => {}
+                            Some(exit),
+                            Some(format!("{} while the run was going", exit.describe())),
+                        )
+                    } else {
+                        ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
+                    };
                 }
-            }
-            Err(e) => {
-                failures += 1;
-                if failures >= MAX_POLL_FAILURES {
-                    return ended(StepStatus::Failed, None, Some(e));
+                Some(State::Gone) => {
+                    return ended(
+                        StepStatus::Failed,
+                        None,
+                        Some(format!("vanished from host `{host}`")),
+                    );
                 }
-            }
+                _ => {}
+            },
+            Err(e) => return ended(StepStatus::Failed, None, Some(e)),
         }
         let wait = deadline.map_or(poll, |d| {
             poll.min(d.saturating_duration_since(Instant::now()))
@@ -789,6 +817,8 @@ async fn watch_until_end(
 }
 
 /// Stops a remote step through its helper; the status is the caller's.
+/// `Err`: it could not be stopped (its host is lost), a failure whatever
+/// the reason for stopping.
 async fn stop(
     r: &Arc<Inner>,
     job: &StepJob,
@@ -796,7 +826,7 @@ async fn stop(
     sig: &str,
     grace_ms: u64,
     ctl: &watch::Receiver<Ctl>,
-) -> Ended {
+) -> Result<Ended, Ended> {
     let host = job.step.host.as_str();
     let id = job.step.id.as_str();
     let (sig, grace) = if *ctl.borrow() == Ctl::Kill {
@@ -806,24 +836,24 @@ async fn stop(
     };
     let grace_s = grace.to_string();
     let Ok(cmd) = r.helper(host, &["stop", dir, id, sig, &grace_s]).await else {
-        return ended(
+        return Err(ended(
             StepStatus::Failed,
             None,
             Some(format!("cannot stop it: host `{host}` is not ready")),
-        );
+        ));
     };
-    let sent: Vec<String> = match r.run(host, &cmd).await {
+    let sent: Vec<String> = match r.run_quick(host, &cmd, Duration::from_millis(grace)).await {
         Ok(out) => out
             .stdout_text()
             .split_whitespace()
             .map(String::from)
             .collect(),
         Err(e) => {
-            return ended(
+            return Err(ended(
                 StepStatus::Failed,
                 None,
                 Some(format!("cannot stop it: {e}")),
-            );
+            ));
         }
     };
     // The exit status, when the wrapper lived to write it.
@@ -849,7 +879,7 @@ async fn stop(
         ));
     }
     e.stop_signals = sent;
-    e
+    Ok(e)
 }
 
 /// Copies the step's output files from the host into `logs/`.

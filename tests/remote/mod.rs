@@ -4,6 +4,8 @@
 use super::Flow;
 use super::sshd::Sshds;
 
+mod netns;
+
 #[test]
 fn hosts_check_reports_every_host_and_fails_on_an_unreachable_one() {
     let s = Sshds::start(2);
