@@ -17,10 +17,20 @@
 #   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
 #   helper.sh probe-log DIR ID REGEX    exit 0 when a line of the output matches (extended regex)
 #   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
-#   helper.sh reap VAR=VALUE            SIGKILL every process whose environment holds VAR=VALUE
+#   helper.sh reap VAR=VALUE...         SIGKILL every process whose environment holds every VAR=VALUE
+#   helper.sh leftovers                 `PID CONTROLLER ARTIFACT` of each process started from this
+#                                       workdir (by any flow, alive or not)
+#
+# Every step carries FLOW_WORKDIR (this helper's workdir) in its environment,
+# and from flow FLOW_CONTROLLER (which flow process started it) and
+# FLOW_ARTIFACT_ID.
 set -u
 
 die() { echo "flow helper: $*" >&2; exit 2; }
+
+# The helper lives in <workdir>/.flow/.
+FLOW_WORKDIR=${0%/.flow/*}
+export FLOW_WORKDIR
 
 alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
 
@@ -134,9 +144,8 @@ cmd_probe_port() {
     /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-cmd_reap() {
-  [ $# -eq 1 ] || die "usage: reap VAR=VALUE"
-  me=$$
+# Every environment file of a process (not this one) holding VAR=VALUE.
+env_files() {
   if printf 'a\0' | grep -qz a 2>/dev/null; then
     # One grep over every environment (NUL-separated entries).
     files=$(grep -lzxF -e "$1" /proc/[0-9]*/environ 2>/dev/null || true)
@@ -147,15 +156,43 @@ cmd_reap() {
     done
   fi
   for e in $files; do
+    [ "$e" = "/proc/$$/environ" ] || echo "$e"
+  done
+}
+
+env_value() { # FILE VAR
+  tr '\0' '\n' < "$1" 2>/dev/null | sed -n "s/^$2=//p" | head -n 1
+}
+
+cmd_reap() {
+  [ $# -ge 1 ] || die "usage: reap VAR=VALUE..."
+  first=$1
+  shift
+  for e in $(env_files "$first"); do
+    ok=1
+    for more in "$@"; do
+      tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF -e "$more" || ok=0
+    done
+    [ $ok = 1 ] || continue
     p=${e#/proc/}
     p=${p%/environ}
-    [ "$p" = "$me" ] && continue
     kill -s KILL "$p" 2>/dev/null && echo "$p"
   done
   return 0
 }
 
-[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|probe-log|probe-port|reap ..."
+cmd_leftovers() {
+  [ $# -eq 0 ] || die "usage: leftovers"
+  for e in $(env_files "FLOW_WORKDIR=$FLOW_WORKDIR"); do
+    c=$(env_value "$e" FLOW_CONTROLLER)
+    [ -n "$c" ] || continue
+    p=${e#/proc/}
+    echo "${p%/environ} $c $(env_value "$e" FLOW_ARTIFACT_ID)"
+  done
+  return 0
+}
+
+[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|probe-log|probe-port|reap|leftovers ..."
 what=$1
 shift
 case $what in
@@ -166,5 +203,6 @@ case $what in
   probe-log) cmd_probe_log "$@" ;;
   probe-port) cmd_probe_port "$@" ;;
   reap) cmd_reap "$@" ;;
+  leftovers) cmd_leftovers "$@" ;;
   *) die "unknown command: $what" ;;
 esac

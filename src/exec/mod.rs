@@ -3,6 +3,7 @@
 //! [`run::run_one`]; its steps by supervisors in [`step`].
 
 pub mod clock;
+pub mod controller;
 pub mod fetch;
 pub mod hosts;
 pub mod journal;

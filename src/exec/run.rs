@@ -291,6 +291,10 @@ impl Run<'_> {
             ("FLOW_STEP".to_string(), s.step.clone()),
             ("FLOW_HOST".to_string(), s.host.clone()),
             (RUN_TAG_VAR.to_string(), self.tag.clone()),
+            (
+                super::controller::VAR.to_string(),
+                super::controller::identity().to_string(),
+            ),
         ]);
         StepJob {
             idx,

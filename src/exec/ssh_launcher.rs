@@ -42,7 +42,7 @@ impl Mixed {
     pub fn new(inventory: &Inventory, hosts: &[String]) -> std::io::Result<Mixed> {
         Ok(Mixed {
             local: Local,
-            remote: Remote::new(inventory, hosts)?,
+            remote: Remote::new(inventory, hosts, true)?,
         })
     }
 
@@ -114,9 +114,12 @@ struct Inner {
     /// Workdir as written, per remote host.
     workdirs: HashMap<String, String>,
     /// `$HOME` of each host, learnt when the helper is installed.
-    homes: Mutex<HashMap<String, Result<String, String>>>,
+    /// Set once per host, when its setup succeeds; hosts are set up in
+    /// parallel, and a failed setup is tried again by the next run.
+    homes: HashMap<String, tokio::sync::OnceCell<String>>,
     /// (host, content hash) of `files` already pushed this invocation.
     pushed: Mutex<HashSet<(String, String)>>,
+    reap_leftovers: bool,
 }
 
 /// Steps on ssh hosts.
@@ -124,7 +127,14 @@ struct Inner {
 pub struct Remote(Arc<Inner>);
 
 impl Remote {
-    pub fn new(inventory: &Inventory, names: &[String]) -> std::io::Result<Remote> {
+    /// `reap_leftovers`: when a host is first used, kill what flows that
+    /// are no longer running left there (for runs; not for `flow reap`,
+    /// which reports what it kills itself).
+    pub fn new(
+        inventory: &Inventory,
+        names: &[String],
+        reap_leftovers: bool,
+    ) -> std::io::Result<Remote> {
         let remote: Vec<String> = names
             .iter()
             .filter(|n| inventory.host(n).is_some_and(|h| !h.is_local()))
@@ -138,18 +148,32 @@ impl Remote {
         Ok(Remote(Arc::new(Inner {
             hosts: Hosts::new(inventory, &remote)?,
             workdirs,
-            homes: Mutex::new(HashMap::new()),
+            homes: remote
+                .iter()
+                .map(|n| (n.clone(), tokio::sync::OnceCell::new()))
+                .collect(),
             pushed: Mutex::new(HashSet::new()),
+            reap_leftovers,
         })))
     }
 }
 
 impl Remote {
-    /// Kills every process on `host` whose environment holds `var=value`;
-    /// returns their pids.
+    /// Kills every process on `host` started from its workdir whose
+    /// environment holds `var=value`; returns their pids.
     pub async fn reap(&self, host: &str, var: &str, value: &str) -> Result<Vec<i32>, String> {
         let r = &self.0;
-        let cmd = r.helper(host, &["reap", &format!("{var}={value}")]).await?;
+        let workdir = r.absolute(host, r.workdir(host)).await?;
+        let cmd = r
+            .helper(
+                host,
+                &[
+                    "reap",
+                    &format!("{var}={value}"),
+                    &format!("FLOW_WORKDIR={workdir}"),
+                ],
+            )
+            .await?;
         let out = r.run(host, &cmd).await?;
         Ok(out
             .stdout_text()
@@ -168,32 +192,83 @@ impl Inner {
         self.workdirs.get(host).map_or("~/flow", String::as_str)
     }
 
-    /// Installs the helper (once per host) and learns the host's `$HOME`.
+    /// Installs the helper (once per host), learns the host's `$HOME`, and
+    /// reaps what dead flows left there.
     async fn ready_host(&self, host: &str) -> Result<String, String> {
-        let mut homes = self.homes.lock().await;
-        if let Some(r) = homes.get(host) {
-            return r.clone();
-        }
+        let Some(cell) = self.homes.get(host) else {
+            return Err(format!("host `{host}` is not a remote host"));
+        };
+        cell.get_or_try_init(|| self.set_up(host)).await.cloned()
+    }
+
+    async fn set_up(&self, host: &str) -> Result<String, String> {
         let cmd = format!(
             "{} && printf %s \"$HOME\"",
             install_command(self.workdir(host))
         );
-        let r = match self
+        let home = match self
             .hosts
             .ssh()
             .run(host, &cmd, Some(HELPER.as_bytes()))
             .await
         {
-            Ok(out) if out.code == 0 => Ok(out.stdout_text()),
-            Ok(out) => Err(format!(
-                "host `{host}`: cannot install flow's helper under `{}`: {}",
-                self.workdir(host),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(e.to_string()),
+            Ok(out) if out.code == 0 => out.stdout_text(),
+            Ok(out) => {
+                return Err(format!(
+                    "host `{host}`: cannot install flow's helper under `{}`: {}",
+                    self.workdir(host),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
         };
-        homes.insert(host.to_string(), r.clone());
-        r
+        let workdir = match self.workdir(host).strip_prefix("~/") {
+            Some(rest) => format!("{home}/{rest}"),
+            None => self.workdir(host).to_string(),
+        };
+        if self.reap_leftovers {
+            self.reap_leftovers(host, &workdir).await;
+        }
+        Ok(home)
+    }
+
+    /// Kills what flows that are no longer running (killed with `kill -9`,
+    /// say) left on `host` from this workdir, before anything new starts
+    /// there. Leftovers of a flow still running, or of one on another
+    /// machine, are left alone. Says what it did on stderr.
+    async fn reap_leftovers(&self, host: &str, workdir: &str) {
+        let list = helper_command(workdir, &["leftovers"]);
+        let Ok(out) = self.hosts.ssh().run(host, &list, None).await else {
+            return;
+        };
+        let mut dead: Vec<(String, String)> = Vec::new();
+        for l in super::controller::parse_leftovers(&out.stdout_text()) {
+            if super::controller::is_dead(&l.controller)
+                && !dead.iter().any(|(c, _)| *c == l.controller)
+            {
+                dead.push((l.controller, l.artifact));
+            }
+        }
+        for (controller, artifact) in dead {
+            let reap = helper_command(
+                workdir,
+                &[
+                    "reap",
+                    &format!("{}={controller}", super::controller::VAR),
+                    &format!("FLOW_WORKDIR={workdir}"),
+                ],
+            );
+            if let Ok(out) = self.hosts.ssh().run(host, &reap, None).await {
+                let n = out.stdout_text().lines().count();
+                if n > 0 {
+                    let pid = controller.split(':').nth(2).unwrap_or("?");
+                    eprintln!(
+                        "warning: host `{host}`: killed {n} process{} left by flow (pid {pid}, no longer running) of artifact {artifact}",
+                        if n == 1 { "" } else { "es" }
+                    );
+                }
+            }
+        }
     }
 
     /// `~/x` with the host's home; other paths as they are.
@@ -386,10 +461,8 @@ impl Launcher for Remote {
             let mut leaks = Vec::new();
             let hosts: Vec<String> = r
                 .homes
-                .lock()
-                .await
                 .iter()
-                .filter(|(_, v)| v.is_ok())
+                .filter(|(_, v)| v.initialized())
                 .map(|(k, _)| k.clone())
                 .collect();
             for host in hosts {

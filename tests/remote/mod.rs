@@ -454,9 +454,12 @@ steps:
         .args(["reap", "--artifacts", "artifacts"])
         .cwd(&dir)
         .expect(0);
-    // Both test hosts are this machine: the first one reaps everything.
-    assert!(stdout.starts_with("a: killed "), "{stdout}");
-    assert!(stdout.ends_with("b: nothing left\n"), "{stdout}");
+    // Each host reaps what was started from its own workdir (both test
+    // hosts are this machine).
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("a: killed "), "{stdout}");
+    assert!(lines[1].starts_with("b: killed "), "{stdout}");
     super::run::wait_for(std::time::Duration::from_secs(5), "nothing left", || {
         super::run::processes_with_env(&needle).is_empty()
     });
@@ -465,6 +468,79 @@ steps:
         .cwd(&dir)
         .expect(0);
     assert_eq!(again, "a: nothing left\nb: nothing left\n");
+}
+
+#[test]
+fn after_kill_9_of_flow_a_new_run_on_the_same_hosts_kills_the_leftovers_first() {
+    let s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    project(
+        &dir,
+        &inv,
+        r#"
+workload: orphaned
+steps:
+  srv: { kind: service, on: server, run: "echo up; exec sleep 300", ready: { log: up, interval: 50ms } }
+  work: { on: client, run: "sleep 301 & echo started; sleep 302" }
+"#,
+    );
+    std::fs::write(
+        dir.join("again.yaml"),
+        format!(
+            "suite: again\nhosts: {}\nworkloads:\n  - workload: quick.yaml\n",
+            inv.display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(
+        dir.join("quick.yaml"),
+        "workload: quick\nsteps:\n  q1: { on: server, run: \"true\" }\n  q2: { on: client, run: \"true\" }\n",
+    )
+    .expect("workload");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flow starts");
+    let artifacts = dir.join("artifacts");
+    super::run::wait_for(
+        std::time::Duration::from_secs(60),
+        "the task to start",
+        || journal(&artifacts).contains(r#""step":"work@b""#),
+    );
+    let id = std::fs::canonicalize(artifacts.join("latest"))
+        .expect("latest")
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("id");
+    let needle = format!("FLOW_ARTIFACT_ID={id}");
+    super::run::wait_for(
+        std::time::Duration::from_secs(20),
+        "the remote processes",
+        || super::run::processes_with_env(&needle).len() >= 3,
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(super::run::processes_with_env(&needle).len() >= 3);
+    let (stdout, stderr) = Flow::new()
+        .args(["run", "--suite", "again.yaml", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(stdout.contains("1 run: 1 passed"), "{stdout}");
+    for h in ["a", "b"] {
+        assert!(
+            stderr.contains(&format!("warning: host `{h}`: killed "))
+                && stderr.contains(&format!("of artifact {id}")),
+            "{stderr}"
+        );
+    }
+    assert_eq!(super::run::processes_with_env(&needle), vec![]);
 }
 
 #[test]
