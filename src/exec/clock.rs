@@ -63,6 +63,49 @@ pub struct ClockOffset {
     pub rtt_ns: u64,
     /// Probes taken; the one with the shortest round trip wins.
     pub probes: u32,
+    /// When it was measured: controller wall clock at the middle of the
+    /// winning probe, nanoseconds since the Unix epoch.
+    #[serde(default)]
+    pub at_ns: u64,
+}
+
+/// A host's wall-clock instant on the controller's wall clock, with its
+/// error bound: the host's offset is interpolated between the run's
+/// measurements before and after (so a clock that drifts through a long
+/// run is followed), or taken from the one there is.
+pub fn to_controller(
+    host_ns: u64,
+    before: Option<&ClockOffset>,
+    after: Option<&ClockOffset>,
+) -> Option<(u64, u64)> {
+    let h = i128::from(host_ns);
+    let (offset, bound) = match (before, after) {
+        (Some(b), Some(a)) if a.at_ns > b.at_ns => {
+            // offset(c) = ob + d (c - tb) / span, and c = h - offset(c):
+            // solved for c, then held to the span.
+            let (ob, oa) = (i128::from(b.offset_ns), i128::from(a.offset_ns));
+            let (tb, ta) = (i128::from(b.at_ns), i128::from(a.at_ns));
+            let (span, d) = (ta - tb, oa - ob);
+            let bound = b.bound_ns.max(a.bound_ns);
+            let offset = if span + d <= 0 {
+                ob
+            } else {
+                let c = ((h - ob) * span + d * tb) / (span + d);
+                if c <= tb {
+                    ob
+                } else if c >= ta {
+                    oa
+                } else {
+                    h - c
+                }
+            };
+            (offset, bound)
+        }
+        (Some(o), _) | (None, Some(o)) => (i128::from(o.offset_ns), o.bound_ns),
+        (None, None) => return None,
+    };
+    let c = u64::try_from(h - offset).ok()?;
+    Some((c, bound))
 }
 
 /// What one probe saw: controller wall time before and after, and the
@@ -88,6 +131,7 @@ pub fn best_offset(probes: &[Probe]) -> Option<ClockOffset> {
         bound_ns: rtt / 2,
         rtt_ns: rtt,
         probes: probes.len() as u32,
+        at_ns: u64::try_from(mid).unwrap_or(0),
     })
 }
 
@@ -142,10 +186,44 @@ mod tests {
                 offset_ns: 50_000,
                 bound_ns: 1_000,
                 rtt_ns: 2_000,
-                probes: 3
+                probes: 3,
+                at_ns: 11_000,
             }
         );
         assert_eq!(best_offset(&[]), None);
+    }
+
+    #[test]
+    fn host_times_follow_a_drifting_clock_between_the_two_measurements() {
+        let at = |at_ns, offset_ns, bound_ns| ClockOffset {
+            offset_ns,
+            bound_ns,
+            rtt_ns: 2 * bound_ns,
+            probes: 8,
+            at_ns,
+        };
+        // The host runs 1000 ns ahead at t=1e6 and 3000 ns ahead at t=2e6.
+        let (b, a) = (at(1_000_000, 1_000, 50), at(2_000_000, 3_000, 70));
+        assert_eq!(
+            to_controller(1_001_000, Some(&b), Some(&a)),
+            Some((1_000_000, 70))
+        );
+        assert_eq!(
+            to_controller(1_502_000, Some(&b), Some(&a)),
+            Some((1_500_000, 70))
+        );
+        assert_eq!(
+            to_controller(2_003_000, Some(&b), Some(&a)),
+            Some((2_000_000, 70))
+        );
+        // Outside the span the nearest measurement holds.
+        assert_eq!(
+            to_controller(5_003_000, Some(&b), Some(&a)),
+            Some((5_000_000, 70))
+        );
+        assert_eq!(to_controller(5_000, Some(&b), None), Some((4_000, 50)));
+        assert_eq!(to_controller(5_000, None, Some(&a)), Some((2_000, 70)));
+        assert_eq!(to_controller(5_000, None, None), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #   D/.flow/S.pid   the wrapper's pid (= process group id)
 #   D/.flow/S.out   stdout        D/.flow/S.err   stderr
 #   D/.flow/S.exit  the command's exit status (128+N: killed by signal N)
+#   D/.flow/S.t0    the host's wall clock (ns) as the command starts; S.t1 as it ends
 #
 #   helper.sh start DIR ID CMD [WAIT_MS]  start; prints the pid (and, when it
 #                                       ends within WAIT_MS, its status and logs)
@@ -40,15 +41,18 @@ cmd_start() {
   mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
   cd "$dir" || die "cannot enter $dir"
   f=".flow/$id"
-  rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp"
+  rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp" "$f.t0" "$f.t1"
   # The wrapper catches (does not ignore) the stop signals so that it lives
   # to write the exit status; the command starts with default dispositions.
   setsid sh -c '
     f=$1
     echo $$ > "$f.pid.tmp" && mv "$f.pid.tmp" "$f.pid"
     trap : TERM INT HUP QUIT USR1 USR2
+    date +%s%N > "$f.t0" 2>/dev/null
     sh -c "$2" > "$f.out" 2> "$f.err" < /dev/null
-    echo $? > "$f.exit.tmp" && mv "$f.exit.tmp" "$f.exit"
+    s=$?
+    date +%s%N > "$f.t1" 2>/dev/null
+    echo $s > "$f.exit.tmp" && mv "$f.exit.tmp" "$f.exit"
   ' flow-step "$f" "$run" < /dev/null > /dev/null 2>&1 &
   i=0
   while [ ! -s "$f.pid" ]; do
@@ -70,14 +74,16 @@ cmd_start() {
   fi
 }
 
-# Both output files, each as `out N` / `err N` and then N bytes.
+# Both output files, each as `out N` / `err N` and then N bytes, and the
+# host's wall clock (ns) at the command's start and end (`t0`, `t1`) when
+# they were read.
 cmd_logs() {
-  for e in out err; do
+  for e in out err t0 t1; do
     p="$1/.flow/$2.$e"
     if [ -f "$p" ]; then
       echo "$e $(wc -c < "$p" | tr -d ' ')"
       cat "$p"
-    else
+    elif [ "$e" = out ] || [ "$e" = err ]; then
       echo "$e 0"
     fi
   done

@@ -133,6 +133,29 @@ pub struct StepResult {
     /// One message per failed attempt or problem, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<String>,
+    /// A remote step's start and end on its host's clock, and on the
+    /// controller's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host_times: Option<HostTimes>,
+}
+
+/// When a remote step started and ended, as its host's wall clock saw it
+/// (the helper reads it around the command), and the same instants on the
+/// controller's wall clock, corrected with the host's clock offsets of the
+/// run (`clocks`), give or take `bound_ns`. Nanoseconds since the Unix
+/// epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostTimes {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_host_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended_host_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bound_ns: Option<u64>,
 }
 
 impl StepResult {
@@ -155,6 +178,7 @@ impl StepResult {
             stop_signals: Vec::new(),
             leaked: Vec::new(),
             errors: Vec::new(),
+            host_times: None,
         }
     }
 

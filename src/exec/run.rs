@@ -188,6 +188,7 @@ impl Run<'_> {
             if setup_ok {
                 self.measure_clocks(false).await;
             }
+            self.correct_host_times();
         }
         self.analyze().await;
         let leaks = self.env.launcher.sweep(&self.tag).await;
@@ -276,6 +277,28 @@ impl Run<'_> {
             } else {
                 entry.after = Some(c);
             }
+        }
+    }
+
+    /// Puts remote steps' host times onto the controller's clock.
+    fn correct_host_times(&mut self) {
+        for st in &mut self.result.steps {
+            let Some(t) = &mut st.host_times else {
+                continue;
+            };
+            let Some(c) = self.result.clocks.get(&st.host) else {
+                continue;
+            };
+            let (b, a) = (c.before.as_ref(), c.after.as_ref());
+            let started = t
+                .started_host_ns
+                .and_then(|h| super::clock::to_controller(h, b, a));
+            let ended = t
+                .ended_host_ns
+                .and_then(|h| super::clock::to_controller(h, b, a));
+            t.started_ns = started.map(|x| x.0);
+            t.ended_ns = ended.map(|x| x.0);
+            t.bound_ns = started.or(ended).map(|x| x.1);
         }
     }
 
@@ -492,6 +515,15 @@ impl Run<'_> {
         }
         st.stop_signals = e.stop_signals;
         st.leaked.extend(e.leaked);
+        if let Some((started, ended)) = e.host_times
+            && (started.is_some() || ended.is_some())
+        {
+            st.host_times = Some(super::result::HostTimes {
+                started_host_ns: started,
+                ended_host_ns: ended,
+                ..Default::default()
+            });
+        }
         let fields = json!({
             "step": st.id,
             "status": st.status,
@@ -796,6 +828,7 @@ mod tests {
                         error: None,
                         stop_signals: Vec::new(),
                         leaked: Vec::new(),
+                        host_times: None,
                     }))
                 };
                 let stopped = |why: Ctl| {

@@ -624,13 +624,15 @@ async fn supervise(
                     attempt: 1,
                     at: started,
                 });
-                write_logs(job, logs);
+                let times = write_logs(job, logs);
                 let exit = exit_of(c);
-                return if exit.success() {
+                let mut e = if exit.success() {
                     ended(StepStatus::Passed, Some(exit), None)
                 } else {
                     ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
                 };
+                e.host_times = Some(times);
+                return e;
             }
             pid
         }
@@ -671,8 +673,8 @@ async fn supervise(
     if result.is_none() {
         result = Some(watch_until_end(r, job, &dir, &mut ctl, &sig, grace_ms).await);
     }
-    let e = result.unwrap_or_else(|| ended(StepStatus::Failed, None, None));
-    pull_logs(r, job, &dir).await;
+    let mut e = result.unwrap_or_else(|| ended(StepStatus::Failed, None, None));
+    e.host_times = Some(pull_logs(r, job, &dir).await);
     e
 }
 
@@ -955,14 +957,16 @@ async fn stop(
     Ok(e)
 }
 
-/// Copies the step's output files from the host into `logs/`.
-async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) {
+/// Copies the step's output files from the host into `logs/`; returns the
+/// host's start and end times of the step.
+async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> HostTimes {
     let host = job.step.host.as_str();
     if let Ok(cmd) = r.helper(host, &["logs", dir, &job.step.id]).await
         && let Ok(out) = r.run(host, &cmd).await
     {
-        write_logs(job, &out.stdout);
+        return write_logs(job, &out.stdout);
     }
+    (None, None)
 }
 
 /// `(first line, rest)` of a byte string.
@@ -990,15 +994,38 @@ fn parse_logs(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn write_logs(job: &StepJob, framed: &[u8]) {
+/// Writes the output files; returns the host's start and end times.
+fn write_logs(job: &StepJob, framed: &[u8]) -> HostTimes {
+    let mut times = (None, None);
     for (name, bytes) in parse_logs(framed) {
         let path = match name.as_str() {
             "out" => &job.out,
             "err" => &job.err,
+            "t0" => {
+                times.0 = parse_ns(&bytes);
+                continue;
+            }
+            "t1" => {
+                times.1 = parse_ns(&bytes);
+                continue;
+            }
             _ => continue,
         };
         let _ = std::fs::write(path, bytes);
     }
+    times
+}
+
+/// `(start, end)` of a step on its host's wall clock, nanoseconds.
+type HostTimes = (Option<u64>, Option<u64>);
+
+/// `date +%s%N` output; `None` where `%N` is not supported.
+fn parse_ns(b: &[u8]) -> Option<u64> {
+    let t = std::str::from_utf8(b).ok()?.trim();
+    if t.len() < 16 || !t.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
 }
 
 /// Pulls what `patterns` match under the host's `dir` into

@@ -66,6 +66,8 @@ pub struct Ended {
     pub error: Option<String>,
     pub stop_signals: Vec<String>,
     pub leaked: Vec<Leak>,
+    /// Start and end on the host's own wall clock (remote steps).
+    pub host_times: Option<(Option<u64>, Option<u64>)>,
 }
 
 /// Everything a supervisor needs, fixed when the step is started.
@@ -98,6 +100,7 @@ pub(crate) fn ended(status: StepStatus, exit: Option<Exit>, error: Option<String
         error,
         stop_signals: Vec::new(),
         leaked: Vec::new(),
+        host_times: None,
     }
 }
 

@@ -213,6 +213,35 @@ fn the_streaming_demo_runs_across_three_ssh_hosts() {
                 assert!(off <= bound + 1_000_000, "{h} {when}: {c}");
             }
         }
+        // The coordinator's start and end on its host's clock, and on the
+        // controller's: within the step's own times, and (one machine)
+        // within the bound of the host's reading.
+        let b = result["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == "broadcast@coord"))
+            .cloned()
+            .expect("broadcast step");
+        let t = &b["host_times"];
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("{b:#}"));
+        let bound = n(&t["bound_ns"]);
+        for (on_host, on_controller) in [
+            ("started_host_ns", "started_ns"),
+            ("ended_host_ns", "ended_ns"),
+        ] {
+            assert!(
+                n(&t[on_host]).abs_diff(n(&t[on_controller])) <= bound + 1_000_000,
+                "{b:#}"
+            );
+        }
+        assert!(
+            n(&t["started_ns"]) + bound >= n(&b["started"]["wall_ns"]),
+            "{b:#}"
+        );
+        assert!(
+            n(&t["ended_ns"]) <= n(&b["ended"]["wall_ns"]) + bound,
+            "{b:#}"
+        );
+        assert!(n(&t["started_ns"]) <= n(&t["ended_ns"]), "{b:#}");
         let load = result["steps"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["id"] == "load@w1"))
