@@ -14,6 +14,7 @@
 #   helper.sh start DIR ID CMD [WAIT_MS]  start; prints the pid (and, when it
 #                                       ends within WAIT_MS, its status and logs)
 #   helper.sh logs DIR ID               `out N`, N bytes of stdout, `err N`, N bytes of stderr
+#   helper.sh follow DIR ID             the output as it grows, as `logs` frames, until the step ends
 #   helper.sh status DIR ID...          per id: `ID running`, `ID exited N`, `ID gone`, `ID unknown`
 #   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
 #   helper.sh probe-log DIR ID REGEX    exit 0 when a line of the output matches (extended regex)
@@ -86,6 +87,40 @@ cmd_logs() {
     elif [ "$e" = out ] || [ "$e" = err ]; then
       echo "$e 0"
     fi
+  done
+}
+
+# Prints what FILE gained past OFF as a NAME frame; prints nothing else.
+grown() { # FILE NAME OFF -> sets $size
+  size=$(wc -c < "$1" 2>/dev/null | tr -d ' ')
+  size=${size:-0}
+  if [ "$size" -gt "$3" ]; then
+    echo "$2 $((size - $3))"
+    tail -c "+$(($3 + 1))" "$1" | head -c "$((size - $3))"
+  else
+    size=$3
+  fi
+}
+
+cmd_follow() {
+  [ $# -eq 2 ] || die "usage: follow DIR ID"
+  f="$1/.flow/$2"
+  oo=0 eo=0
+  while :; do
+    # Whether it had ended is read first, so that the last pass takes
+    # everything it wrote.
+    fin=0
+    if [ -s "$f.exit" ]; then
+      fin=1
+    elif [ -s "$f.pid" ] && ! alive_group "$(cat "$f.pid")"; then
+      fin=1
+    fi
+    grown "$f.out" out "$oo"
+    oo=$size
+    grown "$f.err" err "$eo"
+    eo=$size
+    [ "$fin" = 1 ] && return 0
+    sleep 0.2
   done
 }
 
@@ -198,7 +233,7 @@ cmd_leftovers() {
   return 0
 }
 
-[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|probe-log|probe-port|reap|leftovers ..."
+[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|probe-log|probe-port|reap|leftovers ..."
 what=$1
 shift
 case $what in
@@ -206,6 +241,7 @@ case $what in
   status) cmd_status "$@" ;;
   stop) cmd_stop "$@" ;;
   logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
+  follow) cmd_follow "$@" ;;
   probe-log) cmd_probe_log "$@" ;;
   probe-port) cmd_probe_port "$@" ;;
   reap) cmd_reap "$@" ;;

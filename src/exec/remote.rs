@@ -53,6 +53,31 @@ pub fn helper_command(workdir: &str, args: &[&str]) -> String {
     s
 }
 
+/// `(first line, rest)` of a byte string.
+pub fn split_line(b: &[u8]) -> (&[u8], &[u8]) {
+    match b.iter().position(|&c| c == b'\n') {
+        Some(i) => (&b[..i], &b[i + 1..]),
+        None => (b, &[]),
+    }
+}
+
+/// Parses `helper logs` and `helper follow` output (`out N\n<N bytes>err N\n<N bytes>`).
+pub fn parse_frames(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (head, rest) = split_line(b);
+        let head = String::from_utf8_lossy(head);
+        let mut w = head.split_whitespace();
+        let (Some(name), Some(Ok(n))) = (w.next(), w.next().map(str::parse::<usize>)) else {
+            break;
+        };
+        let n = n.min(rest.len());
+        out.push((name.to_string(), rest[..n].to_vec()));
+        b = &rest[n..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     //! The helper is POSIX sh: these run it on this machine, as a remote
@@ -118,6 +143,37 @@ mod tests {
         );
         let (_, s) = helper(tmp.path(), &["status", &run_s, "nope"]);
         assert_eq!(s, "nope unknown\n");
+    }
+
+    #[test]
+    fn follow_streams_output_as_it_grows_and_ends_with_the_step() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let run_s = tmp.path().join("run").to_string_lossy().into_owned();
+        helper(
+            tmp.path(),
+            &[
+                "start",
+                &run_s,
+                "f",
+                "echo a; sleep 0.5; printf 'b\\n' >&2; sleep 0.5; printf 'c\\nd'",
+            ],
+        );
+        let t0 = Instant::now();
+        let (code, framed) = helper(tmp.path(), &["follow", &run_s, "f"]);
+        assert_eq!(code, 0);
+        // It waited for the step, and took several passes.
+        assert!(t0.elapsed() >= Duration::from_millis(800));
+        let frames = parse_frames(framed.as_bytes());
+        assert!(frames.len() >= 3, "{framed:?}");
+        let joined = |n: &str| {
+            frames
+                .iter()
+                .filter(|(k, _)| k == n)
+                .flat_map(|(_, b)| b.clone())
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(joined("out"), b"a\nc\nd");
+        assert_eq!(joined("err"), b"b\n");
     }
 
     #[test]

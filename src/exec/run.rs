@@ -326,6 +326,7 @@ impl Run<'_> {
             out: logs.join(format!("{}.out", s.id)),
             err: logs.join(format!("{}.err", s.id)),
             env,
+            live: self.env.verbose,
         }
     }
 

@@ -16,7 +16,9 @@ use super::fetch::{Transfer, hex};
 use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
 use super::process::Exit;
-use super::remote::{HELPER, helper_command, install_command, remote_word};
+use super::remote::{
+    HELPER, helper_command, install_command, parse_frames, remote_word, split_line,
+};
 use super::result::{Leak, StepStatus};
 use super::ssh::sh_quote;
 use super::step::{Ctl, Ended, Report, StepJob, changed, ended, fmt_duration, stopped_status};
@@ -659,6 +661,17 @@ async fn supervise(
         (None, StepKind::Service | StepKind::Monitor) => ("TERM".to_string(), 10_000),
         (None, _) => ("TERM".to_string(), TASK_GRACE_MS),
     };
+    // `-v`: a task's output comes back as it is written.
+    let follower = (job.live && !background).then(|| {
+        tokio::spawn(follow(
+            Arc::clone(r),
+            host.to_string(),
+            dir.clone(),
+            id.to_string(),
+            job.out.clone(),
+            job.err.clone(),
+        ))
+    });
     let mut result = if job.step.kind == StepKind::Service && job.step.ready.is_some() {
         await_ready(r, job, &dir, tx, &mut ctl, &sig, grace_ms).await
     } else {
@@ -674,6 +687,10 @@ async fn supervise(
         result = Some(watch_until_end(r, job, &dir, &mut ctl, &sig, grace_ms).await);
     }
     let mut e = result.unwrap_or_else(|| ended(StepStatus::Failed, None, None));
+    if let Some(f) = follower {
+        f.abort();
+        let _ = f.await;
+    }
     e.host_times = Some(pull_logs(r, job, &dir).await);
     e
 }
@@ -957,6 +974,64 @@ async fn stop(
     Ok(e)
 }
 
+/// Appends a running task's output to its local log files as the host's
+/// helper reports it grow (`-v` tails those files). Ends when the step
+/// does, or when aborted; the exact files are pulled afterwards anyway.
+async fn follow(r: Arc<Inner>, host: String, dir: String, id: String, out: PathBuf, err: PathBuf) {
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+    let Ok(cmd) = r.helper(&host, &["follow", &dir, &id]).await else {
+        return;
+    };
+    let Ok(mut child) = r.hosts.ssh().spawn(&host, &cmd).await else {
+        return;
+    };
+    let Some(mut stdout) = child.stdout.take() else {
+        return;
+    };
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    };
+    let (mut fo, mut fe) = (open(&out), open(&err));
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        // Whole frames only; a partial one waits for more bytes.
+        let mut used = 0;
+        loop {
+            let rest = &pending[used..];
+            let Some(nl) = rest.iter().position(|&c| c == b'\n') else {
+                break;
+            };
+            let head = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            let mut w = head.split_whitespace();
+            let (Some(name), Some(Ok(len))) = (w.next(), w.next().map(str::parse::<usize>)) else {
+                return;
+            };
+            if rest.len() < nl + 1 + len {
+                break;
+            }
+            let body = &rest[nl + 1..nl + 1 + len];
+            let file = if name == "out" { &mut fo } else { &mut fe };
+            if let Some(f) = file {
+                let _ = f.write_all(body);
+            }
+            used += nl + 1 + len;
+        }
+        pending.drain(..used);
+    }
+    let _ = child.wait().await;
+}
+
 /// Copies the step's output files from the host into `logs/`; returns the
 /// host's start and end times of the step.
 async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> HostTimes {
@@ -969,35 +1044,10 @@ async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> HostTimes {
     (None, None)
 }
 
-/// `(first line, rest)` of a byte string.
-fn split_line(b: &[u8]) -> (&[u8], &[u8]) {
-    match b.iter().position(|&c| c == b'\n') {
-        Some(i) => (&b[..i], &b[i + 1..]),
-        None => (b, &[]),
-    }
-}
-
-/// Parses `helper logs` output (`out N\n<N bytes>err N\n<N bytes>`).
-fn parse_logs(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (head, rest) = split_line(b);
-        let head = String::from_utf8_lossy(head);
-        let mut w = head.split_whitespace();
-        let (Some(name), Some(Ok(n))) = (w.next(), w.next().map(str::parse::<usize>)) else {
-            break;
-        };
-        let n = n.min(rest.len());
-        out.push((name.to_string(), rest[..n].to_vec()));
-        b = &rest[n..];
-    }
-    out
-}
-
 /// Writes the output files; returns the host's start and end times.
 fn write_logs(job: &StepJob, framed: &[u8]) -> HostTimes {
     let mut times = (None, None);
-    for (name, bytes) in parse_logs(framed) {
+    for (name, bytes) in parse_frames(framed) {
         let path = match name.as_str() {
             "out" => &job.out,
             "err" => &job.err,
@@ -1223,7 +1273,7 @@ mod tests {
     fn framed_logs_parse_with_any_bytes_inside() {
         let b = b"out 6\na\nb\nc\nerr 0\n";
         assert_eq!(
-            parse_logs(b),
+            parse_frames(b),
             vec![
                 ("out".to_string(), b"a\nb\nc\n".to_vec()),
                 ("err".to_string(), Vec::new())

@@ -78,6 +78,8 @@ pub struct StepJob {
     pub out: PathBuf,
     pub err: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Someone watches the output as it comes (`-v`).
+    pub live: bool,
 }
 
 /// Starts a supervisor; returns the handle that steers it.

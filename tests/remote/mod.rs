@@ -625,3 +625,69 @@ steps:
         "a link out of the run dir was followed"
     );
 }
+
+#[test]
+fn verbose_streams_a_remote_tasks_output_while_it_runs() {
+    let s = Sshds::start(1);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [box]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    project(
+        &dir,
+        &inv,
+        "workload: talk\nsteps:\n  talk: { on: box, run: \"echo first; sleep 3; echo second >&2; printf third\" }\n",
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args([
+            "run",
+            "-v",
+            "--suite",
+            "suite.yaml",
+            "--artifacts",
+            "artifacts",
+        ])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flow starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let t0 = std::time::Instant::now();
+    let lines: Vec<(std::time::Duration, String)> =
+        std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map_while(Result::ok)
+            .map(|l| (t0.elapsed(), l))
+            .collect();
+    assert_eq!(child.wait().expect("flow exits").code(), Some(0));
+    let at = |text: &str| {
+        lines
+            .iter()
+            .find(|(_, l)| l == text)
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("no `{text}` in {lines:#?}"))
+    };
+    // The first line is shown while the task sleeps, not when it ends.
+    assert!(
+        at("talk@a | second") >= at("talk@a | first") + std::time::Duration::from_secs(2),
+        "{lines:#?}"
+    );
+    at("talk@a | third");
+    // Each line once, and the log files exact.
+    assert_eq!(lines.iter().filter(|(_, l)| l.contains("first")).count(), 1);
+    let run = std::fs::read_dir(dir.join("artifacts/latest/runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a run")
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(run.join("logs/talk@a.out")).expect("out"),
+        "first\nthird"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("logs/talk@a.err")).expect("err"),
+        "second\n"
+    );
+}
