@@ -118,10 +118,27 @@ struct Inner {
     /// `$HOME` of each host, learnt when the helper is installed.
     /// Set once per host, when its setup succeeds; hosts are set up in
     /// parallel, and a failed setup is tried again by the next run.
-    homes: HashMap<String, tokio::sync::OnceCell<String>>,
+    homes: HashMap<String, tokio::sync::OnceCell<HostInfo>>,
     /// (host, content hash) of `files` already pushed this invocation.
     pushed: Mutex<HashSet<(String, String)>>,
     reap_leftovers: bool,
+}
+
+/// What a host's setup learnt.
+#[derive(Debug, Clone)]
+struct HostInfo {
+    home: String,
+    /// Files move with rsync (on both ends), else with tar over ssh.
+    rsync: bool,
+}
+
+/// Whether this machine has rsync (looked up once).
+fn local_rsync() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("rsync").is_file()))
+    })
 }
 
 /// Steps on ssh hosts.
@@ -197,18 +214,22 @@ impl Inner {
     /// Installs the helper (once per host), learns the host's `$HOME`, and
     /// reaps what dead flows left there.
     async fn ready_host(&self, host: &str) -> Result<String, String> {
+        self.host_info(host).await.map(|i| i.home)
+    }
+
+    async fn host_info(&self, host: &str) -> Result<HostInfo, String> {
         let Some(cell) = self.homes.get(host) else {
             return Err(format!("host `{host}` is not a remote host"));
         };
         cell.get_or_try_init(|| self.set_up(host)).await.cloned()
     }
 
-    async fn set_up(&self, host: &str) -> Result<String, String> {
+    async fn set_up(&self, host: &str) -> Result<HostInfo, String> {
         let cmd = format!(
-            "{} && printf %s \"$HOME\"",
+            "{} && printf '%s\\n' \"$HOME\" && {{ command -v rsync >/dev/null 2>&1 && echo rsync || echo no-rsync; }}",
             install_command(self.workdir(host))
         );
-        let home = match self
+        let text = match self
             .hosts
             .ssh()
             .run(host, &cmd, Some(HELPER.as_bytes()))
@@ -224,6 +245,12 @@ impl Inner {
             }
             Err(e) => return Err(e.to_string()),
         };
+        let mut lines = text.lines();
+        let home = lines.next().unwrap_or_default().to_string();
+        let rsync = lines.next() == Some("rsync") && local_rsync();
+        if !rsync {
+            tracing::debug!(host, "no rsync on one end: files move with tar over ssh");
+        }
         let workdir = match self.workdir(host).strip_prefix("~/") {
             Some(rest) => format!("{home}/{rest}"),
             None => self.workdir(host).to_string(),
@@ -231,7 +258,7 @@ impl Inner {
         if self.reap_leftovers {
             self.reap_leftovers(host, &workdir).await;
         }
-        Ok(home)
+        Ok(HostInfo { home, rsync })
     }
 
     /// Kills what flows that are no longer running (killed with `kill -9`,
@@ -502,22 +529,26 @@ async fn push(r: &Inner, host: &str, files: &[String], cache: &str) -> Result<()
     if out.code != 0 {
         return Err(format!("host `{host}`: cannot create `{tmp}`"));
     }
-    let ssh = r.rsync_ssh(host)?;
-    let mut cmd = tokio::process::Command::new("rsync");
-    cmd.args(["-a", "-e", &ssh]);
-    for f in files {
-        cmd.arg(f.trim_end_matches('/'));
-    }
-    cmd.arg(format!("{}:{tmp}/", r.address(host)));
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("host `{host}`: cannot run rsync: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "host `{host}`: cannot push the workload's files: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    if r.host_info(host).await?.rsync {
+        let ssh = r.rsync_ssh(host)?;
+        let mut cmd = tokio::process::Command::new("rsync");
+        cmd.args(["-a", "-e", &ssh]);
+        for f in files {
+            cmd.arg(f.trim_end_matches('/'));
+        }
+        cmd.arg(format!("{}:{tmp}/", r.address(host)));
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| format!("host `{host}`: cannot run rsync: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "host `{host}`: cannot push the workload's files: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    } else {
+        push_tar(r, host, files, &tmp).await?;
     }
     let out = r
         .run(
@@ -533,6 +564,54 @@ async fn push(r: &Inner, host: &str, files: &[String], cache: &str) -> Result<()
         return Err(format!(
             "host `{host}`: cannot move the pushed files into place"
         ));
+    }
+    Ok(())
+}
+
+/// [`push`] where rsync is missing: each path as a tar stream over ssh.
+async fn push_tar(r: &Inner, host: &str, files: &[String], tmp: &str) -> Result<(), String> {
+    for f in files {
+        let p = Path::new(f.trim_end_matches('/'));
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            continue;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let out = tokio::process::Command::new("tar")
+            .arg("-cf")
+            .arg("-")
+            .arg("-C")
+            .arg(parent)
+            .arg("--")
+            .arg(name)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run tar: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot pack `{f}`: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let put = r
+            .hosts
+            .ssh()
+            .run(
+                host,
+                &format!("tar -C {} -xf -", sh_quote(tmp)),
+                Some(&out.stdout),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if put.code != 0 {
+            return Err(format!(
+                "host `{host}`: cannot push the workload's files: {}",
+                String::from_utf8_lossy(&put.stderr).trim()
+            ));
+        }
     }
     Ok(())
 }
@@ -1151,7 +1230,9 @@ async fn fetch(
             &list_file,
             all.iter().map(|s| format!("{s}\n")).collect::<String>(),
         );
+        let tar = !r.host_info(host).await.is_ok_and(|i| i.rsync);
         let out = match r.rsync_ssh(host) {
+            Ok(_) if tar => fetch_tar(r, host, &dir, &all, &dest).await,
             Ok(ssh) => tokio::process::Command::new("rsync")
                 .args(["-a", "-r", "--safe-links", "--files-from"])
                 .arg(&list_file)
@@ -1209,6 +1290,86 @@ async fn fetch(
         }
     }
     transfers
+}
+
+/// [`fetch`] where rsync is missing: one tar stream from the host, unpacked
+/// as it comes; then, as rsync's `--safe-links` would, links that point out
+/// of what was fetched are removed.
+async fn fetch_tar(
+    r: &Inner,
+    host: &str,
+    dir: &str,
+    paths: &[&String],
+    dest: &Path,
+) -> Result<std::process::Output, String> {
+    let mut cmd = format!("cd {} && tar -cf - --", sh_quote(dir));
+    for p in paths {
+        cmd.push(' ');
+        cmd.push_str(&sh_quote(p));
+    }
+    let mut remote = r
+        .hosts
+        .ssh()
+        .spawn(host, &cmd)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(remote.stdin.take());
+    let stream: std::process::Stdio = remote
+        .stdout
+        .take()
+        .ok_or("no output from the host")?
+        .try_into()
+        .map_err(|e: std::io::Error| e.to_string())?;
+    let local = tokio::process::Command::new("tar")
+        .arg("-C")
+        .arg(dest)
+        .args(["-xf", "-"])
+        .stdin(stream)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let sent = remote.wait_with_output().await.map_err(|e| e.to_string())?;
+    drop_unsafe_links(dest, dest);
+    if !sent.status.success() {
+        return Ok(sent);
+    }
+    Ok(local)
+}
+
+/// Removes symlinks under `p` that are absolute or climb out of `root`.
+fn drop_unsafe_links(root: &Path, p: &Path) {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return;
+    };
+    if m.file_type().is_symlink() {
+        let target = std::fs::read_link(p).unwrap_or_default();
+        let mut depth = p
+            .parent()
+            .and_then(|d| d.strip_prefix(root).ok())
+            .map_or(0, |d| d.components().count() as i64);
+        let mut safe = !target.is_absolute();
+        for c in target.components() {
+            match c {
+                std::path::Component::ParentDir => depth -= 1,
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+            if depth < 0 {
+                safe = false;
+            }
+        }
+        if !safe {
+            let _ = std::fs::remove_file(p);
+        }
+    } else if m.is_dir()
+        && let Ok(rd) = std::fs::read_dir(p)
+    {
+        for e in rd.flatten() {
+            drop_unsafe_links(root, &e.path());
+        }
+    }
 }
 
 /// Files under `p` (itself when a file), sorted; symlinks are not followed.

@@ -574,7 +574,26 @@ steps:
 
 #[test]
 fn remote_fetch_records_missing_files_and_never_follows_links_out_of_the_run_dir() {
-    let s = Sshds::start(1);
+    files_and_fetch(&Sshds::start(1));
+}
+
+#[test]
+fn without_rsync_on_the_host_files_and_fetch_go_by_tar_with_the_same_guarantees() {
+    let s = Sshds::start_hiding(1, &["rsync"]);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("b", "roles: [client]")]);
+    let (stdout, _) = Flow::new()
+        .args(["exec", "--hosts"])
+        .args([inv.to_string_lossy()])
+        .args(["--", "command -v rsync || echo no rsync"])
+        .expect(0);
+    assert!(stdout.contains("b | no rsync"), "{stdout}");
+    files_and_fetch(&s);
+}
+
+/// A workload with `files:` and a fetch of a missing file, a file, and a
+/// link out of the run dir, on host `b` of `s`.
+fn files_and_fetch(s: &Sshds) {
     let inv = s.dir.path().join("inventory.yaml");
     s.inventory_direct(&inv, &[("b", "roles: [client]")]);
     let dir = s.dir.path().join("project");
@@ -587,13 +606,16 @@ fn remote_fetch_records_missing_files_and_never_follows_links_out_of_the_run_dir
         &format!(
             r#"
 workload: fetchy
+files: [data/]
 steps:
-  make: {{ on: client, run: "mkdir -p out && echo a > out/a.txt && ln -s {} out/leak.txt" }}
+  make: {{ on: client, run: "mkdir -p out && echo a > out/a.txt && cp data/in.txt out/b.txt && ln -s {} out/leak.txt" }}
   grab: {{ kind: fetch, from: client, paths: ["missing.csv", "out/*.txt"] }}
 "#,
             secret.display()
         ),
     );
+    std::fs::create_dir_all(dir.join("data")).expect("mkdir");
+    std::fs::write(dir.join("data/in.txt"), "pushed\n").expect("data");
     Flow::new()
         .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
         .cwd(&dir)
@@ -619,6 +641,10 @@ steps:
         std::fs::read_to_string(run.join("hosts/b/out/a.txt")).expect("a"),
         "a\n"
     );
+    assert_eq!(
+        std::fs::read_to_string(run.join("hosts/b/out/b.txt")).expect("b"),
+        "pushed\n"
+    );
     let leak = run.join("hosts/b/out/leak.txt");
     assert!(
         std::fs::read_to_string(&leak).map_or(true, |t| t != "outside\n"),
@@ -636,7 +662,7 @@ fn verbose_streams_a_remote_tasks_output_while_it_runs() {
     project(
         &dir,
         &inv,
-        "workload: talk\nsteps:\n  talk: { on: box, run: \"echo first; sleep 3; echo second >&2; printf third\" }\n",
+        "workload: talk\nsteps:\n  talk: { on: box, run: \"echo first; sleep 6; echo second >&2; printf third\" }\n",
     );
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
         .args([
@@ -670,7 +696,7 @@ fn verbose_streams_a_remote_tasks_output_while_it_runs() {
     };
     // The first line is shown while the task sleeps, not when it ends.
     assert!(
-        at("talk@a | second") >= at("talk@a | first") + std::time::Duration::from_secs(2),
+        at("talk@a | second") >= at("talk@a | first") + std::time::Duration::from_secs(3),
         "{lines:#?}"
     );
     at("talk@a | third");

@@ -38,6 +38,13 @@ fn free_port() -> u16 {
 impl Sshds {
     /// Starts `n` sshd instances named `h1` … `hn`.
     pub fn start(n: usize) -> Sshds {
+        Sshds::start_hiding(n, &[])
+    }
+
+    /// [`Sshds::start`] with hosts whose sessions do not find the `hidden`
+    /// programs on their PATH (a host without rsync, say): the PATH is a
+    /// folder of links to everything else in /usr/bin and /bin.
+    pub fn start_hiding(n: usize, hidden: &[&str]) -> Sshds {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install openssh-server (`.ci/run` does)"
@@ -53,6 +60,21 @@ impl Sshds {
             let _ = std::fs::create_dir_all("/run/sshd");
         }
         let user = whoami();
+        let mut set_path = String::new();
+        if !hidden.is_empty() {
+            let bin = d.join("bin");
+            std::fs::create_dir_all(&bin).expect("mkdir");
+            for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+                for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    let name = e.file_name();
+                    let link = bin.join(&name);
+                    if !hidden.iter().any(|h| name == *h) && !link.exists() {
+                        let _ = std::os::unix::fs::symlink(e.path(), link);
+                    }
+                }
+            }
+            set_path = format!("SetEnv PATH={}\n", bin.display());
+        }
         let mut config = String::new();
         let mut hosts = Vec::new();
         for i in 1..=n {
@@ -67,7 +89,7 @@ impl Sshds {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\nMaxSessions 32\nMaxStartups 100\nLogLevel ERROR\n\
-                 AllowTcpForwarding yes\n",
+                 AllowTcpForwarding yes\n{set_path}",
                 hk = hd.join("hostkey").display(),
                 ak = d.join("authorized_keys").display(),
                 pid = hd.join("sshd.pid").display(),
