@@ -470,7 +470,7 @@ steps:
         .expect("id");
     let needle = format!("FLOW_ARTIFACT_ID={id}");
     super::run::wait_for(
-        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(60),
         "the remote processes",
         || super::run::processes_with_env(&needle).len() >= 3,
     );
@@ -489,7 +489,7 @@ steps:
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(lines[0].starts_with("a: killed "), "{stdout}");
     assert!(lines[1].starts_with("b: killed "), "{stdout}");
-    super::run::wait_for(std::time::Duration::from_secs(5), "nothing left", || {
+    super::run::wait_for(std::time::Duration::from_secs(30), "nothing left", || {
         super::run::processes_with_env(&needle).is_empty()
     });
     let (again, _) = Flow::new()
@@ -550,7 +550,7 @@ steps:
         .expect("id");
     let needle = format!("FLOW_ARTIFACT_ID={id}");
     super::run::wait_for(
-        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(60),
         "the remote processes",
         || super::run::processes_with_env(&needle).len() >= 3,
     );
