@@ -13,5 +13,6 @@ pub mod exec;
 pub mod expand;
 pub mod paths;
 pub mod plan;
+pub mod results;
 pub mod suite;
 pub mod yaml;

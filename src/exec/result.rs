@@ -230,6 +230,9 @@ pub struct RunResult {
     /// Per remote host: its clock offset before and after the run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub clocks: BTreeMap<String, HostClock>,
+    /// Metric name → value (or why there is none), extracted after the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metrics: BTreeMap<String, crate::results::extract::MetricValue>,
     /// Problems of the run itself (setup, files, leaks, interruption).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<String>,
@@ -252,6 +255,7 @@ impl RunResult {
             steps: plan.steps.iter().map(StepResult::new).collect(),
             fetch: FetchTotals::default(),
             clocks: BTreeMap::new(),
+            metrics: BTreeMap::new(),
             errors: Vec::new(),
         }
     }

@@ -1,0 +1,155 @@
+//! Results from an artifact folder alone: metric extraction into each
+//! run's `run_result.json`, and `summary.csv` / `summary.json` over all
+//! runs. Reads and writes files only; no host is contacted.
+
+pub mod extract;
+pub mod stats;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::artifact::atomic_write;
+use crate::exec::result::{RunResult, RunStatus};
+use crate::plan::RunPlan;
+use summary::RunRecord;
+
+/// One run folder as found in an artifact.
+pub struct StoredRun {
+    pub dir: PathBuf,
+    pub plan: RunPlan,
+    /// Absent when the run never started.
+    pub result: Option<RunResult>,
+}
+
+/// Every run folder of an artifact with a readable `plan.json`, by id.
+/// Unreadable ones are returned as errors naming the file.
+pub fn load_runs(artifact: &Path) -> (Vec<StoredRun>, Vec<String>) {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(artifact.join("runs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    let loaded = parallel_map(dirs, |dir| {
+        let plan_path = dir.join("plan.json");
+        let plan: RunPlan = std::fs::read(&plan_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", plan_path.display()))?;
+        let result_path = dir.join("run_result.json");
+        let result = match std::fs::read(&result_path) {
+            Ok(b) => Some(
+                serde_json::from_slice::<RunResult>(&b)
+                    .map_err(|e| format!("{}: {e}", result_path.display()))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(StoredRun { dir, plan, result })
+    });
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for r in loaded {
+        match r {
+            Ok(run) => runs.push(run),
+            Err(e) => errors.push(e),
+        }
+    }
+    (runs, errors)
+}
+
+/// Extracts the metrics of `runs` (those `select` picks) into their
+/// results and rewrites `run_result.json`. Returns errors writing.
+pub fn extract_into(runs: &mut [StoredRun], select: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let picked: Vec<&mut StoredRun> = runs
+        .iter_mut()
+        .filter(|r| r.result.is_some() && select(&r.plan.id))
+        .collect();
+    parallel_map(picked, |run| {
+        let metrics = extract::extract_all(&run.dir, &run.plan.metrics);
+        let Some(result) = run.result.as_mut() else {
+            return Ok(());
+        };
+        result.metrics = metrics;
+        let path = run.dir.join("run_result.json");
+        let bytes = serde_json::to_vec_pretty(&*result).map_err(|e| e.to_string())?;
+        atomic_write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    })
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
+/// The summary rows of an artifact's runs.
+pub fn summarize(runs: &[StoredRun]) -> Vec<summary::Row> {
+    let records: Vec<RunRecord> = runs
+        .iter()
+        .map(|r| RunRecord {
+            id: r.plan.id.clone(),
+            workload: r.plan.workload.clone(),
+            mode: r.plan.mode.clone(),
+            variant: r.plan.variant.clone(),
+            variant_params: r.plan.variant_params.clone(),
+            passed: r
+                .result
+                .as_ref()
+                .is_some_and(|x| x.status == RunStatus::Passed),
+            declared: r
+                .plan
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), (m.unit.clone(), m.better)))
+                .collect::<BTreeMap<_, _>>(),
+            metrics: r
+                .result
+                .as_ref()
+                .map(|x| x.metrics.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    summary::summarize(&records)
+}
+
+/// Writes `summary.csv` and `summary.json` into the artifact.
+pub fn write_summaries(artifact: &Path, rows: &[summary::Row]) -> Result<(), String> {
+    for (name, bytes) in [
+        ("summary.csv", summary::to_csv(rows)),
+        ("summary.json", summary::to_json(rows)),
+    ] {
+        let p = artifact.join(name);
+        atomic_write(&p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `f` over `items` on every core, results in input order.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, 16);
+    if threads == 1 || items.len() < 64 {
+        return items.into_iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(chunk).collect());
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || c.into_iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}

@@ -1,0 +1,347 @@
+//! Tidy summaries: one row per (workload, variant, mode, metric) with
+//! statistics over repetitions, and, for every mode but `baseline`, how it
+//! compares with `baseline` at the same variant (Welch's t-test).
+//!
+//! Only runs that passed contribute values: a failed run's numbers are not
+//! trusted. Rows are sorted (workload, variant, mode with `baseline` first,
+//! metric) and numbers are printed in Rust's shortest round-trip form, so
+//! the same artifact always gives the same bytes.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::extract::MetricValue;
+use super::stats::{describe, welch};
+use crate::suite::raw::Better;
+
+/// What a summary needs of one run.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub id: String,
+    pub workload: String,
+    pub mode: String,
+    pub variant: String,
+    pub variant_params: serde_json::Map<String, serde_json::Value>,
+    pub passed: bool,
+    /// Metric name → (unit, better) as the workload declares it.
+    pub declared: BTreeMap<String, (Option<String>, Option<Better>)>,
+    pub metrics: BTreeMap<String, MetricValue>,
+}
+
+/// Significance level of the baseline comparison.
+pub const ALPHA: f64 = 0.05;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub mode: String,
+    pub variant: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub metric: String,
+    pub unit: Option<String>,
+    pub better: Option<Better>,
+    /// Runs of the group.
+    pub n: usize,
+    /// Runs that passed and gave a value.
+    pub n_ok: usize,
+    pub mean: Option<f64>,
+    pub median: Option<f64>,
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub ci95_low: Option<f64>,
+    pub ci95_high: Option<f64>,
+    pub baseline_mean: Option<f64>,
+    /// mean / baseline mean.
+    pub ratio: Option<f64>,
+    /// (ratio − 1) × 100.
+    pub overhead_pct: Option<f64>,
+    /// Welch's two-sided p-value against baseline.
+    pub p_value: Option<f64>,
+    /// p < [`ALPHA`].
+    pub significant: Option<bool>,
+    /// The values, in run-id order (JSON only).
+    #[serde(skip)]
+    pub values: Vec<f64>,
+}
+
+/// A baseline row's mean and values.
+type Baseline = (Option<f64>, Vec<f64>);
+
+/// Key of a group; `mode_rank` puts `baseline` first.
+type Key = (String, String, u8, String, String);
+
+pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
+    let mut groups: BTreeMap<Key, Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs {
+        let names: std::collections::BTreeSet<&String> =
+            r.declared.keys().chain(r.metrics.keys()).collect();
+        for m in names {
+            let rank = u8::from(r.mode != "baseline");
+            groups
+                .entry((
+                    r.workload.clone(),
+                    r.variant.clone(),
+                    rank,
+                    r.mode.clone(),
+                    m.clone(),
+                ))
+                .or_default()
+                .push(r);
+        }
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for ((workload, variant, _, mode, metric), mut members) in groups {
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        let values: Vec<f64> = members
+            .iter()
+            .filter(|r| r.passed)
+            .filter_map(|r| r.metrics.get(&metric).and_then(|v| v.value))
+            .collect();
+        let first = members[0];
+        let (unit, better) = members
+            .iter()
+            .find_map(|r| r.declared.get(&metric).cloned())
+            .unwrap_or_default();
+        let d = describe(&values);
+        rows.push(Row {
+            workload,
+            mode,
+            variant,
+            params: first.variant_params.clone(),
+            metric,
+            unit,
+            better,
+            n: members.len(),
+            n_ok: values.len(),
+            mean: d.map(|d| d.mean),
+            median: d.map(|d| d.median),
+            std: d.map(|d| d.std),
+            min: d.map(|d| d.min),
+            max: d.map(|d| d.max),
+            ci95_low: d.and_then(|d| d.ci95).map(|c| c.0),
+            ci95_high: d.and_then(|d| d.ci95).map(|c| c.1),
+            baseline_mean: None,
+            ratio: None,
+            overhead_pct: None,
+            p_value: None,
+            significant: None,
+            values,
+        });
+    }
+    // Against baseline at the same workload, variant and metric.
+    let baselines: BTreeMap<(String, String, String), Baseline> = rows
+        .iter()
+        .filter(|r| r.mode == "baseline")
+        .map(|r| {
+            (
+                (r.workload.clone(), r.variant.clone(), r.metric.clone()),
+                (r.mean, r.values.clone()),
+            )
+        })
+        .collect();
+    for r in rows.iter_mut().filter(|r| r.mode != "baseline") {
+        let Some((Some(base), base_values)) =
+            baselines.get(&(r.workload.clone(), r.variant.clone(), r.metric.clone()))
+        else {
+            continue;
+        };
+        r.baseline_mean = Some(*base);
+        if let Some(mean) = r.mean
+            && *base != 0.0
+        {
+            r.ratio = Some(mean / base);
+            r.overhead_pct = Some((mean / base - 1.0) * 100.0);
+        }
+        if let Some(w) = welch(&r.values, base_values) {
+            r.p_value = Some(w.p);
+            r.significant = Some(w.p < ALPHA);
+        }
+    }
+    rows
+}
+
+/// A number as summaries print it: shortest round trip, empty when absent.
+pub fn num(x: Option<f64>) -> String {
+    x.map(|v| format!("{v}")).unwrap_or_default()
+}
+
+/// `summary.csv`: fixed columns, one per variant param (sorted union), then
+/// the statistics.
+pub fn to_csv(rows: &[Row]) -> Vec<u8> {
+    let params: std::collections::BTreeSet<&String> =
+        rows.iter().flat_map(|r| r.params.keys()).collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = vec!["workload".into(), "mode".into(), "variant".into()];
+    header.extend(params.iter().map(|p| (*p).clone()));
+    header.extend(
+        [
+            "metric",
+            "unit",
+            "better",
+            "n",
+            "n_ok",
+            "mean",
+            "median",
+            "std",
+            "min",
+            "max",
+            "ci95_low",
+            "ci95_high",
+            "baseline_mean",
+            "ratio",
+            "overhead_pct",
+            "p_value",
+            "significant",
+        ]
+        .map(String::from),
+    );
+    let _ = w.write_record(&header);
+    for r in rows {
+        let mut rec: Vec<String> = vec![r.workload.clone(), r.mode.clone(), r.variant.clone()];
+        for p in &params {
+            rec.push(match r.params.get(*p) {
+                None => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            });
+        }
+        rec.push(r.metric.clone());
+        rec.push(r.unit.clone().unwrap_or_default());
+        rec.push(
+            r.better
+                .map(|b| match b {
+                    Better::Higher => "higher",
+                    Better::Lower => "lower",
+                })
+                .unwrap_or_default()
+                .to_string(),
+        );
+        rec.push(r.n.to_string());
+        rec.push(r.n_ok.to_string());
+        for x in [
+            r.mean,
+            r.median,
+            r.std,
+            r.min,
+            r.max,
+            r.ci95_low,
+            r.ci95_high,
+            r.baseline_mean,
+            r.ratio,
+            r.overhead_pct,
+            r.p_value,
+        ] {
+            rec.push(num(x));
+        }
+        rec.push(r.significant.map(|s| s.to_string()).unwrap_or_default());
+        let _ = w.write_record(&rec);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+/// `summary.json`.
+pub fn to_json(rows: &[Row]) -> Vec<u8> {
+    let v = serde_json::json!({ "schema_version": 1, "alpha": ALPHA, "rows": rows });
+    let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, mode: &str, variant: &str, passed: bool, value: Option<f64>) -> RunRecord {
+        let mut metrics = BTreeMap::new();
+        metrics.insert(
+            "lat".to_string(),
+            MetricValue {
+                value,
+                unit: Some("ms".into()),
+                samples: 1,
+                error: value.is_none().then(|| "no file matches `x`".to_string()),
+            },
+        );
+        let mut declared = BTreeMap::new();
+        declared.insert(
+            "lat".to_string(),
+            (Some("ms".to_string()), Some(Better::Lower)),
+        );
+        let mut params = serde_json::Map::new();
+        params.insert("size".into(), serde_json::json!(variant.len()));
+        RunRecord {
+            id: id.into(),
+            workload: "kv".into(),
+            mode: mode.into(),
+            variant: variant.into(),
+            variant_params: params,
+            passed,
+            declared,
+            metrics,
+        }
+    }
+
+    #[test]
+    fn groups_describe_and_compare_with_baseline() {
+        let runs = vec![
+            run("kv.perf.r1", "perf", "a", true, Some(21.0)),
+            run("kv.baseline.r1", "baseline", "a", true, Some(18.0)),
+            run("kv.baseline.r2", "baseline", "a", true, Some(19.0)),
+            run("kv.baseline.r3", "baseline", "a", true, Some(20.0)),
+            run("kv.baseline.r4", "baseline", "a", true, Some(21.0)),
+            run("kv.baseline.r5", "baseline", "a", true, Some(22.0)),
+            run("kv.perf.r2", "perf", "a", true, Some(21.5)),
+            run("kv.perf.r3", "perf", "a", true, Some(22.5)),
+            run("kv.perf.r4", "perf", "a", true, Some(23.0)),
+            // A failed run's number is not used; a run without one counts in n.
+            run("kv.perf.r5", "perf", "a", false, Some(1000.0)),
+            run("kv.perf.r6", "perf", "a", true, None),
+        ];
+        let rows = summarize(&runs);
+        assert_eq!(rows.len(), 2);
+        let (b, p) = (&rows[0], &rows[1]);
+        assert_eq!((b.mode.as_str(), b.n, b.n_ok), ("baseline", 5, 5));
+        assert_eq!(b.mean, Some(20.0));
+        assert_eq!((p.mode.as_str(), p.n, p.n_ok), ("perf", 6, 4));
+        assert_eq!(p.mean, Some(22.0));
+        assert_eq!(p.baseline_mean, Some(20.0));
+        assert_eq!(p.ratio, Some(1.1));
+        assert!((p.overhead_pct.expect("overhead") - 10.0).abs() < 1e-9);
+        // The same samples as the Welch example in `stats`: p = 0.051743.
+        assert!((p.p_value.expect("p") - 0.051_743).abs() < 1e-6);
+        assert_eq!(p.significant, Some(false));
+        let csv = String::from_utf8(to_csv(&rows)).expect("utf-8");
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "workload,mode,variant,size,metric,unit,better,n,n_ok,mean,median,std,min,max,\
+                 ci95_low,ci95_high,baseline_mean,ratio,overhead_pct,p_value,significant"
+            )
+        );
+        let base = lines.next().expect("baseline row");
+        assert!(
+            base.starts_with("kv,baseline,a,1,lat,ms,lower,5,5,20,20,1.5811388300841898,18,22,"),
+            "{base}"
+        );
+        assert!(base.ends_with(",,,,,"), "{base}");
+        assert!(lines.next().expect("perf row").ends_with(",false"));
+    }
+
+    #[test]
+    fn output_is_the_same_whatever_the_input_order() {
+        let mut runs = vec![
+            run("a1", "baseline", "x", true, Some(1.0)),
+            run("a2", "baseline", "x", true, Some(2.0)),
+            run("b1", "obs", "x", true, Some(3.0)),
+            run("b2", "obs", "x", true, Some(5.0)),
+            run("c1", "baseline", "y", true, Some(7.0)),
+        ];
+        let one = (to_csv(&summarize(&runs)), to_json(&summarize(&runs)));
+        runs.reverse();
+        let two = (to_csv(&summarize(&runs)), to_json(&summarize(&runs)));
+        assert_eq!(one, two);
+    }
+}
