@@ -20,6 +20,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a suite: every run's steps on its hosts, results into an artifact folder.
     Run(RunArgs),
+    /// Re-run analysis, metric extraction and summaries on a stored artifact; no host is contacted.
+    Analyze(AnalyzeArgs),
     /// Progress of a running or finished artifact.
     Status(StatusArgs),
     /// Artifact folders, newest first, with their run counts.
@@ -139,6 +141,21 @@ pub struct StatusArgs {
 pub struct ReapArgs {
     /// An artifact id or folder; the latest when left out.
     pub id: Option<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Only runs whose id matches this glob (the summaries still cover every run); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub only: Vec<String>,
+    /// Extract metrics and summarize without re-running the analyze steps.
+    #[arg(long)]
+    pub no_steps: bool,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

@@ -15,6 +15,7 @@ fn main() {
         Command::Validate(a) => commands::validate(a),
         Command::Plan(a) => commands::plan(a),
         Command::Run(a) => commands::run(a),
+        Command::Analyze(a) => commands::analyze(a),
         Command::Status(a) => commands::status(a),
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),

@@ -7,6 +7,7 @@ use assert_cmd::Command;
 
 mod netns;
 mod remote;
+mod results;
 mod run;
 mod sshd;
 

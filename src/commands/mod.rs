@@ -1,11 +1,13 @@
 //! One function per command; each returns what the process should exit with.
 
+mod analyze;
 mod hosts;
 mod plan;
 mod run;
 mod schema;
 mod status;
 
+pub use analyze::analyze;
 pub use hosts::{check as hosts_check, exec, reap};
 pub use plan::{plan, validate};
 pub use run::run;

@@ -82,6 +82,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         )
     })?);
     let plans: Vec<Arc<RunPlan>> = plans.into_iter().map(Arc::new).collect();
+    let with_metrics = plans.iter().any(|p| !p.metrics.is_empty());
     let outcome = rt.block_on(async {
         let outcome = exec::execute(
             plans,
@@ -95,7 +96,17 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         outcome
     });
     let _ = std::fs::remove_file(&lock);
-    for w in &outcome.warnings {
+    let mut warnings = outcome.warnings.clone();
+    if with_metrics {
+        let (runs, errors) = crate::results::load_runs(&artifact.path);
+        warnings.extend(errors);
+        if let Err(e) =
+            crate::results::write_summaries(&artifact.path, &crate::results::summarize(&runs))
+        {
+            warnings.push(e);
+        }
+    }
+    for w in &warnings {
         let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
     }
     let mut parts = vec![
@@ -118,6 +129,13 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         started.elapsed().as_secs_f64(),
         display_path(&artifact.path.join("runs.csv")),
     );
+    if with_metrics {
+        let _ = writeln!(
+            out,
+            "summary: {}",
+            display_path(&artifact.path.join("summary.csv"))
+        );
+    }
     Ok(if outcome.was_interrupted {
         exit::INTERRUPTED
     } else if outcome.failed > 0 || outcome.interrupted > 0 {
@@ -127,7 +145,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     })
 }
 
-fn patterns(only: &[String]) -> Result<Vec<glob::Pattern>, Error> {
+pub(super) fn patterns(only: &[String]) -> Result<Vec<glob::Pattern>, Error> {
     let mut diags = Diagnostics::new();
     let mut out = Vec::new();
     for g in only {

@@ -191,6 +191,21 @@ impl Run<'_> {
             self.correct_host_times();
         }
         self.analyze().await;
+        if !self.plan.metrics.is_empty() {
+            self.result.metrics =
+                crate::results::extract::extract_all(&self.dir, &self.plan.metrics);
+            let failed: Vec<&String> = self
+                .result
+                .metrics
+                .iter()
+                .filter(|(_, v)| v.value.is_none())
+                .map(|(k, _)| k)
+                .collect();
+            self.event(
+                "metrics",
+                json!({"extracted": self.result.metrics.len() - failed.len(), "failed": failed}),
+            );
+        }
         let leaks = self.env.launcher.sweep(&self.tag).await;
         for l in &leaks {
             self.event("leak", json!({"pid": l.pid, "cmdline": l.cmdline}));

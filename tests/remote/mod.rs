@@ -132,7 +132,7 @@ fn udp_port() -> u16 {
 
 #[test]
 fn the_streaming_demo_runs_across_three_ssh_hosts() {
-    let s = Sshds::start(3);
+    let mut s = Sshds::start(3);
     let inv = s.dir.path().join("inventory.yaml");
     let (p1, p2) = (udp_port(), udp_port());
     s.inventory_direct(
@@ -251,6 +251,42 @@ fn the_streaming_demo_runs_across_three_ssh_hosts() {
             Some(serde_json::json!(["TERM"]))
         );
     }
+    // The hosts are gone; the artifact alone gives the same results again.
+    for h in ["h1", "h2", "h3"] {
+        s.stop(h);
+    }
+    let files = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut v = vec![
+            (
+                "summary.csv".to_string(),
+                std::fs::read(dir.join("summary.csv")).expect("csv"),
+            ),
+            (
+                "summary.json".to_string(),
+                std::fs::read(dir.join("summary.json")).expect("json"),
+            ),
+        ];
+        for e in std::fs::read_dir(dir.join("runs")).expect("runs").flatten() {
+            for f in ["run_result.json", "analysis/summary.json"] {
+                v.push((
+                    format!("{}/{f}", e.path().display()),
+                    std::fs::read(e.path().join(f)).expect(f),
+                ));
+            }
+        }
+        v
+    };
+    let before = files(&latest);
+    let (stdout, _) = Flow::new()
+        .args(["analyze", "--artifacts"])
+        .args([art.to_string_lossy()])
+        .cwd(&super::root())
+        .expect(0);
+    assert!(
+        stdout.starts_with("2 runs: 6 metric values extracted, 0 without a value"),
+        "{stdout}"
+    );
+    assert!(before == files(&latest), "flow analyze changed the results");
 }
 
 /// A suite of one workload on the given inventory, in a temp dir.

@@ -10,22 +10,22 @@ use serde_json::Value;
 use super::{Flow, root};
 
 /// A throwaway project: a suite, its workloads, an artifacts folder.
-struct Project {
+pub(crate) struct Project {
     dir: tempfile::TempDir,
 }
 
 impl Project {
-    fn new() -> Project {
+    pub(crate) fn new() -> Project {
         Project {
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn file(self, name: &str, text: &str) -> Project {
+    pub(crate) fn file(self, name: &str, text: &str) -> Project {
         let p = self.path().join(name);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, text).expect("write");
@@ -41,7 +41,7 @@ impl Project {
         .file("workload.yaml", text)
     }
 
-    fn run(&self, extra: &[&str], code: i32) -> (String, String) {
+    pub(crate) fn run(&self, extra: &[&str], code: i32) -> (String, String) {
         Flow::new()
             .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
             .args(extra)
@@ -73,7 +73,7 @@ impl Project {
             .collect()
     }
 
-    fn artifact(&self) -> PathBuf {
+    pub(crate) fn artifact(&self) -> PathBuf {
         std::fs::canonicalize(self.path().join("artifacts/latest")).expect("latest")
     }
 

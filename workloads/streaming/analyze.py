@@ -70,6 +70,7 @@ def summarize(workers):
         "workers": per_worker,
         "across": {
             "seen_by_all": len(common),
+            "lost": sum(w["lost"] for w in per_worker.values()),
             "ordering_disagreements": disagreements,
             "skew_p50_ms": percentile(skews, 0.5),
             "skew_p99_ms": percentile(skews, 0.99),

@@ -1,0 +1,149 @@
+//! `flow analyze`: results again from a stored artifact, files only.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::status::resolve;
+use super::{Error, exit};
+use crate::cli::AnalyzeArgs;
+use crate::diag::display_path;
+use crate::exec::result::RunStatus;
+use crate::plan::{RunCommand, StepInstance};
+use crate::results::{self, StoredRun};
+use crate::suite::StepKind;
+
+pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
+    let artifact = resolve(&args.artifacts, args.id.as_deref())?;
+    let only = super::run::patterns(&args.only)?;
+    let select = |id: &str| only.is_empty() || only.iter().any(|p| p.matches(id));
+    let (mut runs, mut problems) = results::load_runs(&artifact);
+    let artifact_id = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let picked = runs.iter().filter(|r| select(&r.plan.id)).count();
+    if picked == 0 {
+        return Err(Error::Invalid(format!(
+            "error: no run of `{}` matches{}\n",
+            display_path(&artifact),
+            if only.is_empty() {
+                String::new()
+            } else {
+                format!(" `--only {}`", args.only.join(" --only "))
+            }
+        )));
+    }
+    let mut steps_failed = 0;
+    if !args.no_steps {
+        for run in runs.iter().filter(|r| select(&r.plan.id)) {
+            if !run
+                .result
+                .as_ref()
+                .is_some_and(|r| r.status == RunStatus::Passed)
+            {
+                continue;
+            }
+            for step in run
+                .plan
+                .steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Analyze)
+            {
+                if let Err(e) = run_step(run, step, &artifact_id) {
+                    steps_failed += 1;
+                    problems.push(format!("{} {}: {e}", run.plan.id, step.id));
+                }
+            }
+        }
+    }
+    problems.extend(results::extract_into(&mut runs, &select));
+    let rows = results::summarize(&runs);
+    if let Err(e) = results::write_summaries(&artifact, &rows) {
+        problems.push(e);
+    }
+    let (mut extracted, mut failed) = (0, 0);
+    for r in runs.iter().filter(|r| select(&r.plan.id)) {
+        for v in r.result.iter().flat_map(|x| x.metrics.values()) {
+            if v.value.is_some() {
+                extracted += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    let mut err = std::io::stderr().lock();
+    for p in &problems {
+        let _ = writeln!(err, "error: {p}");
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{picked} run{}: {extracted} metric value{} extracted, {failed} without a value\nsummary: {}",
+        if picked == 1 { "" } else { "s" },
+        if extracted == 1 { "" } else { "s" },
+        display_path(&artifact.join("summary.csv"))
+    );
+    Ok(if steps_failed > 0 || !problems.is_empty() {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// Runs one analyze step again, on this machine, with its output into the
+/// run's `logs/`. The plan's commands name the run dir where it was when
+/// planned; an artifact that moved since gets its new place.
+fn run_step(run: &StoredRun, step: &StepInstance, artifact_id: &str) -> Result<(), String> {
+    let here = run.dir.display().to_string();
+    let moved = |s: &str| {
+        if run.plan.dir != here {
+            s.replace(&run.plan.dir, &here)
+        } else {
+            s.to_string()
+        }
+    };
+    let mut cmd = match &step.run {
+        Some(RunCommand::Shell(text)) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(moved(text));
+            c
+        }
+        Some(RunCommand::Argv(argv)) if !argv.is_empty() => {
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(argv[1..].iter().map(|a| moved(a)));
+            c
+        }
+        _ => return Ok(()),
+    };
+    let cwd = Path::new(&step.cwd);
+    if !cwd.is_dir() {
+        return Err(format!("its folder `{}` is gone", step.cwd));
+    }
+    let logs = run.dir.join("logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let open = |ext: &str| {
+        std::fs::File::create(logs.join(format!("{}.{ext}", step.id)))
+            .map_err(|e| format!("cannot write its log: {e}"))
+    };
+    cmd.current_dir(cwd)
+        .envs(step.env.iter().map(|(k, v)| (k.clone(), moved(v))))
+        .env("FLOW_RUN_ID", &run.plan.id)
+        .env("FLOW_RUN_DIR", &here)
+        .env("FLOW_ARTIFACT_ID", artifact_id)
+        .env("FLOW_STEP", &step.step)
+        .env("FLOW_HOST", &step.host)
+        .stdin(std::process::Stdio::null())
+        .stdout(open("out")?)
+        .stderr(open("err")?);
+    let status = cmd.status().map_err(|e| format!("cannot start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        use std::os::unix::process::ExitStatusExt;
+        let exit = match (status.code(), status.signal()) {
+            (Some(c), _) => crate::exec::process::Exit::Code(c),
+            (None, s) => crate::exec::process::Exit::Signal(s.unwrap_or(0)),
+        };
+        Err(exit.describe())
+    }
+}

@@ -1,0 +1,181 @@
+//! Results: metrics in `run_result.json`, `summary.csv` / `summary.json`,
+//! and `flow analyze` on the stored artifact.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::Flow;
+use super::run::Project;
+
+/// Every result file of an artifact, by relative path.
+fn result_files(artifact: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for name in ["summary.csv", "summary.json"] {
+        out.insert(
+            name.to_string(),
+            std::fs::read(artifact.join(name)).expect(name),
+        );
+    }
+    for e in std::fs::read_dir(artifact.join("runs"))
+        .expect("runs")
+        .flatten()
+    {
+        let p = e.path().join("run_result.json");
+        let rel = p
+            .strip_prefix(artifact)
+            .expect("inside")
+            .display()
+            .to_string();
+        out.insert(rel, std::fs::read(&p).expect("run_result.json"));
+    }
+    out
+}
+
+fn project() -> Project {
+    Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - { workload: workload.yaml, modes: [baseline, slow], repetitions: 3 }\n",
+        )
+        .file(
+            "workload.yaml",
+            r#"workload: m
+params: { base: 10 }
+steps:
+  emit: { run: "echo value: $(( {{ params.base }} + {{ run.repetition }} ))" }
+metrics:
+  v:
+    from: "logs/emit@local.out"
+    regex: "value: (?P<value>[0-9]+)"
+    unit: ms
+    better: lower
+  broken: { from: "nothing/*.json", json: /x }
+modes:
+  slow:
+    params: { base: 20 }
+"#,
+        )
+}
+
+#[test]
+fn runs_get_metrics_and_the_artifact_a_summary_against_baseline() {
+    let p = project();
+    let (stdout, _) = p.run(&[], 0);
+    assert!(stdout.contains("6 runs: 6 passed"), "{stdout}");
+    assert!(stdout.contains("summary: artifacts/"), "{stdout}");
+    let art = p.artifact();
+    let csv = std::fs::read_to_string(art.join("summary.csv")).expect("summary.csv");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "workload,mode,variant,metric,unit,better,n,n_ok,mean,median,std,min,max,ci95_low,ci95_high,\
+         baseline_mean,ratio,overhead_pct,p_value,significant"
+    );
+    // baseline: 11, 12, 13; slow: 21, 22, 23. std 1, t(0.975, 2) = 4.302653,
+    // half width 4.302653 / √3 = 2.484138.
+    assert_eq!(rows[1], "m,baseline,default,broken,,,3,0,,,,,,,,,,,,");
+    assert!(
+        rows[2].starts_with("m,baseline,default,v,ms,lower,3,3,12,12,1,11,13,9.51586"),
+        "{csv}"
+    );
+    assert_eq!(rows[3], "m,slow,default,broken,,,3,0,,,,,,,,,,,,");
+    let slow: Vec<&str> = rows[4].split(',').collect();
+    assert_eq!(
+        &slow[..13],
+        &[
+            "m", "slow", "default", "v", "ms", "lower", "3", "3", "22", "22", "1", "21", "23"
+        ]
+    );
+    assert_eq!(slow[15], "12", "baseline mean: {csv}");
+    assert!(slow[16].starts_with("1.8333"), "ratio: {csv}");
+    assert!(slow[17].starts_with("83.333"), "overhead: {csv}");
+    assert_eq!(slow[19], "true", "{csv}");
+    // Each run says why `broken` has no value.
+    for e in std::fs::read_dir(art.join("runs")).expect("runs").flatten() {
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(e.path().join("run_result.json")).expect("result"),
+        )
+        .expect("json");
+        assert_eq!(
+            r["metrics"]["broken"]["error"],
+            "no file matches `nothing/*.json`"
+        );
+        assert!(r["metrics"]["broken"].get("value").is_none());
+        assert_eq!(r["metrics"]["v"]["unit"], "ms");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(art.join("summary.json")).expect("json"))
+            .expect("json");
+    assert_eq!(summary["rows"][3]["significant"], true);
+}
+
+#[test]
+fn analyze_gives_the_same_bytes_and_follows_changed_data() {
+    let p = project();
+    p.run(&[], 0);
+    let art = p.artifact();
+    let before = result_files(&art);
+    let (stdout, _) = Flow::new()
+        .args(["analyze", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert_eq!(
+        stdout,
+        format!(
+            "6 runs: 6 metric values extracted, 6 without a value\nsummary: artifacts/{}/summary.csv\n",
+            art.file_name().expect("id").to_string_lossy()
+        )
+    );
+    assert_eq!(
+        result_files(&art),
+        before,
+        "analyze changed nothing, byte for byte"
+    );
+    // A log changed by hand: only the runs picked by --only are extracted
+    // again, and the summary follows.
+    let run = std::fs::read_dir(art.join("runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("m.slow.r1-"))
+        })
+        .expect("m.slow.r1");
+    std::fs::write(run.join("logs/emit@local.out"), "value: 121\n").expect("edit");
+    Flow::new()
+        .args([
+            "analyze",
+            "--only",
+            "m.baseline.*",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert_eq!(
+        result_files(&art),
+        before,
+        "--only kept the slow runs as they were"
+    );
+    Flow::new()
+        .args([
+            "analyze",
+            "--only",
+            "m.slow.r1-*",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    let csv = std::fs::read_to_string(art.join("summary.csv")).expect("summary.csv");
+    assert!(
+        csv.contains("m,slow,default,v,ms,lower,3,3,55.333333333333336,23,"),
+        "{csv}"
+    );
+    let (_, stderr) = Flow::new()
+        .args(["analyze", "--only", "nope*", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(2);
+    assert!(stderr.contains("matches `--only nope*`"), "{stderr}");
+}
