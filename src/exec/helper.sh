@@ -205,19 +205,39 @@ env_value() { # FILE VAR
   tr '\0' '\n' < "$1" 2>/dev/null | sed -n "s/^$2=//p" | head -n 1
 }
 
+# The process group of a pid (field 3 after the command name in /proc/PID/stat).
+pgid_of() {
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  st=${st##*) }
+  echo "$st" | cut -d' ' -f3
+}
+
 cmd_reap() {
   [ $# -ge 1 ] || die "usage: reap VAR=VALUE..."
   first=$1
   shift
-  for e in $(env_files "$first"); do
-    ok=1
-    for more in "$@"; do
-      tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF -e "$more" || ok=0
+  # A process may fork while it is being killed: look again until a pass
+  # finds nothing (at most 5 passes). Each one's process group goes too.
+  pass=0
+  while [ $pass -lt 5 ]; do
+    pass=$((pass + 1))
+    found=0
+    for e in $(env_files "$first"); do
+      ok=1
+      for more in "$@"; do
+        tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF -e "$more" || ok=0
+      done
+      [ $ok = 1 ] || continue
+      p=${e#/proc/}
+      p=${p%/environ}
+      g=$(pgid_of "$p")
+      if kill -s KILL "$p" 2>/dev/null; then
+        echo "$p"
+        found=1
+      fi
+      [ -n "$g" ] && [ "$g" != "$(pgid_of $$)" ] && kill -s KILL -- "-$g" 2>/dev/null
     done
-    [ $ok = 1 ] || continue
-    p=${e#/proc/}
-    p=${p%/environ}
-    kill -s KILL "$p" 2>/dev/null && echo "$p"
+    [ $found = 1 ] || break
   done
   return 0
 }
