@@ -9,7 +9,7 @@ pub mod summary;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::artifact::atomic_write;
+use crate::artifact::{atomic_write, replace_file};
 use crate::exec::result::{RunResult, RunStatus};
 use crate::plan::RunPlan;
 use summary::RunRecord;
@@ -20,6 +20,9 @@ pub struct StoredRun {
     pub plan: RunPlan,
     /// Absent when the run never started.
     pub result: Option<RunResult>,
+    /// `run_result.json` as read, so that an unchanged result is not
+    /// written again.
+    raw: Vec<u8>,
 }
 
 /// Every run folder of an artifact with a readable `plan.json`, by id.
@@ -41,14 +44,22 @@ pub fn load_runs(artifact: &Path) -> (Vec<StoredRun>, Vec<String>) {
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             .map_err(|e| format!("{}: {e}", plan_path.display()))?;
         let result_path = dir.join("run_result.json");
-        let result = match std::fs::read(&result_path) {
-            Ok(b) => Some(
-                serde_json::from_slice::<RunResult>(&b)
-                    .map_err(|e| format!("{}: {e}", result_path.display()))?,
+        let (result, raw) = match std::fs::read(&result_path) {
+            Ok(b) => (
+                Some(
+                    serde_json::from_slice::<RunResult>(&b)
+                        .map_err(|e| format!("{}: {e}", result_path.display()))?,
+                ),
+                b,
             ),
-            Err(_) => None,
+            Err(_) => (None, Vec::new()),
         };
-        Ok(StoredRun { dir, plan, result })
+        Ok(StoredRun {
+            dir,
+            plan,
+            result,
+            raw,
+        })
     });
     let mut runs = Vec::new();
     let mut errors = Vec::new();
@@ -62,7 +73,9 @@ pub fn load_runs(artifact: &Path) -> (Vec<StoredRun>, Vec<String>) {
 }
 
 /// Extracts the metrics of `runs` (those `select` picks) into their
-/// results and rewrites `run_result.json`. Returns errors writing.
+/// results and rewrites `run_result.json` where that changed it (replaced
+/// whole, not fsync'd: every byte of it can be made again from the run
+/// folder). Returns errors writing.
 pub fn extract_into(runs: &mut [StoredRun], select: &dyn Fn(&str) -> bool) -> Vec<String> {
     let picked: Vec<&mut StoredRun> = runs
         .iter_mut()
@@ -76,7 +89,12 @@ pub fn extract_into(runs: &mut [StoredRun], select: &dyn Fn(&str) -> bool) -> Ve
         result.metrics = metrics;
         let path = run.dir.join("run_result.json");
         let bytes = serde_json::to_vec_pretty(&*result).map_err(|e| e.to_string())?;
-        atomic_write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        if bytes == run.raw {
+            return Ok(());
+        }
+        replace_file(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        run.raw = bytes;
+        Ok(())
     })
     .into_iter()
     .filter_map(Result::err)
