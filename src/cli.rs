@@ -22,6 +22,8 @@ pub enum Command {
     Run(RunArgs),
     /// Re-run analysis, metric extraction and summaries on a stored artifact; no host is contacted.
     Analyze(AnalyzeArgs),
+    /// Two artifacts side by side: per metric and variant, both means, the delta and its significance.
+    Compare(CompareArgs),
     /// Progress of a running or finished artifact.
     Status(StatusArgs),
     /// Artifact folders, newest first, with their run counts.
@@ -156,6 +158,20 @@ pub struct AnalyzeArgs {
     /// Extract metrics and summarize without re-running the analyze steps.
     #[arg(long)]
     pub no_steps: bool,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The artifact to compare against (an id or a folder).
+    pub a: String,
+    /// The artifact to compare (an id or a folder).
+    pub b: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

@@ -16,6 +16,7 @@ fn main() {
         Command::Plan(a) => commands::plan(a),
         Command::Run(a) => commands::run(a),
         Command::Analyze(a) => commands::analyze(a),
+        Command::Compare(a) => commands::compare(a),
         Command::Status(a) => commands::status(a),
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::status::resolve;
 use super::{Error, exit};
-use crate::cli::AnalyzeArgs;
+use crate::cli::{AnalyzeArgs, CompareArgs};
 use crate::diag::display_path;
 use crate::exec::result::RunStatus;
 use crate::plan::{RunCommand, StepInstance};
@@ -146,4 +146,39 @@ fn run_step(run: &StoredRun, step: &StepInstance, artifact_id: &str) -> Result<(
         };
         Err(exit.describe())
     }
+}
+
+/// `flow compare A B`: from the stored results of both (metrics as they
+/// are in their `run_result.json`; nothing is extracted again).
+pub fn compare(args: &CompareArgs) -> Result<i32, Error> {
+    let mut sides = Vec::new();
+    for id in [&args.a, &args.b] {
+        let dir = resolve(&args.artifacts, Some(id))?;
+        let (runs, errors) = results::load_runs(&dir);
+        for e in &errors {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {e}");
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        sides.push((name, results::summarize(&runs)));
+    }
+    let diffs = results::compare::compare(&sides[0].1, &sides[1].1);
+    let mut out = std::io::stdout().lock();
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&serde_json::json!({
+            "a": sides[0].0,
+            "b": sides[1].0,
+            "alpha": results::summary::ALPHA,
+            "rows": diffs,
+        }))
+        .unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        results::compare::table(&diffs, &sides[0].0, &sides[1].0)
+    };
+    out.write_all(text.as_bytes()).map_err(Error::Output)?;
+    Ok(exit::OK)
 }

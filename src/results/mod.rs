@@ -2,6 +2,7 @@
 //! run's `run_result.json`, and `summary.csv` / `summary.json` over all
 //! runs. Reads and writes files only; no host is contacted.
 
+pub mod compare;
 pub mod extract;
 pub mod stats;
 pub mod summary;

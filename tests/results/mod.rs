@@ -179,3 +179,56 @@ fn analyze_gives_the_same_bytes_and_follows_changed_data() {
         .expect(2);
     assert!(stderr.contains("matches `--only nope*`"), "{stderr}");
 }
+
+#[test]
+fn compare_shows_both_means_the_delta_and_its_significance() {
+    let p = project();
+    p.run(&[], 0);
+    let a = p.artifact();
+    // Artifact ids have a one-second resolution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.run(&["--set", "base=15"], 0);
+    let b = p.artifact();
+    assert_ne!(a, b);
+    let name = |d: &Path| d.file_name().expect("id").to_string_lossy().into_owned();
+    let (json, _) = Flow::new()
+        .args([
+            "compare",
+            "--json",
+            "--artifacts",
+            "artifacts",
+            &name(&a),
+            &name(&b),
+        ])
+        .cwd(p.path())
+        .expect(0);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let row = v["rows"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["mode"] == "baseline" && r["metric"] == "v")
+        })
+        .expect("baseline v");
+    // 11, 12, 13 against 16, 17, 18.
+    assert_eq!(row["a_mean"], 12.0);
+    assert_eq!(row["b_mean"], 17.0);
+    assert_eq!(row["delta"], 5.0);
+    assert_eq!(row["significant"], true);
+    let (table, _) = Flow::new()
+        .args(["compare", "--artifacts", "artifacts", &name(&a), &name(&b)])
+        .cwd(p.path())
+        .expect(0);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("m ") && l.contains(" baseline ") && l.contains(" v "))
+        .expect("a row");
+    assert!(
+        line.contains("12 ms (n=3)") && line.contains("17 ms (n=3)"),
+        "{table}"
+    );
+    assert!(
+        line.contains("+5 ") && line.contains("+41.7%") && line.ends_with("significant"),
+        "{table}"
+    );
+}
