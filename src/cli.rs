@@ -22,6 +22,8 @@ pub enum Command {
     Run(RunArgs),
     /// Re-run analysis, metric extraction and summaries on a stored artifact; no host is contacted.
     Analyze(AnalyzeArgs),
+    /// Write an artifact's `report.html` again from its stored results.
+    Report(ReportArgs),
     /// Two artifacts side by side: per metric and variant, both means, the delta and its significance.
     Compare(CompareArgs),
     /// Progress of a running or finished artifact.
@@ -158,6 +160,15 @@ pub struct AnalyzeArgs {
     /// Extract metrics and summarize without re-running the analyze steps.
     #[arg(long)]
     pub no_steps: bool,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

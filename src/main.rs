@@ -17,6 +17,7 @@ fn main() {
         Command::Run(a) => commands::run(a),
         Command::Analyze(a) => commands::analyze(a),
         Command::Compare(a) => commands::compare(a),
+        Command::Report(a) => commands::report(a),
         Command::Status(a) => commands::status(a),
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),

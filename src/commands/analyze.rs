@@ -61,6 +61,9 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     if let Err(e) = results::write_summaries(&artifact, &rows) {
         problems.push(e);
     }
+    if let Err(e) = results::write_report(&artifact, &runs, &rows) {
+        problems.push(e);
+    }
     let (mut extracted, mut failed) = (0, 0);
     for r in runs.iter().filter(|r| select(&r.plan.id)) {
         for v in r.result.iter().flat_map(|x| x.metrics.values()) {
@@ -78,10 +81,11 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{picked} run{}: {extracted} metric value{} extracted, {failed} without a value\nsummary: {}",
+        "{picked} run{}: {extracted} metric value{} extracted, {failed} without a value\nsummary: {}\nreport: {}",
         if picked == 1 { "" } else { "s" },
         if extracted == 1 { "" } else { "s" },
-        display_path(&artifact.join("summary.csv"))
+        display_path(&artifact.join("summary.csv")),
+        display_path(&artifact.join("report.html"))
     );
     Ok(if steps_failed > 0 || !problems.is_empty() {
         exit::FAILED
@@ -180,5 +184,26 @@ pub fn compare(args: &CompareArgs) -> Result<i32, Error> {
         results::compare::table(&diffs, &sides[0].0, &sides[1].0)
     };
     out.write_all(text.as_bytes()).map_err(Error::Output)?;
+    Ok(exit::OK)
+}
+
+/// `flow report ID`: `report.html` again from the stored results.
+pub fn report(args: &crate::cli::ReportArgs) -> Result<i32, Error> {
+    let artifact = resolve(&args.artifacts, args.id.as_deref())?;
+    let (runs, errors) = results::load_runs(&artifact);
+    let mut err = std::io::stderr().lock();
+    for e in &errors {
+        let _ = writeln!(err, "warning: {e}");
+    }
+    let rows = results::summarize(&runs);
+    if let Err(e) = results::write_report(&artifact, &runs, &rows) {
+        let _ = writeln!(err, "error: {e}");
+        return Ok(exit::FAILED);
+    }
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "report: {}",
+        display_path(&artifact.join("report.html"))
+    );
     Ok(exit::OK)
 }

@@ -7,7 +7,7 @@ mod run;
 mod schema;
 mod status;
 
-pub use analyze::{analyze, compare};
+pub use analyze::{analyze, compare, report};
 pub use hosts::{check as hosts_check, exec, reap};
 pub use plan::{plan, validate};
 pub use run::run;

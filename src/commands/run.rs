@@ -97,12 +97,14 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     });
     let _ = std::fs::remove_file(&lock);
     let mut warnings = outcome.warnings.clone();
-    if with_metrics {
+    {
         let (runs, errors) = crate::results::load_runs(&artifact.path);
         warnings.extend(errors);
-        if let Err(e) =
-            crate::results::write_summaries(&artifact.path, &crate::results::summarize(&runs))
-        {
+        let rows = crate::results::summarize(&runs);
+        if with_metrics && let Err(e) = crate::results::write_summaries(&artifact.path, &rows) {
+            warnings.push(e);
+        }
+        if let Err(e) = crate::results::write_report(&artifact.path, &runs, &rows) {
             warnings.push(e);
         }
     }
@@ -136,6 +138,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             display_path(&artifact.path.join("summary.csv"))
         );
     }
+    let _ = writeln!(
+        out,
+        "report: {}",
+        display_path(&artifact.path.join("report.html"))
+    );
     Ok(if outcome.was_interrupted {
         exit::INTERRUPTED
     } else if outcome.failed > 0 || outcome.interrupted > 0 {

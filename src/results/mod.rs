@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod extract;
+pub mod report;
 pub mod stats;
 pub mod summary;
 
@@ -142,6 +143,25 @@ pub fn write_summaries(artifact: &Path, rows: &[summary::Row]) -> Result<(), Str
         atomic_write(&p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// Writes `report.html` into the artifact.
+pub fn write_report(
+    artifact: &Path,
+    runs: &[StoredRun],
+    rows: &[summary::Row],
+) -> Result<(), String> {
+    let id = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suite = runs
+        .first()
+        .map(|r| r.plan.suite.clone())
+        .unwrap_or_default();
+    let html = report::render(&id, &suite, runs, rows);
+    let p = artifact.join("report.html");
+    atomic_write(&p, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", p.display()))
 }
 
 /// `f` over `items` on every core, results in input order.

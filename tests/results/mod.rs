@@ -232,3 +232,76 @@ fn compare_shows_both_means_the_delta_and_its_significance() {
         "{table}"
     );
 }
+
+/// Debian's Chromium, which `.ci/run` installs.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn the_report_renders_in_a_real_browser_without_console_errors() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install chromium (`.ci/run` does)"
+    );
+    let p = project();
+    let (stdout, _) = p.run(&[], 0);
+    assert!(stdout.contains("report: artifacts/"), "{stdout}");
+    let art = p.artifact();
+    let html = std::fs::read_to_string(art.join("report.html")).expect("report.html");
+    // Self-contained: nothing to fetch, no script.
+    for banned in ["<script", "href=\"http", "src=", "<link", "<img", "url("] {
+        assert!(!html.contains(banned), "report.html contains {banned}");
+    }
+    // One plot per metric with a value, one timeline per run.
+    assert_eq!(html.matches("<h3>m · v</h3>").count(), 1);
+    assert_eq!(html.matches("seconds from the run").count(), 6);
+    let profile = p.path().join("chromium-profile");
+    let shot = p.path().join("report.png");
+    let url = format!("file://{}", art.join("report.html").display());
+    let out = std::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--log-level=0",
+            "--window-size=1280,2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("CONSOLE") || l.contains("Failed to load resource") || l.contains("Uncaught")
+        })
+        .collect();
+    assert!(console.is_empty(), "console: {console:#?}");
+    // The page as the browser built it.
+    let dom = std::process::Command::new(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("<h2>Summary</h2>") && dom.matches("<svg").count() >= 7,
+        "{dom}"
+    );
+}
