@@ -10,7 +10,7 @@ use super::run::Project;
 /// Every result file of an artifact, by relative path.
 fn result_files(artifact: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for name in ["summary.csv", "summary.json"] {
+    for name in ["summary.csv", "summary.json", "report.html"] {
         out.insert(
             name.to_string(),
             std::fs::read(artifact.join(name)).expect(name),
@@ -122,8 +122,9 @@ fn analyze_gives_the_same_bytes_and_follows_changed_data() {
     assert_eq!(
         stdout,
         format!(
-            "6 runs: 6 metric values extracted, 6 without a value\nsummary: artifacts/{}/summary.csv\n",
-            art.file_name().expect("id").to_string_lossy()
+            "6 runs: 6 metric values extracted, 6 without a value\nsummary: artifacts/{id}/summary.csv\n\
+             report: artifacts/{id}/report.html\n",
+            id = art.file_name().expect("id").to_string_lossy()
         )
     );
     assert_eq!(
