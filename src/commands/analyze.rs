@@ -61,6 +61,11 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     if let Err(e) = results::write_summaries(&artifact, &rows) {
         problems.push(e);
     }
+    if !args.no_steps {
+        let failed = results::suite_steps::run_all(&artifact);
+        steps_failed += failed.len();
+        problems.extend(failed);
+    }
     if let Err(e) = results::write_report(&artifact, &runs, &rows) {
         problems.push(e);
     }

@@ -189,7 +189,13 @@ pub fn write_artifact(
         atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
     }
     let ids: Vec<String> = plans.iter().map(|r| r.id.clone()).collect();
-    let suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, &ids, &artifact.id);
+    let mut suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, &ids, &artifact.id);
+    let steps = crate::results::suite_steps::render(&p.suite, &artifact.path, &artifact.id)
+        .map_err(|e| Error::Invalid(format!("error: {e}\n")))?;
+    if !steps.is_empty() {
+        suite_json["analyze"] =
+            serde_json::to_value(&steps).map_err(|e| Error::Output(e.into()))?;
+    }
     let path = artifact.path.join("suite.json");
     let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
     atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;

@@ -104,6 +104,10 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         if with_metrics && let Err(e) = crate::results::write_summaries(&artifact.path, &rows) {
             warnings.push(e);
         }
+        // After the summaries, so that they can read them; not after Ctrl-C.
+        if !outcome.was_interrupted {
+            warnings.extend(crate::results::suite_steps::run_all(&artifact.path));
+        }
         if let Err(e) = crate::results::write_report(&artifact.path, &runs, &rows) {
             warnings.push(e);
         }

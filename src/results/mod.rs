@@ -6,6 +6,7 @@ pub mod compare;
 pub mod extract;
 pub mod report;
 pub mod stats;
+pub mod suite_steps;
 pub mod summary;
 
 use std::collections::BTreeMap;

@@ -220,6 +220,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         set,
         set_args: opts.set.clone(),
         sources: l.sources,
+        analyze: raw.analyze.into_iter().collect(),
     })
 }
 

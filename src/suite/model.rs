@@ -26,6 +26,8 @@ pub struct Suite {
     pub set_args: Vec<String>,
     /// Every text read, for diagnostics and for `suite.json`.
     pub sources: Sources,
+    /// Suite-level analyze steps (name order).
+    pub analyze: Vec<(String, super::raw::RawSuiteAnalyze)>,
 }
 
 /// One `workloads:` entry of a suite.

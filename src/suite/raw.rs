@@ -251,6 +251,20 @@ pub struct RawSuite {
     pub defaults: Option<RawOverlay>,
     /// The workloads to run.
     pub workloads: Vec<RawEntry>,
+    /// Steps run once on the controller after every run, in name order,
+    /// with `{{ artifact.dir }}` in their context.
+    #[serde(default)]
+    pub analyze: BTreeMap<String, RawSuiteAnalyze>,
+}
+
+/// A suite-level analyze step.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuiteAnalyze {
+    /// A command run by `sh -c` in the suite file's folder, or an argv list.
+    pub run: Command,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// One workload entry of a suite.

@@ -306,3 +306,53 @@ fn the_report_renders_in_a_real_browser_without_console_errors() {
         "{dom}"
     );
 }
+
+#[test]
+fn suite_analyze_steps_run_once_after_all_runs_and_again_with_analyze() {
+    let p = project().file(
+        "suite.yaml",
+        "suite: t\nworkloads:\n  - { workload: workload.yaml, modes: [baseline, slow], repetitions: 3 }\n\
+         analyze:\n  count:\n    run: \"wc -l < {{ artifact.dir }}/summary.csv > {{ artifact.dir }}/rows.txt; echo counted\"\n",
+    );
+    p.run(&[], 0);
+    let art = p.artifact();
+    // The header and four rows, read after the summaries were written.
+    assert_eq!(
+        std::fs::read_to_string(art.join("rows.txt"))
+            .expect("rows.txt")
+            .trim(),
+        "5"
+    );
+    assert_eq!(
+        std::fs::read_to_string(art.join("logs/count@suite.out")).expect("log"),
+        "counted\n"
+    );
+    let suite: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(art.join("suite.json")).expect("suite.json"))
+            .expect("json");
+    assert_eq!(suite["analyze"][0]["name"], "count");
+    std::fs::remove_file(art.join("rows.txt")).expect("rm");
+    Flow::new()
+        .args(["analyze", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(art.join("rows.txt").exists(), "flow analyze runs it again");
+    // A failing one fails `flow analyze` and says which.
+    let bad = p.file(
+        "suite.yaml",
+        "suite: t\nworkloads:\n  - { workload: workload.yaml }\nanalyze:\n  broken: { run: \"exit 3\" }\n",
+    );
+    let (_, stderr) = bad.run(&[], 0);
+    assert!(
+        stderr.contains("warning: analyze step `broken`: exited with 3"),
+        "{stderr}"
+    );
+    let (_, stderr) = Flow::new()
+        .args(["analyze", "--artifacts", "artifacts"])
+        .cwd(bad.path())
+        .expect(1);
+    assert!(
+        stderr.contains("error: analyze step `broken`: exited with 3"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,144 @@
+//! Suite-level analyze steps: rendered once when the artifact is made
+//! (with `{{ artifact.dir }}`, `{{ artifact.id }}`, `{{ suite.name }}`),
+//! kept in `suite.json`, and run on the controller after every run (and by
+//! `flow analyze`), in name order, in the suite file's folder, with their
+//! output in `<artifact>/logs/<name>@suite.out|.err`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::RunCommand;
+use crate::plan::template::{SHELL_SUFFIX, Templates};
+use crate::suite::Suite;
+use crate::suite::raw::Command;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuiteStep {
+    pub name: String,
+    pub run: RunCommand,
+    /// The suite file's folder.
+    pub cwd: String,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// Renders the suite's analyze steps for the artifact at `dir`.
+pub fn render(suite: &Suite, dir: &Path, id: &str) -> Result<Vec<SuiteStep>, String> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let ctx = serde_json::json!({
+        "artifact": { "dir": dir.display().to_string(), "id": id },
+        "suite": { "name": suite.name },
+    });
+    let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
+    let folder = match suite.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let cwd = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+    let mut t = Templates::new();
+    let mut out = Vec::new();
+    for (name, step) in &suite.analyze {
+        let mut one = |source: &str, i: usize, shell: bool| -> Result<String, String> {
+            let key = format!("{name}.{i}{}", if shell { SHELL_SUFFIX } else { "" });
+            t.add(key.clone(), source.to_string())
+                .and_then(|()| t.render(&key, &ctx))
+                .map_err(|e| {
+                    format!(
+                        "{}: analyze step `{name}`: {e}",
+                        crate::diag::display_path(&suite.path)
+                    )
+                })
+        };
+        let run = match &step.run {
+            Command::Shell(s) => RunCommand::Shell(one(s, 0, true)?),
+            Command::Argv(v) => RunCommand::Argv(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, a)| one(a, i, false))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        out.push(SuiteStep {
+            name: name.clone(),
+            run,
+            cwd: cwd.display().to_string(),
+            env: step.env.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the steps kept in the artifact's `suite.json`; returns one message
+/// per failed step.
+pub fn run_all(artifact: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read(artifact.join("suite.json")) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return vec![format!(
+            "{}: not JSON",
+            artifact.join("suite.json").display()
+        )];
+    };
+    let steps: Vec<SuiteStep> = v
+        .get("analyze")
+        .cloned()
+        .and_then(|a| serde_json::from_value(a).ok())
+        .unwrap_or_default();
+    let id = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    for s in &steps {
+        if let Err(e) = run_one(artifact, &id, s) {
+            errors.push(format!("analyze step `{}`: {e}", s.name));
+        }
+    }
+    errors
+}
+
+fn run_one(artifact: &Path, id: &str, s: &SuiteStep) -> Result<(), String> {
+    let mut cmd = match &s.run {
+        RunCommand::Shell(text) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(text);
+            c
+        }
+        RunCommand::Argv(argv) if !argv.is_empty() => {
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        RunCommand::Argv(_) => return Ok(()),
+    };
+    if !Path::new(&s.cwd).is_dir() {
+        return Err(format!("its folder `{}` is gone", s.cwd));
+    }
+    let logs = artifact.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    let open = |ext: &str| {
+        std::fs::File::create(logs.join(format!("{}@suite.{ext}", s.name)))
+            .map_err(|e| format!("cannot write its log: {e}"))
+    };
+    let status = cmd
+        .current_dir(&s.cwd)
+        .envs(&s.env)
+        .env("FLOW_ARTIFACT_ID", id)
+        .env("FLOW_ARTIFACT_DIR", artifact)
+        .stdin(std::process::Stdio::null())
+        .stdout(open("out")?)
+        .stderr(open("err")?)
+        .status()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Err(match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "failed".into(),
+    })
+}
