@@ -111,50 +111,31 @@ fn run_step(run: &StoredRun, step: &StepInstance, artifact_id: &str) -> Result<(
             s.to_string()
         }
     };
-    let mut cmd = match &step.run {
-        Some(RunCommand::Shell(text)) => {
-            let mut c = std::process::Command::new("sh");
-            c.arg("-c").arg(moved(text));
-            c
-        }
-        Some(RunCommand::Argv(argv)) if !argv.is_empty() => {
-            let mut c = std::process::Command::new(&argv[0]);
-            c.args(argv[1..].iter().map(|a| moved(a)));
-            c
-        }
-        _ => return Ok(()),
+    let Some(command) = &step.run else {
+        return Ok(());
     };
-    let cwd = Path::new(&step.cwd);
-    if !cwd.is_dir() {
-        return Err(format!("its folder `{}` is gone", step.cwd));
-    }
-    let logs = run.dir.join("logs");
-    let _ = std::fs::create_dir_all(&logs);
-    let open = |ext: &str| {
-        std::fs::File::create(logs.join(format!("{}.{ext}", step.id)))
-            .map_err(|e| format!("cannot write its log: {e}"))
+    let command = match command {
+        RunCommand::Shell(text) => RunCommand::Shell(moved(text)),
+        RunCommand::Argv(argv) => RunCommand::Argv(argv.iter().map(|a| moved(a)).collect()),
     };
-    cmd.current_dir(cwd)
-        .envs(step.env.iter().map(|(k, v)| (k.clone(), moved(v))))
-        .env("FLOW_RUN_ID", &run.plan.id)
-        .env("FLOW_RUN_DIR", &here)
-        .env("FLOW_ARTIFACT_ID", artifact_id)
-        .env("FLOW_STEP", &step.step)
-        .env("FLOW_HOST", &step.host)
-        .stdin(std::process::Stdio::null())
-        .stdout(open("out")?)
-        .stderr(open("err")?);
-    let status = cmd.status().map_err(|e| format!("cannot start: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        use std::os::unix::process::ExitStatusExt;
-        let exit = match (status.code(), status.signal()) {
-            (Some(c), _) => crate::exec::process::Exit::Code(c),
-            (None, s) => crate::exec::process::Exit::Signal(s.unwrap_or(0)),
-        };
-        Err(exit.describe())
-    }
+    let mut env: Vec<(String, String)> = step
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), moved(v)))
+        .collect();
+    env.extend([
+        ("FLOW_RUN_ID".to_string(), run.plan.id.clone()),
+        ("FLOW_RUN_DIR".to_string(), here.clone()),
+        ("FLOW_ARTIFACT_ID".to_string(), artifact_id.to_string()),
+        ("FLOW_STEP".to_string(), step.step.clone()),
+        ("FLOW_HOST".to_string(), step.host.clone()),
+    ]);
+    results::run_on_controller(
+        &command,
+        Path::new(&step.cwd),
+        &env,
+        &run.dir.join("logs").join(&step.id),
+    )
 }
 
 /// `flow compare A B`: from the stored results of both (metrics as they

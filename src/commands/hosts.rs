@@ -282,8 +282,20 @@ pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
             if h.is_local() {
                 if !local_done {
                     local_done = true;
+                    // This artifact's, not one of the same id in another
+                    // folder: the run dir is below this one.
+                    let ours = |run_dir: String| {
+                        std::fs::canonicalize(run_dir)
+                            .ok()
+                            .and_then(|p| p.parent()?.parent().map(std::path::Path::to_path_buf))
+                            .is_some_and(|a| a == dir)
+                    };
                     let leaks = crate::exec::process::sweep(
-                        |p| crate::exec::process::has_env(p.pid, "FLOW_ARTIFACT_ID", &id),
+                        |p| {
+                            crate::exec::process::has_env(p.pid, "FLOW_ARTIFACT_ID", &id)
+                                && crate::exec::process::env_value(p.pid, "FLOW_RUN_DIR")
+                                    .is_some_and(ours)
+                        },
                         |_| false,
                     );
                     v.push((

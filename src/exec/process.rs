@@ -248,6 +248,15 @@ pub fn cmdline(pid: i32) -> String {
 }
 
 /// Whether a process's environment holds `var=value`.
+/// The value of `var` in the environment `pid` started with.
+pub fn env_value(pid: i32, var: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{var}=");
+    env.split(|&b| b == 0)
+        .find_map(|e| e.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 pub fn has_env(pid: i32, var: &str, value: &str) -> bool {
     let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
         return false;

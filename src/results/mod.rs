@@ -165,6 +165,59 @@ pub fn write_report(
     atomic_write(&p, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", p.display()))
 }
 
+/// Runs an analyze command on this machine in `cwd`, with `env` added,
+/// its output in `<logs>.out` and `<logs>.err`; `Err` says how it failed.
+pub fn run_on_controller(
+    run: &crate::plan::RunCommand,
+    cwd: &Path,
+    env: &[(String, String)],
+    logs: &Path,
+) -> Result<(), String> {
+    use crate::plan::RunCommand;
+    let mut cmd = match run {
+        RunCommand::Shell(text) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(text);
+            c
+        }
+        RunCommand::Argv(argv) if !argv.is_empty() => {
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        RunCommand::Argv(_) => return Ok(()),
+    };
+    if !cwd.is_dir() {
+        return Err(format!("its folder `{}` is gone", cwd.display()));
+    }
+    if let Some(dir) = logs.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let open = |ext: &str| {
+        let p = PathBuf::from(format!("{}.{ext}", logs.display()));
+        std::fs::File::create(&p).map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    let status = cmd
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(open("out")?)
+        .stderr(open("err")?)
+        .status()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    let exit = match (status.code(), status.signal()) {
+        (Some(c), _) => crate::exec::process::Exit::Code(c),
+        (None, s) => crate::exec::process::Exit::Signal(s.unwrap_or(0)),
+    };
+    if exit.success() {
+        Ok(())
+    } else {
+        Err(exit.describe())
+    }
+}
+
 /// `f` over `items` on every core, results in input order.
 fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()

@@ -100,45 +100,15 @@ pub fn run_all(artifact: &Path) -> Vec<String> {
 }
 
 fn run_one(artifact: &Path, id: &str, s: &SuiteStep) -> Result<(), String> {
-    let mut cmd = match &s.run {
-        RunCommand::Shell(text) => {
-            let mut c = std::process::Command::new("sh");
-            c.arg("-c").arg(text);
-            c
-        }
-        RunCommand::Argv(argv) if !argv.is_empty() => {
-            let mut c = std::process::Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-        RunCommand::Argv(_) => return Ok(()),
-    };
-    if !Path::new(&s.cwd).is_dir() {
-        return Err(format!("its folder `{}` is gone", s.cwd));
-    }
     let logs = artifact.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
-    let open = |ext: &str| {
-        std::fs::File::create(logs.join(format!("{}@suite.{ext}", s.name)))
-            .map_err(|e| format!("cannot write its log: {e}"))
-    };
-    let status = cmd
-        .current_dir(&s.cwd)
-        .envs(&s.env)
-        .env("FLOW_ARTIFACT_ID", id)
-        .env("FLOW_ARTIFACT_DIR", artifact)
-        .stdin(std::process::Stdio::null())
-        .stdout(open("out")?)
-        .stderr(open("err")?)
-        .status()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    use std::os::unix::process::ExitStatusExt;
-    Err(match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with {c}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => "failed".into(),
-    })
+    let mut env: Vec<(String, String)> =
+        s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.push(("FLOW_ARTIFACT_ID".into(), id.into()));
+    env.push(("FLOW_ARTIFACT_DIR".into(), artifact.display().to_string()));
+    super::run_on_controller(
+        &s.run,
+        Path::new(&s.cwd),
+        &env,
+        &logs.join(format!("{}@suite", s.name)),
+    )
 }

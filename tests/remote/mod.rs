@@ -468,9 +468,11 @@ steps:
     assert_eq!(csv.matches(",failed,").count(), 2, "{csv}");
 }
 
-#[test]
-fn after_kill_9_of_flow_reap_kills_what_the_artifact_left_on_its_hosts() {
-    let s = Sshds::start(2);
+/// Hosts `a` and `b`, a project whose run leaves a service on `a` and a
+/// task with a background child on `b`, and that run's flow killed with
+/// `kill -9` once they are all up. Returns the project folder, the
+/// artifact id and `FLOW_ARTIFACT_ID=<id>`.
+fn orphans_after_kill_9(s: &Sshds) -> (std::path::PathBuf, String, String) {
     let inv = s.dir.path().join("inventory.yaml");
     s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
     let dir = s.dir.path().join("project");
@@ -505,16 +507,31 @@ steps:
         .map(|n| n.to_string_lossy().into_owned())
         .expect("id");
     let needle = format!("FLOW_ARTIFACT_ID={id}");
+    // All three sleeps (the shell may exec the last one itself).
+    let sleeps = |needle: &str| {
+        let found = super::run::processes_with_env(needle);
+        ["sleep 300", "sleep 301", "sleep 302"]
+            .iter()
+            .filter(|c| found.iter().any(|(_, cmd)| cmd.trim() == **c))
+            .count()
+    };
     super::run::wait_for(
         std::time::Duration::from_secs(60),
         "the remote processes",
-        || super::run::processes_with_env(&needle).len() >= 3,
+        || sleeps(&needle) == 3,
     );
     child.kill().expect("kill -9");
     let _ = child.wait();
     // Remote steps are detached from flow: they survive it.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(super::run::processes_with_env(&needle).len() >= 3);
+    assert_eq!(sleeps(&needle), 3);
+    (dir, id, needle)
+}
+
+#[test]
+fn after_kill_9_of_flow_reap_kills_what_the_artifact_left_on_its_hosts() {
+    let s = Sshds::start(2);
+    let (dir, id, needle) = orphans_after_kill_9(&s);
     let (stdout, _) = Flow::new()
         .args(["reap", "--artifacts", "artifacts"])
         .cwd(&dir)
@@ -538,25 +555,12 @@ steps:
 #[test]
 fn after_kill_9_of_flow_a_new_run_on_the_same_hosts_kills_the_leftovers_first() {
     let s = Sshds::start(2);
-    let inv = s.dir.path().join("inventory.yaml");
-    s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
-    let dir = s.dir.path().join("project");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    project(
-        &dir,
-        &inv,
-        r#"
-workload: orphaned
-steps:
-  srv: { kind: service, on: server, run: "echo up; exec sleep 300", ready: { log: up, interval: 50ms } }
-  work: { on: client, run: "sleep 301 & echo started; sleep 302" }
-"#,
-    );
+    let (dir, id, needle) = orphans_after_kill_9(&s);
     std::fs::write(
         dir.join("again.yaml"),
         format!(
             "suite: again\nhosts: {}\nworkloads:\n  - workload: quick.yaml\n",
-            inv.display()
+            s.dir.path().join("inventory.yaml").display()
         ),
     )
     .expect("suite");
@@ -565,34 +569,6 @@ steps:
         "workload: quick\nsteps:\n  q1: { on: server, run: \"true\" }\n  q2: { on: client, run: \"true\" }\n",
     )
     .expect("workload");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("flow starts");
-    let artifacts = dir.join("artifacts");
-    super::run::wait_for(
-        std::time::Duration::from_secs(60),
-        "the task to start",
-        || journal(&artifacts).contains(r#""step":"work@b""#),
-    );
-    let id = std::fs::canonicalize(artifacts.join("latest"))
-        .expect("latest")
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .expect("id");
-    let needle = format!("FLOW_ARTIFACT_ID={id}");
-    super::run::wait_for(
-        std::time::Duration::from_secs(60),
-        "the remote processes",
-        || super::run::processes_with_env(&needle).len() >= 3,
-    );
-    child.kill().expect("kill -9");
-    let _ = child.wait();
-    assert!(super::run::processes_with_env(&needle).len() >= 3);
     let (stdout, stderr) = Flow::new()
         .args(["run", "--suite", "again.yaml", "--artifacts", "artifacts"])
         .cwd(&dir)

@@ -838,3 +838,57 @@ fn status_shows_the_current_step_of_a_running_artifact() {
         "{after}"
     );
 }
+
+#[test]
+fn after_kill_9_reap_kills_local_escapees_of_this_artifact_only() {
+    let workload =
+        "workload: w\nsteps:\n  t: { run: 'setsid sleep 304 & echo started; sleep 60' }\n";
+    let p = Project::new().workload(workload);
+    // Another project, same suite name: possibly the same artifact id.
+    let other = Project::new().workload(workload);
+    let mut children = Vec::new();
+    for q in [&p, &other] {
+        children.push(q.spawn(&[], &[]));
+    }
+    for q in [&p, &other] {
+        wait_for(Duration::from_secs(20), "the escapee", || {
+            let tag = std::fs::read_to_string(q.path().join("artifacts/latest/suite.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v["artifact_id"].as_str().map(String::from));
+            tag.is_some_and(|id| {
+                processes_with_env(&format!("FLOW_ARTIFACT_ID={id}"))
+                    .iter()
+                    .any(|(_, c)| c.trim() == "sleep 304")
+            })
+        });
+    }
+    for c in &mut children {
+        c.kill().expect("kill -9");
+        let _ = c.wait();
+    }
+    let mine = |q: &Project| {
+        let run_dir = q.run_dir().display().to_string();
+        processes_with_env(&format!("FLOW_RUN_DIR={run_dir}"))
+            .into_iter()
+            .filter(|(_, c)| c.trim() == "sleep 304")
+            .count()
+    };
+    assert_eq!((mine(&p), mine(&other)), (1, 1));
+    let (stdout, _) = Flow::new()
+        .args(["reap", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(stdout.starts_with("local: killed "), "{stdout}");
+    wait_for(Duration::from_secs(10), "the escapee to go", || {
+        mine(&p) == 0
+    });
+    assert_eq!(mine(&other), 1, "the other project's was left alone");
+    Flow::new()
+        .args(["reap", "--artifacts", "artifacts"])
+        .cwd(other.path())
+        .expect(0);
+    wait_for(Duration::from_secs(10), "the other escapee to go", || {
+        mine(&other) == 0
+    });
+}
