@@ -61,19 +61,55 @@ pub fn split_line(b: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Parses `helper logs` and `helper follow` output (`out N\n<N bytes>err N\n<N bytes>`).
+/// One frame of `helper logs` / `helper follow` output: `NAME N\n` and
+/// N bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub name: &'a str,
+    pub body: &'a [u8],
+    /// Bytes of the input the frame took, header included.
+    pub len: usize,
+}
+
+/// The frame at the start of `b`. `None` while it is incomplete;
+/// `Some(Err)` for a header that is not one.
+pub fn next_frame(b: &[u8]) -> Option<Result<Frame<'_>, ()>> {
+    let nl = b.iter().position(|&c| c == b'\n')?;
+    let head = std::str::from_utf8(&b[..nl]).unwrap_or("");
+    let mut w = head.split_whitespace();
+    let (Some(name), Some(Ok(n))) = (w.next(), w.next().map(str::parse::<usize>)) else {
+        return Some(Err(()));
+    };
+    let body = b.get(nl + 1..nl + 1 + n)?;
+    Some(Ok(Frame {
+        name,
+        body,
+        len: nl + 1 + n,
+    }))
+}
+
+/// Parses complete `helper logs` output; a truncated last frame keeps what
+/// arrived.
 pub fn parse_frames(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     while !b.is_empty() {
-        let (head, rest) = split_line(b);
-        let head = String::from_utf8_lossy(head);
-        let mut w = head.split_whitespace();
-        let (Some(name), Some(Ok(n))) = (w.next(), w.next().map(str::parse::<usize>)) else {
-            break;
-        };
-        let n = n.min(rest.len());
-        out.push((name.to_string(), rest[..n].to_vec()));
-        b = &rest[n..];
+        match next_frame(b) {
+            Some(Ok(f)) => {
+                out.push((f.name.to_string(), f.body.to_vec()));
+                b = &b[f.len..];
+            }
+            Some(Err(())) => break,
+            None => {
+                let (head, rest) = split_line(b);
+                if let Some(name) = std::str::from_utf8(head)
+                    .ok()
+                    .and_then(|h| h.split_whitespace().next())
+                {
+                    out.push((name.to_string(), rest.to_vec()));
+                }
+                break;
+            }
+        }
     }
     out
 }

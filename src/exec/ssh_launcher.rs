@@ -17,7 +17,7 @@ use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
 use super::process::Exit;
 use super::remote::{
-    HELPER, helper_command, install_command, parse_frames, remote_word, split_line,
+    HELPER, helper_command, install_command, next_frame, parse_frames, remote_word, split_line,
 };
 use super::result::{Leak, StepStatus};
 use super::ssh::sh_quote;
@@ -1086,25 +1086,19 @@ async fn follow(r: Arc<Inner>, host: String, dir: String, id: String, out: PathB
         pending.extend_from_slice(&buf[..n]);
         // Whole frames only; a partial one waits for more bytes.
         let mut used = 0;
-        loop {
-            let rest = &pending[used..];
-            let Some(nl) = rest.iter().position(|&c| c == b'\n') else {
-                break;
-            };
-            let head = String::from_utf8_lossy(&rest[..nl]).into_owned();
-            let mut w = head.split_whitespace();
-            let (Some(name), Some(Ok(len))) = (w.next(), w.next().map(str::parse::<usize>)) else {
+        while let Some(frame) = next_frame(&pending[used..]) {
+            let Ok(frame) = frame else {
                 return;
             };
-            if rest.len() < nl + 1 + len {
-                break;
-            }
-            let body = &rest[nl + 1..nl + 1 + len];
-            let file = if name == "out" { &mut fo } else { &mut fe };
+            let file = if frame.name == "out" {
+                &mut fo
+            } else {
+                &mut fe
+            };
             if let Some(f) = file {
-                let _ = f.write_all(body);
+                let _ = f.write_all(frame.body);
             }
-            used += nl + 1 + len;
+            used += frame.len;
         }
         pending.drain(..used);
     }
@@ -1113,7 +1107,7 @@ async fn follow(r: Arc<Inner>, host: String, dir: String, id: String, out: PathB
 
 /// Copies the step's output files from the host into `logs/`; returns the
 /// host's start and end times of the step.
-async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> HostTimes {
+async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> StartEnd {
     let host = job.step.host.as_str();
     if let Ok(cmd) = r.helper(host, &["logs", dir, &job.step.id]).await
         && let Ok(out) = r.run(host, &cmd).await
@@ -1124,7 +1118,7 @@ async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> HostTimes {
 }
 
 /// Writes the output files; returns the host's start and end times.
-fn write_logs(job: &StepJob, framed: &[u8]) -> HostTimes {
+fn write_logs(job: &StepJob, framed: &[u8]) -> StartEnd {
     let mut times = (None, None);
     for (name, bytes) in parse_frames(framed) {
         let path = match name.as_str() {
@@ -1146,7 +1140,7 @@ fn write_logs(job: &StepJob, framed: &[u8]) -> HostTimes {
 }
 
 /// `(start, end)` of a step on its host's wall clock, nanoseconds.
-type HostTimes = (Option<u64>, Option<u64>);
+type StartEnd = (Option<u64>, Option<u64>);
 
 /// `date +%s%N` output; `None` where `%N` is not supported.
 fn parse_ns(b: &[u8]) -> Option<u64> {
@@ -1441,6 +1435,26 @@ mod tests {
             ]
         );
         assert_eq!(split_line(b"123\nrest"), (&b"123"[..], &b"rest"[..]));
+        // As the follower reads: a frame cut short waits for its bytes.
+        assert_eq!(next_frame(b"out 6\na\nb"), None);
+        assert_eq!(next_frame(b"out 6"), None);
+        assert_eq!(
+            next_frame(b"out 6\na\nb\nc\nerr 0\n"),
+            Some(Ok(super::super::remote::Frame {
+                name: "out",
+                body: b"a\nb\nc\n",
+                len: 12
+            }))
+        );
+        assert_eq!(next_frame(b"garbage\n"), Some(Err(())));
+        // A truncated last frame of a whole reply keeps what arrived.
+        assert_eq!(
+            parse_frames(b"out 2\nokerr 9\npart"),
+            vec![
+                ("out".to_string(), b"ok".to_vec()),
+                ("err".to_string(), b"part".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -302,6 +302,27 @@ fn project(dir: &std::path::Path, inventory: &std::path::Path, workload: &str) {
     std::fs::write(dir.join("workload.yaml"), workload).expect("workload");
 }
 
+/// `flow run --suite suite.yaml` (plus `extra`) in `dir`, in the
+/// background, stdout and stderr piped.
+pub(super) fn spawn_run(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("flow starts")
+}
+
+/// `FLOW_RUN_TAG=…` of the first run, from its journal.
+fn run_tag(artifacts: &std::path::Path) -> String {
+    let first: serde_json::Value =
+        serde_json::from_str(journal(artifacts).lines().next().expect("a line")).expect("json");
+    format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"))
+}
+
 fn journal(artifacts: &std::path::Path) -> String {
     let Ok(runs) = std::fs::read_dir(artifacts.join("latest/runs")) else {
         return String::new();
@@ -339,23 +360,14 @@ steps:
     paths: ["*.txt"]
 "#,
     );
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("flow starts");
+    let child = spawn_run(&dir, &[]);
     let artifacts = dir.join("artifacts");
     super::run::wait_for(
         std::time::Duration::from_secs(60),
         "the remote task to start",
         || journal(&artifacts).contains(r#""step":"forker@b""#),
     );
-    let first: serde_json::Value =
-        serde_json::from_str(journal(&artifacts).lines().next().expect("a line")).expect("json");
-    let tag = format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"));
+    let tag = run_tag(&artifacts);
     super::run::wait_for(
         std::time::Duration::from_secs(20),
         "the remote processes",
@@ -424,23 +436,14 @@ steps:
         ),
     )
     .expect("suite");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("flow starts");
+    let child = spawn_run(&dir, &[]);
     let artifacts = dir.join("artifacts");
     super::run::wait_for(
         std::time::Duration::from_secs(60),
         "the task to start",
         || journal(&artifacts).contains(r#""step":"work@b""#),
     );
-    let first: serde_json::Value =
-        serde_json::from_str(journal(&artifacts).lines().next().expect("a line")).expect("json");
-    let tag = format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"));
+    let tag = run_tag(&artifacts);
     s.vanish("h1"); // host `a` of the inventory
     let out = child.wait_with_output().expect("flow exits");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -487,14 +490,7 @@ steps:
   work: { on: client, run: "sleep 301 & echo started; sleep 302" }
 "#,
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("flow starts");
+    let mut child = spawn_run(&dir, &[]);
     let artifacts = dir.join("artifacts");
     super::run::wait_for(
         std::time::Duration::from_secs(60),
@@ -676,21 +672,7 @@ fn verbose_streams_a_remote_tasks_output_while_it_runs() {
         &inv,
         "workload: talk\nsteps:\n  talk: { on: box, run: \"echo first; sleep 6; echo second >&2; printf third\" }\n",
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args([
-            "run",
-            "-v",
-            "--suite",
-            "suite.yaml",
-            "--artifacts",
-            "artifacts",
-        ])
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("flow starts");
+    let mut child = spawn_run(&dir, &["-v"]);
     let stdout = child.stdout.take().expect("stdout");
     let t0 = std::time::Instant::now();
     let lines: Vec<(std::time::Duration, String)> =

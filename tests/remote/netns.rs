@@ -3,7 +3,7 @@
 
 use super::super::Flow;
 use super::super::netns::{self, NsHosts};
-use super::{journal, project};
+use super::{journal, project, spawn_run};
 
 #[test]
 fn two_workers_on_the_same_port_at_their_own_addresses_run_the_streaming_demo() {
@@ -99,14 +99,7 @@ steps:
   work: { on: client, run: "echo started; sleep 30" }
 "#,
     );
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("flow starts");
+    let child = spawn_run(&dir, &[]);
     let artifacts = dir.join("artifacts");
     super::super::run::wait_for(
         std::time::Duration::from_secs(60),
