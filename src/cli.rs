@@ -53,6 +53,10 @@ pub struct SuiteArgs {
     /// Override a value: `param=value` or `steps.NAME.FIELD=value` (value is YAML).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// The most runs the suite may expand to; more is an error before
+    /// anything is planned.
+    #[arg(long, value_name = "N", default_value_t = crate::suite::DEFAULT_MAX_RUNS)]
+    pub max_runs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -79,7 +79,13 @@ pub fn display_path(path: &Path) -> String {
     if let Ok(cwd) = std::env::current_dir()
         && let Ok(rel) = path.strip_prefix(&cwd)
     {
+        if rel.as_os_str().is_empty() {
+            return ".".into();
+        }
         return rel.display().to_string();
+    }
+    if path.as_os_str().is_empty() {
+        return ".".into();
     }
     path.display().to_string()
 }
@@ -134,12 +140,9 @@ impl Diagnostic {
             let pad = " ".repeat(line_no.len());
             let _ = writeln!(out, "{pad}--> {}:{}:{}", file.display, span.line, span.col);
             if let Some(text) = file.text.lines().nth(span.line as usize - 1) {
-                let text = text.trim_end();
+                let (text, start, len) = excerpt(text.trim_end(), span);
                 let _ = writeln!(out, "{pad} |");
                 let _ = writeln!(out, "{line_no} | {text}");
-                let chars = text.chars().count();
-                let start = (span.col as usize).saturating_sub(1).min(chars);
-                let len = (span.len as usize).clamp(1, (chars - start).max(1));
                 let _ = write!(out, "{pad} | {}{}", " ".repeat(start), "^".repeat(len));
                 if let Some(label) = &self.label {
                     let _ = write!(out, " {label}");
@@ -155,6 +158,37 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// At most this many characters of a source line are quoted.
+const MAX_QUOTED: usize = 100;
+
+/// The part of `line` to quote, with the caret's start and length in it: the
+/// whole line when it is short, else a window around the span with `…` on
+/// the cut sides, so a 2 MB line is never printed.
+fn excerpt(line: &str, span: Span) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let n = chars.len();
+    let start = (span.col as usize).saturating_sub(1).min(n);
+    let len = (span.len as usize).clamp(1, (n - start).max(1));
+    if n <= MAX_QUOTED {
+        return (line.to_string(), start, len);
+    }
+    let len = len.min(MAX_QUOTED / 2);
+    let from = start.saturating_sub(MAX_QUOTED / 4);
+    let to = (from + MAX_QUOTED).min(n);
+    let from = to.saturating_sub(MAX_QUOTED).min(from);
+    let mut text = String::new();
+    let mut offset = start - from;
+    if from > 0 {
+        text.push('…');
+        offset += 1;
+    }
+    text.extend(&chars[from..to]);
+    if to < n {
+        text.push('…');
+    }
+    (text, offset, len)
 }
 
 /// A collection of diagnostics, reported together.

@@ -19,6 +19,9 @@ use crate::yaml::{Key, Node};
 
 pub type Params = serde_json::Map<String, serde_json::Value>;
 
+/// The keys that make a variant, with their values, in key order.
+pub type Variant = Vec<(String, serde_json::Value)>;
+
 /// One (workload entry, mode): the merged, validated workload.
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -35,8 +38,10 @@ pub struct RunPoint {
     pub group: usize,
     /// Every param, resolved.
     pub params: Arc<Params>,
-    /// The matrix point (or include row) that made this variant, in key order.
-    pub variant: Arc<Vec<(String, serde_json::Value)>>,
+    /// The matrix keys (or include row keys) of this variant, in key order,
+    /// each with the value the run has: a mode or `--set` that overrides a
+    /// matrix key shows here, so the label describes what runs.
+    pub variant: Arc<Variant>,
     /// 1-based.
     pub repetition: u32,
 }
@@ -67,6 +72,9 @@ pub fn variant_label(variant: &[(String, serde_json::Value)]) -> String {
 pub struct Expansion {
     pub groups: Vec<Group>,
     pub runs: Vec<RunPoint>,
+    /// What the expansion did that a user may not expect (matrix points
+    /// that collapsed into one): printed as warnings.
+    pub notes: Vec<String>,
 }
 
 /// Expands `suite` into runs. Errors are collected and returned together.
@@ -78,6 +86,35 @@ pub struct Expansion {
 pub fn expand(suite: &Suite) -> Result<Expansion, Diagnostics> {
     let mut diags = Diagnostics::new();
     let mut out = Expansion::default();
+    // Counted before anything is materialised: a matrix of 10^9 points is
+    // refused in microseconds instead of exhausting memory.
+    let mut bound: u128 = 0;
+    for entry in &suite.entries {
+        let b = run_bound(entry);
+        bound = bound.saturating_add(b);
+        if b > u128::from(suite.max_runs) {
+            diags.push(too_many_runs(entry, b, suite.max_runs));
+        }
+    }
+    if diags.is_empty() && bound > u128::from(suite.max_runs) {
+        diags.push(
+            Diagnostic::new(
+                None,
+                format!(
+                    "the suite expands to up to {} runs, over the limit of {}",
+                    group_digits(bound),
+                    group_digits(u128::from(suite.max_runs))
+                ),
+            )
+            .with_help(
+                "shrink the matrices or repetitions, or raise the limit with `--max-runs N`",
+            ),
+        );
+    }
+    if !diags.is_empty() {
+        diags.finish();
+        return Err(diags);
+    }
     for entry in &suite.entries {
         expand_entry(suite, entry, &mut out, &mut diags);
     }
@@ -104,12 +141,14 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
         .modes
         .iter()
         .map(|m| {
+            // Composed, not merged: a `null` in either must still remove
+            // its key from the base (`--set steps.x=null`).
             let mut tail = Node::empty_map(m.span);
             if let Some(o) = &m.overlay {
-                tail.merge(o);
+                tail.compose(o);
             }
             if let Some(s) = &suite.set {
-                tail.merge(s);
+                tail.compose(s);
             }
             tail
         })
@@ -185,33 +224,136 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
         }
         per_point_mode.push(row);
     }
-    let points: Vec<Arc<Vec<(String, serde_json::Value)>>> =
-        points.into_iter().map(Arc::new).collect();
-    // Points that resolve to the same params (a `--set` over a matrix key)
-    // are the same run: keep the first.
+    // The label of a run describes what runs: each matrix key with the value
+    // the run actually has, after the mode and `--set` (which outrank the
+    // matrix). Points that then resolve to the same params are one variant:
+    // keep the first, and say so.
+    let set_params: BTreeSet<String> = suite.set.as_ref().map(param_names).unwrap_or_default();
     let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
-    let mut unique = vec![vec![true; entry.modes.len()]; points.len()];
-    for (pi, row) in per_point_mode.iter().enumerate() {
+    let mut variants: Vec<Vec<Option<Arc<Variant>>>> = Vec::with_capacity(points.len());
+    let mut collapsed = vec![0usize; entry.modes.len()];
+    for (point, row) in points.iter().zip(&per_point_mode) {
+        let mut vrow = Vec::with_capacity(row.len());
         for (mi, p) in row.iter().enumerate() {
             let key = serde_json::to_string(&**p).unwrap_or_default();
-            unique[pi][mi] = seen.insert((mi, key));
+            if seen.insert((mi, key)) {
+                let v: Variant = point
+                    .iter()
+                    .map(|(k, _)| {
+                        (
+                            k.clone(),
+                            p.get(k).cloned().unwrap_or(serde_json::Value::Null),
+                        )
+                    })
+                    .collect();
+                vrow.push(Some(Arc::new(v)));
+            } else {
+                collapsed[mi] += 1;
+                vrow.push(None);
+            }
         }
+        variants.push(vrow);
+    }
+    for (mi, n) in collapsed.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let mode = &entry.modes[mi];
+        let matrix_keys: Vec<&str> = entry.matrix.iter().map(|(k, _)| k.name.as_str()).collect();
+        let by_set: Vec<&str> = matrix_keys
+            .iter()
+            .copied()
+            .filter(|k| set_params.contains(*k))
+            .collect();
+        let cause = if by_set.is_empty() {
+            format!("mode `{}` sets a matrix key", mode.name)
+        } else {
+            format!(
+                "`--set` fixes matrix key{} {}",
+                if by_set.len() == 1 { "" } else { "s" },
+                list_names(by_set)
+            )
+        };
+        let total = points.len();
+        out.notes.push(format!(
+            "{cause} of workload `{}`: its {total} matrix points run as {} variant{} in mode `{}`",
+            entry.workload_name,
+            total - n,
+            if total - n == 1 { "" } else { "s" },
+            mode.name,
+        ));
     }
     for repetition in 1..=entry.repetitions {
-        for (pi, point) in points.iter().enumerate() {
-            for (mi, _) in entry.modes.iter().enumerate() {
-                if !unique[pi][mi] {
+        for (pi, row) in variants.iter().enumerate() {
+            for (mi, variant) in row.iter().enumerate() {
+                let Some(variant) = variant else {
                     continue;
-                }
+                };
                 out.runs.push(RunPoint {
                     group: first_group + mi,
                     params: per_point_mode[pi][mi].clone(),
-                    variant: point.clone(),
+                    variant: variant.clone(),
                     repetition,
                 });
             }
         }
     }
+}
+
+/// An upper bound of an entry's runs, without materialising anything:
+/// (matrix product + include rows) × modes × repetitions. `exclude` rows are
+/// not subtracted (the cap is on what would be enumerated).
+fn run_bound(entry: &Entry) -> u128 {
+    let product = entry
+        .matrix
+        .iter()
+        .fold(1u128, |acc, (_, v)| acc.saturating_mul(v.len() as u128));
+    product
+        .saturating_add(entry.include.len() as u128)
+        .saturating_mul(entry.modes.len().max(1) as u128)
+        .saturating_mul(u128::from(entry.repetitions))
+}
+
+fn too_many_runs(entry: &Entry, bound: u128, cap: u64) -> Diagnostic {
+    let mut parts: Vec<String> = entry
+        .matrix
+        .iter()
+        .map(|(k, v)| format!("`{}` {}", k.name, v.len()))
+        .collect();
+    if !entry.include.is_empty() {
+        parts.push(format!("{} include rows", entry.include.len()));
+    }
+    parts.push(format!(
+        "{} mode{}",
+        entry.modes.len(),
+        if entry.modes.len() == 1 { "" } else { "s" }
+    ));
+    parts.push(format!(
+        "{} repetition{}",
+        group_digits(u128::from(entry.repetitions)),
+        if entry.repetitions == 1 { "" } else { "s" }
+    ));
+    Diagnostic::at(
+        entry.span,
+        format!(
+            "workload entry `{}` expands to up to {} runs ({}), over the limit of {}",
+            entry.workload_name,
+            group_digits(bound),
+            parts.join(" × "),
+            group_digits(u128::from(cap))
+        ),
+    )
+    .with_help("shrink the matrix or the repetitions, or raise the limit with `--max-runs N`")
+}
+
+/// `1000000` → `1,000,000`.
+pub fn group_digits(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn param_names(node: &Node) -> BTreeSet<String> {
@@ -393,6 +535,7 @@ mod tests {
         let opts = LoadOptions {
             hosts: None,
             set: set.iter().map(|s| s.to_string()).collect(),
+            max_runs: None,
         };
         let s = load(path.to_str().unwrap_or_default(), &opts).map_err(|f| f.render())?;
         expand(&s).map_err(|d| d.render(&s.sources))

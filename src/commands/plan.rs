@@ -28,9 +28,13 @@ pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
     let opts = LoadOptions {
         hosts: args.hosts.clone(),
         set: args.set.clone(),
+        max_runs: Some(args.max_runs),
     };
     let suite = load(&args.suite, &opts).map_err(|f| Error::Invalid(f.render()))?;
     let expansion = expand(&suite).map_err(|d| Error::Invalid(d.render(&suite.sources)))?;
+    for note in &expansion.notes {
+        let _ = writeln!(std::io::stderr().lock(), "warning: {note}");
+    }
     Ok(Prepared { suite, expansion })
 }
 

@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use minijinja::value::{Object, Value};
@@ -92,12 +92,16 @@ pub struct Planner<'a> {
     groups: Vec<GroupTexts>,
     host_values: Vec<Value>,
     hosts_value: Value,
+    /// `hosts_by_name`: host name → host, for per-host peers.
+    hosts_by_name: Value,
     controller_value: Value,
     suite_value: Value,
     artifact_dir: PathBuf,
     /// Step edges by (group, which steps `when` kept).
     edge_cache: RefCell<HashMap<(usize, Vec<bool>), StepEdges>>,
     params_cache: RefCell<(usize, Value)>,
+    /// `files:` paths already looked at, and whether they exist.
+    files_seen: RefCell<HashMap<PathBuf, bool>>,
 }
 
 impl<'a> Planner<'a> {
@@ -180,6 +184,15 @@ impl<'a> Planner<'a> {
                 .builtin
                 .then(|| Value::from(vec![host_values[0].clone()])),
         });
+        let hosts_by_name = Value::from(
+            suite
+                .inventory
+                .hosts
+                .iter()
+                .zip(&host_values)
+                .map(|(h, v)| (h.name.clone(), v.clone()))
+                .collect::<BTreeMap<String, Value>>(),
+        );
         let controller_value = json_value(serde_json::json!({
             "name": CONTROLLER,
             "address": "localhost",
@@ -201,11 +214,13 @@ impl<'a> Planner<'a> {
             groups,
             host_values,
             hosts_value,
+            hosts_by_name,
             controller_value,
             suite_value,
             artifact_dir,
             edge_cache: RefCell::new(HashMap::new()),
             params_cache: RefCell::new((usize::MAX, Value::UNDEFINED)),
+            files_seen: RefCell::new(HashMap::new()),
         })
     }
 
@@ -243,6 +258,7 @@ impl<'a> Planner<'a> {
             ("run", Value::from(run_ctx.clone())),
             ("suite", self.suite_value.clone()),
             ("hosts", self.hosts_value.clone()),
+            ("hosts_by_name", self.hosts_by_name.clone()),
         ]);
 
         // `when` and placement.
@@ -329,6 +345,7 @@ impl<'a> Planner<'a> {
                     ("run", Value::from(rc)),
                     ("suite", self.suite_value.clone()),
                     ("hosts", self.hosts_value.clone()),
+                    ("hosts_by_name", self.hosts_by_name.clone()),
                     ("host", host_value),
                     ("env", env_value.clone()),
                 ]);
@@ -379,10 +396,9 @@ impl<'a> Planner<'a> {
         for t in &texts.files {
             let rel = self.render(t, &early)?;
             let keep_slash = if rel.ends_with('/') { "/" } else { "" };
-            files.push(format!(
-                "{}{keep_slash}",
-                absolute(&texts.workload_dir.join(rel)).display()
-            ));
+            let path = absolute(&texts.workload_dir.join(&rel));
+            self.check_file_exists(&path, &rel, t)?;
+            files.push(format!("{}{keep_slash}", path.display()));
         }
         let mut hosts: Vec<String> = placement
             .iter()
@@ -409,6 +425,32 @@ impl<'a> Planner<'a> {
             edges,
             metrics: wl.metrics.clone(),
         })
+    }
+
+    /// A `files:` entry must exist when the plan is made, not fail the
+    /// push of every run later. Each path is looked at once per planner.
+    fn check_file_exists(
+        &self,
+        path: &std::path::Path,
+        rel: &str,
+        t: &Text,
+    ) -> Result<(), Diagnostic> {
+        let exists = *self
+            .files_seen
+            .borrow_mut()
+            .entry(path.to_path_buf())
+            .or_insert_with(|| path.exists());
+        if exists {
+            return Ok(());
+        }
+        Err(
+            Diagnostic::at(t.span, format!("in `{}`: `{rel}` does not exist", t.path)).with_help(
+                format!(
+                    "`files:` are relative to the workload file's folder; looked for `{}`",
+                    crate::diag::display_path(path)
+                ),
+            ),
+        )
     }
 
     fn cached_edges(&self, group: usize, steps: &[Step], kept: &[bool]) -> StepEdges {
@@ -459,9 +501,16 @@ impl<'a> Planner<'a> {
             return Ok(l.clone());
         }
         let name = t.template.as_deref().unwrap_or_default();
-        self.templates
-            .render(name, ctx)
-            .map_err(|e| Diagnostic::at(t.span, format!("in `{}`: {e}", t.path)))
+        self.templates.render(name, ctx).map_err(|e| {
+            // Per-host values (`host.vars.x`) differ between hosts: say which.
+            let on = ctx
+                .get_attr("host")
+                .and_then(|h| h.get_attr("name"))
+                .ok()
+                .and_then(|n| n.as_str().map(|n| format!(" on host `{n}`")))
+                .unwrap_or_default();
+            Diagnostic::at(t.span, format!("in `{}`{on}: {e}", t.path))
+        })
     }
 
     fn eval_when(&self, t: &Text, ctx: &Value) -> Result<bool, Diagnostic> {
@@ -590,21 +639,15 @@ impl<'a> Planner<'a> {
 
 /// Fetch paths are relative to the host's run dir and may not leave it.
 fn check_fetch_path(p: &str) -> Result<(), String> {
-    if p.is_empty() {
-        return Err("a fetch path is empty".into());
-    }
-    if p.starts_with('/') || p.starts_with('~') {
-        return Err(format!(
+    use crate::suite::OutsideRunDir as O;
+    match crate::suite::check_inside_run_dir(p) {
+        Ok(()) => Ok(()),
+        Err(O::Empty) => Err("a fetch path is empty".into()),
+        Err(O::Absolute) => Err(format!(
             "fetch path `{p}` is absolute; paths are relative to the run dir on the host"
-        ));
+        )),
+        Err(O::Parent) => Err(format!("fetch path `{p}` leaves the run dir (`..`)")),
     }
-    if Path::new(p)
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(format!("fetch path `{p}` leaves the run dir (`..`)"));
-    }
-    Ok(())
 }
 
 fn ctx(items: &[(&'static str, Value)]) -> Value {
@@ -632,6 +675,10 @@ impl Object for RoleMap {
     }
 }
 
+/// Compiles the templates of one group. Each template gets a name of its
+/// own, numbered in the order compiled; the field path (`steps.x.paths`) is
+/// only for messages, since one path can hold several templates (the items
+/// of a list).
 struct Compiler<'c> {
     templates: &'c mut Templates,
     diags: &'c mut Diagnostics,
@@ -649,8 +696,9 @@ impl Compiler<'_> {
             };
         }
         let name = format!(
-            "{}/{path}{}",
+            "{}/{}{}",
             self.prefix,
+            self.templates.len(),
             if shell { SHELL_SUFFIX } else { "" }
         );
         if let Err(e) = self.templates.add(name.clone(), f.text.clone()) {

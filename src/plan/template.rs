@@ -7,7 +7,6 @@
 //! text. `{{ value | safe }}` opts out for one expression.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -18,6 +17,9 @@ pub const SHELL_SUFFIX: &str = ".sh";
 /// All templates of a plan, compiled once, rendered per run and host.
 pub struct Templates {
     env: Environment<'static>,
+    /// Names added so far: a name is never reused, so one template can
+    /// never silently stand in for another.
+    names: std::collections::HashSet<String>,
 }
 
 impl Default for Templates {
@@ -61,11 +63,27 @@ impl Templates {
             Value::from_safe_string(shell_quote(&s).into_owned())
         });
         env.add_filter("endpoints", endpoints);
-        Templates { env }
+        Templates {
+            env,
+            names: std::collections::HashSet::new(),
+        }
+    }
+
+    /// How many templates were added.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
     }
 
     /// Compiles `source` under `name`; a syntax error is returned as text.
+    /// A name that was already added is refused.
     pub fn add(&mut self, name: String, source: String) -> Result<(), String> {
+        if !self.names.insert(name.clone()) {
+            return Err(format!("internal error: template `{name}` added twice"));
+        }
         self.env
             .add_template_owned(name, source)
             .map_err(|e| describe_error(&e))
@@ -78,7 +96,7 @@ impl Templates {
             .get_template(name)
             .map_err(|e| describe_error(&e))?;
         tmpl.render(ctx)
-            .map_err(|e| explain_render_error(&e, &tmpl.undeclared_variables(true), ctx))
+            .map_err(|e| self.explain_render_error(&e, tmpl.source(), ctx))
     }
 
     /// Evaluates a `when:` expression (with or without `{{ }}`) to a boolean.
@@ -90,8 +108,71 @@ impl Templates {
             .map_err(|e| describe_error(&e))?;
         let v = compiled
             .eval(ctx)
-            .map_err(|e| explain_render_error(&e, &compiled.undeclared_variables(true), ctx))?;
+            .map_err(|e| self.explain_render_error(&e, inner, ctx))?;
         Ok(v.is_true())
+    }
+
+    /// Turns an "undefined value" error into one that names the expression
+    /// that failed and, where it can, the closest name that exists.
+    ///
+    /// The error's byte range gives the failing expression (not just any
+    /// name the template uses, which would blame `host.vars.sudo` for an
+    /// undefined `hosts[p]` later on). Its prefixes (`hosts`, `hosts[p]`,
+    /// `hosts[p][0]`, …) are evaluated in turn; the first that is undefined
+    /// is the culprit, and its parent's keys make the hint.
+    fn explain_render_error(&self, e: &minijinja::Error, source: &str, ctx: &Value) -> String {
+        if e.kind() != minijinja::ErrorKind::UndefinedError {
+            return describe_error(e);
+        }
+        // The range covers the failing lookup (`.vars.sudo`, `[p][0]`):
+        // widen it to the start of its chain (`host.vars.sudo`).
+        let expr = e
+            .range()
+            .filter(|r| source.is_char_boundary(r.start) && source.is_char_boundary(r.end))
+            .and_then(|r| source.get(chain_start(source, r.start)..r.end))
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let Some(expr) = expr else {
+            return describe_error(e);
+        };
+        let cuts = prefix_cuts(expr);
+        let mut parent: Option<(&str, Value)> = None;
+        for &end in &cuts {
+            let prefix = &expr[..end];
+            let value = self
+                .env
+                .compile_expression(prefix)
+                .ok()
+                .and_then(|c| c.eval(ctx).ok());
+            match value {
+                Some(v) if !v.is_undefined() => parent = Some((prefix, v)),
+                _ => {
+                    let (keys, parent_name) = match &parent {
+                        Some((name, v)) => (keys_of(v), format!("`{name}`")),
+                        None => (keys_of(ctx), "the context".to_string()),
+                    };
+                    let last = last_segment(prefix);
+                    let hint =
+                        match crate::diag::did_you_mean(last, keys.iter().map(String::as_str)) {
+                            Some(h) => format!("; {h}"),
+                            None if keys.is_empty() => String::new(),
+                            None => format!(
+                                "; {parent_name} has {}",
+                                crate::diag::list_names(keys.iter().map(String::as_str))
+                            ),
+                        };
+                    let per_host = if prefix.starts_with("host.vars.") {
+                        format!(
+                            " (not every host has it: give it a default under the inventory's `defaults: {{ vars: … }}`, or test `{prefix} is defined`)"
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return format!("undefined value `{prefix}`{hint}{per_host}");
+                }
+            }
+        }
+        format!("undefined value in `{expr}`")
     }
 
     /// Checks that a `when:` expression compiles.
@@ -161,56 +242,97 @@ fn kind_text(e: &minijinja::Error) -> &'static str {
     }
 }
 
-/// Turns an "undefined value" error into one that names the missing
-/// variable and suggests the closest existing one.
-fn explain_render_error(
-    e: &minijinja::Error,
-    vars: &std::collections::HashSet<String>,
-    ctx: &Value,
-) -> String {
-    if e.kind() != minijinja::ErrorKind::UndefinedError {
-        return describe_error(e);
-    }
-    let sorted: BTreeSet<&String> = vars.iter().collect();
-    for var in sorted {
-        let mut cur = ctx.clone();
-        let mut walked: Vec<&str> = Vec::new();
-        for part in var.split('.') {
-            match cur.get_attr(part) {
-                Ok(v) if !v.is_undefined() => {
-                    walked.push(part);
-                    cur = v;
-                }
-                _ => {
-                    let keys: Vec<String> = cur
-                        .try_iter()
-                        .map(|it| it.filter_map(|k| k.as_str().map(str::to_string)).collect())
-                        .unwrap_or_default();
-                    let parent = if walked.is_empty() {
-                        "the context".to_string()
-                    } else {
-                        format!("`{}`", walked.join("."))
-                    };
-                    let full = if walked.is_empty() {
-                        part.to_string()
-                    } else {
-                        format!("{}.{part}", walked.join("."))
-                    };
-                    let hint =
-                        match crate::diag::did_you_mean(part, keys.iter().map(String::as_str)) {
-                            Some(h) => format!("; {h}"),
-                            None if keys.is_empty() => String::new(),
-                            None => format!(
-                                "; {parent} has {}",
-                                crate::diag::list_names(keys.iter().map(String::as_str))
-                            ),
-                        };
-                    return format!("undefined value `{full}`{hint}");
+/// Where the lookup chain that ends at `end` starts: back over names, `.`
+/// and balanced `[…]` / `(…)`.
+fn chain_start(source: &str, end: usize) -> usize {
+    let bytes = source.as_bytes();
+    let mut i = end;
+    while i > 0 {
+        let c = bytes[i - 1];
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
+            i -= 1;
+        } else if c == b']' || c == b')' {
+            let (open, close) = if c == b']' {
+                (b'[', b']')
+            } else {
+                (b'(', b')')
+            };
+            let mut depth = 0usize;
+            let mut j = i;
+            while j > 0 {
+                j -= 1;
+                if bytes[j] == close {
+                    depth += 1;
+                } else if bytes[j] == open {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
                 }
             }
+            if depth != 0 {
+                break;
+            }
+            i = j;
+        } else {
+            break;
         }
     }
-    describe_error(e)
+    i
+}
+
+/// Byte offsets where `expr` can be cut into ever longer prefixes that
+/// are expressions themselves: before each `.` or `[` outside brackets,
+/// parentheses and quotes, and at the end. A filter (`|`) or an operator
+/// ends the chain: what follows is not part of the lookup.
+fn prefix_cuts(expr: &str) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    for (i, c) in expr.char_indices() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '[' | '(' => {
+                if depth == 0 && c == '[' && i > 0 {
+                    cuts.push(i);
+                }
+                depth += 1;
+            }
+            ']' | ')' => depth -= 1,
+            '.' if depth == 0 && i > 0 => cuts.push(i),
+            c if depth == 0 && !(c.is_alphanumeric() || c == '_') => {
+                cuts.push(i);
+                return cuts;
+            }
+            _ => {}
+        }
+    }
+    cuts.push(expr.len());
+    cuts
+}
+
+/// `hosts[params.p]` → `params.p]`'s owner segment: the text after the last
+/// `.` or `[`, without brackets and quotes, for "did you mean".
+fn last_segment(prefix: &str) -> &str {
+    let tail = prefix
+        .rfind(['.', '['])
+        .map_or(prefix, |i| &prefix[i + 1..]);
+    tail.trim_end_matches(']').trim_matches(['\'', '"'])
+}
+
+fn keys_of(v: &Value) -> Vec<String> {
+    if v.kind() != minijinja::value::ValueKind::Map {
+        return Vec::new();
+    }
+    v.try_iter()
+        .map(|it| it.filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 /// Quotes `s` as one shell word, only when it needs quoting.

@@ -39,8 +39,10 @@ pub fn render(suite: &Suite, dir: &Path, id: &str) -> Result<Vec<SuiteStep>, Str
     let mut t = Templates::new();
     let mut out = Vec::new();
     for (name, step) in &suite.analyze {
-        let mut one = |source: &str, i: usize, shell: bool| -> Result<String, String> {
-            let key = format!("{name}.{i}{}", if shell { SHELL_SUFFIX } else { "" });
+        // Each template is named by its number, never by its field, so two
+        // fields can never share one.
+        let mut one = |source: &str, shell: bool| -> Result<String, String> {
+            let key = format!("{}{}", t.len(), if shell { SHELL_SUFFIX } else { "" });
             t.add(key.clone(), source.to_string())
                 .and_then(|()| t.render(&key, &ctx))
                 .map_err(|e| {
@@ -51,13 +53,10 @@ pub fn render(suite: &Suite, dir: &Path, id: &str) -> Result<Vec<SuiteStep>, Str
                 })
         };
         let run = match &step.run {
-            Command::Shell(s) => RunCommand::Shell(one(s, 0, true)?),
-            Command::Argv(v) => RunCommand::Argv(
-                v.iter()
-                    .enumerate()
-                    .map(|(i, a)| one(a, i, false))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Command::Shell(s) => RunCommand::Shell(one(s, true)?),
+            Command::Argv(v) => {
+                RunCommand::Argv(v.iter().map(|a| one(a, false)).collect::<Result<_, _>>()?)
+            }
         };
         out.push(SuiteStep {
             name: name.clone(),

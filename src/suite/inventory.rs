@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::raw::{RawHost, RawInventory};
 use crate::diag::{Diagnostic, Diagnostics, Span, did_you_mean, list_names};
+use crate::names::{HostField, NameKind};
 use crate::yaml::{Node, decode};
 
 /// The address that means "this machine, no ssh".
@@ -121,6 +122,7 @@ impl Inventory {
             .unwrap_or_default();
         let mut hosts = Vec::new();
         let before = diags.len();
+        check_host_fields(&defaults, node.get("defaults"), diags);
         for name in order {
             let Some(h) = raw.hosts.get(name) else {
                 continue;
@@ -130,12 +132,10 @@ impl Inventory {
                 .and_then(|m| m.get_key(name))
                 .map(|k| k.span)
                 .unwrap_or_default();
-            if !valid_name(name) {
-                diags.push(
-                    Diagnostic::at(span, format!("invalid host name `{name}`"))
-                        .with_help("host names may use letters, digits, `-`, `_` and `.`"),
-                );
+            if let Err((message, help)) = NameKind::Host.check(name) {
+                diags.push(Diagnostic::at(span, message).with_help(help));
             }
+            check_host_fields(h, node.get("hosts").and_then(|m| m.get(name)), diags);
             if name == "all" || name == "controller" {
                 diags.push(Diagnostic::at(
                     span,
@@ -151,16 +151,22 @@ impl Inventory {
             ));
         }
         for h in &hosts {
-            if let Some(role) = h
-                .roles
-                .iter()
-                .find(|r| !valid_name(r) || r.as_str() == "all")
-            {
+            for role in &h.roles {
                 let span = role_span(node, &h.name);
-                diags.push(Diagnostic::at(
-                    span,
-                    format!("invalid role `{role}` on host `{}`", h.name),
-                ));
+                if let Err((message, help)) = NameKind::Role.check(role) {
+                    diags.push(
+                        Diagnostic::at(span, format!("{message} on host `{}`", h.name))
+                            .with_help(help),
+                    );
+                } else if role == "all" || role == "controller" {
+                    diags.push(Diagnostic::at(
+                        span,
+                        format!(
+                            "`{role}` is reserved and cannot name a role (host `{}`)",
+                            h.name
+                        ),
+                    ));
+                }
             }
         }
         (diags.len() == before).then(|| Inventory {
@@ -242,10 +248,37 @@ fn role_span(node: &Node, host: &str) -> Span {
         .map_or(node.span, |r| r.span)
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+/// The fields of one host (or of `defaults`) that reach ssh's command line
+/// must be read by ssh as what they are: never as an option.
+fn check_host_fields(h: &RawHost, node: Option<&Node>, diags: &mut Diagnostics) {
+    let span = |key: &str| {
+        node.and_then(|n| n.get(key))
+            .map(|n| n.span)
+            .unwrap_or_default()
+    };
+    let mut check = |field: HostField, value: &str, at: Span| {
+        if let Err((message, help)) = field.check(value) {
+            diags.push(Diagnostic::new(Some(at), message).with_help(help));
+        }
+    };
+    if let Some(a) = &h.address
+        && a != LOCAL
+    {
+        check(HostField::Address, a, span("address"));
+    }
+    if let Some(u) = &h.user {
+        check(HostField::User, u, span("user"));
+    }
+    if let Some(j) = &h.jump {
+        check(HostField::Jump, j, span("jump"));
+    }
+    let options = node.and_then(|n| n.get("ssh_options"));
+    for key in h.ssh_options.iter().flatten().map(|(k, _)| k) {
+        let at = options
+            .and_then(|o| o.get_key(key))
+            .map_or_else(|| span("ssh_options"), |k| k.span);
+        check(HostField::SshOptionKey, key, at);
+    }
 }
 
 fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {

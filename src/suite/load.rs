@@ -9,8 +9,9 @@ use super::inventory::Inventory;
 use super::model::{Entry, ModeRef, Suite};
 use super::raw::{RawOverlay, RawSuite};
 use super::workload::Workload;
-use super::workload::valid_name;
+use super::workload::{check_env_keys, check_name};
 use crate::diag::{Diagnostic, Diagnostics, FileId, Sources, Span, did_you_mean, list_names};
+use crate::names::NameKind;
 use crate::yaml::{Key, Node, NodeKind, decode, decode_partial, parse};
 
 /// What the command line adds to a suite.
@@ -20,7 +21,13 @@ pub struct LoadOptions {
     pub hosts: Option<PathBuf>,
     /// `--set key.path=value`, in order.
     pub set: Vec<String>,
+    /// `--max-runs N`: the most runs the suite may expand to; `None` means
+    /// [`DEFAULT_MAX_RUNS`].
+    pub max_runs: Option<u64>,
 }
+
+/// How many runs a suite may expand to unless `--max-runs` says otherwise.
+pub const DEFAULT_MAX_RUNS: u64 = 1_000_000;
 
 /// Loading failed: every diagnostic, with the sources to render them.
 #[derive(Debug, Clone)]
@@ -48,15 +55,16 @@ const WORKLOAD_KEYS: &[&str] = &[
     "description",
 ];
 
-/// Finds a suite by name (`suites/NAME.yaml`) or path.
+/// Finds a suite by name (`suites/NAME.yaml`) or path. A path is returned
+/// as given: reading it says what is wrong with it.
 pub fn resolve_suite_path(spec: &str) -> Result<PathBuf, String> {
+    if spec.is_empty() {
+        return Err("`--suite` is empty: give a suite name or a path to a suite file".into());
+    }
     let as_path = Path::new(spec);
     let looks_like_path = spec.contains('/') || spec.ends_with(".yaml") || spec.ends_with(".yml");
-    if looks_like_path || as_path.is_file() {
-        if as_path.is_file() {
-            return Ok(as_path.to_path_buf());
-        }
-        return Err(format!("suite file `{spec}` does not exist"));
+    if looks_like_path || as_path.exists() {
+        return Ok(as_path.to_path_buf());
     }
     for ext in ["yaml", "yml"] {
         let p = Path::new("suites").join(format!("{spec}.{ext}"));
@@ -86,6 +94,89 @@ pub fn resolve_suite_path(spec: &str) -> Result<PathBuf, String> {
     ))
 }
 
+/// Files larger than this are refused before they are read.
+pub const MAX_SOURCE_BYTES: u64 = 64 << 20;
+
+/// Reads a suite, workload or inventory file. Only a regular file is read:
+/// a folder, a FIFO (which would block forever), a device (`/dev/zero`,
+/// endless) or a socket is refused at once, as is a file over
+/// [`MAX_SOURCE_BYTES`]. Returns a message and maybe a hint.
+pub fn read_source(path: &Path, what: &str) -> Result<String, (String, Option<String>)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let shown = crate::diag::display_path(path);
+    if path.as_os_str().is_empty() {
+        return Err((
+            format!("the {what} path is empty"),
+            Some(format!("give the path of {} {what} file", article(what))),
+        ));
+    }
+    let fail = |e: std::io::Error| -> (String, Option<String>) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            (format!("{what} file `{shown}` does not exist"), None)
+        } else {
+            (format!("cannot read {what} file `{shown}`: {e}"), None)
+        }
+    };
+    // Non-blocking, so that opening a FIFO with no writer returns at once.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Some("a folder")
+    } else if ft.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Some("a device")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        return Err((
+            format!("{what} `{shown}` is {kind}, not a file"),
+            Some(format!(
+                "give the path of {} {what} file (YAML)",
+                article(what)
+            )),
+        ));
+    }
+    if meta.len() > MAX_SOURCE_BYTES {
+        return Err((
+            format!(
+                "{what} file `{shown}` is {} MiB; flow reads files of at most {} MiB",
+                meta.len() >> 20,
+                MAX_SOURCE_BYTES >> 20
+            ),
+            None,
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SOURCE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                (format!("{what} file `{shown}` is not UTF-8 text"), None)
+            } else {
+                fail(e)
+            }
+        })?;
+    Ok(text)
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 struct Loader {
     sources: Sources,
     diags: Diagnostics,
@@ -100,16 +191,11 @@ impl Loader {
         referenced_at: Option<Span>,
         what: &str,
     ) -> Option<(Node, FileId)> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match read_source(path, what) {
             Ok(t) => t,
-            Err(e) => {
-                self.diags.push(Diagnostic::new(
-                    referenced_at,
-                    format!(
-                        "cannot read {what} `{}`: {e}",
-                        crate::diag::display_path(path)
-                    ),
-                ));
+            Err((message, help)) => {
+                self.diags
+                    .push(Diagnostic::new(referenced_at, message).with_help_opt(help));
                 return None;
             }
         };
@@ -167,6 +253,13 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
     let inventory = match (&opts.hosts, root.get("hosts")) {
         (Some(p), _) => load_inventory(&mut l, p, None),
         (None, Some(n)) if !n.is_null() => match n.as_str() {
+            Some("") => {
+                l.diags
+                    .push(Diagnostic::at(n.span, "`hosts:` is empty").with_help(
+                    "give the path of an inventory file, or remove `hosts:` to run on this machine",
+                ));
+                None
+            }
             Some(rel) => load_inventory(&mut l, &dir.join(rel), Some(n.span)),
             None => None,
         },
@@ -177,13 +270,21 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
 
     let mut entries = Vec::new();
     if let Some(raw) = &raw {
-        if !valid_name(&raw.suite) {
-            l.diags.push(
-                Diagnostic::at(
-                    root.get("suite").map_or(root.span, |n| n.span),
-                    format!("invalid suite name `{}`", raw.suite),
-                )
-                .with_help("names may use letters, digits, `-` and `_`"),
+        check_name(
+            NameKind::Suite,
+            &raw.suite,
+            root.get("suite").map_or(root.span, |n| n.span),
+            &mut l.diags,
+        );
+        let analyze = root.get("analyze");
+        for name in raw.analyze.keys() {
+            let at = analyze
+                .and_then(|a| a.get_key(name))
+                .map_or(root.span, |k| k.span);
+            check_name(NameKind::Step, name, at, &mut l.diags);
+            check_env_keys(
+                analyze.and_then(|a| a.get(name)).and_then(|s| s.get("env")),
+                &mut l.diags,
             );
         }
         if raw.workloads.is_empty() {
@@ -219,6 +320,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         entries,
         set,
         set_args: opts.set.clone(),
+        max_runs: opts.max_runs.unwrap_or(DEFAULT_MAX_RUNS),
         sources: l.sources,
         analyze: raw.analyze.into_iter().collect(),
     })
@@ -256,6 +358,13 @@ fn load_entry(
     dir: &Path,
 ) -> Option<Entry> {
     let wl_span = en.get("workload").map_or(en.span, |n| n.span);
+    if re.workload.is_empty() {
+        l.diags.push(
+            Diagnostic::at(wl_span, "`workload:` is empty")
+                .with_help("give the path of a workload file, relative to the suite file"),
+        );
+        return None;
+    }
     let wpath = dir.join(&re.workload);
     let key = std::fs::canonicalize(&wpath).unwrap_or_else(|_| wpath.clone());
     let node = match l.workloads.get(&key) {
@@ -294,12 +403,7 @@ fn load_entry(
         .collect();
     let before = l.diags.len();
     for (k, v) in node.get("modes").and_then(Node::as_map).unwrap_or_default() {
-        if !valid_name(&k.name) {
-            l.diags.push(Diagnostic::at(
-                k.span,
-                format!("invalid mode name `{}`", k.name),
-            ));
-        }
+        check_name(NameKind::Mode, &k.name, k.span, &mut l.diags);
         let _: Option<RawOverlay> = decode(v, &mut l.diags);
     }
     let mode_nodes = en.get("modes").and_then(Node::as_seq).unwrap_or_default();
@@ -440,11 +544,38 @@ fn parse_set_args(l: &mut Loader, args: &[String]) -> Option<Node> {
         if !WORKLOAD_KEYS.contains(&segs[0]) {
             path.push("params");
         }
-        path.extend(segs);
+        path.extend(segs.iter().copied());
+        // The value is YAML. One that does not parse is a plain string
+        // (`--set who=@me`), unless it starts like a list, a map or a quoted
+        // string: then it was meant as one and the mistake is reported.
         let mut value_node = match parse(value, file) {
             Ok(n) => n,
+            Err(d) if value.trim_start().starts_with(['[', '{', '"', '\'']) => {
+                let reason = d
+                    .message
+                    .strip_prefix("invalid YAML: ")
+                    .unwrap_or(&d.message);
+                l.diags.push(
+                    Diagnostic::at(value_span, format!("`--set {key}`: the value is not valid YAML: {reason}"))
+                        .with_help("a value starting with `[`, `{` or a quote is read as YAML: close it, or quote the whole value for a string (`--set 'k=\"[1,2\"'`)"),
+                );
+                continue;
+            }
             Err(_) => Node::new(NodeKind::Str(value.to_string()), value_span),
         };
+        if value_node.is_null() && matches!(segs.as_slice(), ["steps" | "params"]) {
+            l.diags.push(
+                Diagnostic::at(
+                    whole,
+                    format!(
+                        "`--set {arg}` would remove every one of the workload's {}",
+                        segs[0]
+                    ),
+                )
+                .with_help(format!("remove one with `--set {}.NAME=null`", segs[0])),
+            );
+            continue;
+        }
         respan(&mut value_node, value_span);
         if let Err(msg) = overlay.set_path(&path, key_span, value_node) {
             l.diags

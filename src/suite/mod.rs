@@ -8,10 +8,13 @@ pub mod raw;
 mod workload;
 
 pub use inventory::{Host, Inventory, LOCAL};
-pub use load::{LoadFailure, LoadOptions, load, load_inventory_file, resolve_suite_path};
+pub use load::{
+    DEFAULT_MAX_RUNS, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, load, load_inventory_file,
+    read_source, resolve_suite_path,
+};
 pub use model::{Entry, ModeRef, Suite};
 pub use raw::StepKind;
 pub use workload::{
-    Condition, Field, Metric, MetricSource, Ready, ReadyProbe, RunField, Step, Stop, Workload,
-    normalize_signal,
+    Condition, Field, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField, Step, Stop,
+    Workload, check_inside_run_dir, normalize_signal,
 };

@@ -24,6 +24,8 @@ pub struct Suite {
     pub set: Option<Node>,
     /// The `--set` arguments as given.
     pub set_args: Vec<String>,
+    /// The most runs the suite may expand to (`--max-runs`).
+    pub max_runs: u64,
     /// Every text read, for diagnostics and for `suite.json`.
     pub sources: Sources,
     /// Suite-level analyze steps (name order).

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::raw::{Command, RawMetric, RawStep, RawWorkload, Scalar, StepKind, When};
 use crate::diag::{Diagnostic, Diagnostics, Span, did_you_mean, list_names};
 use crate::duration;
+use crate::names::NameKind;
 use crate::yaml::{Node, decode_partial};
 
 /// A string from a file (usually a template) and where it was written.
@@ -175,27 +176,19 @@ impl Workload {
             }
             n.span
         };
-        if !valid_name(&raw.workload) {
-            diags.push(
-                Diagnostic::at(
-                    span_of(&["workload"]),
-                    format!("invalid workload name `{}`", raw.workload),
-                )
-                .with_help("names may use letters, digits, `-` and `_`"),
-            );
-        }
+        check_name(
+            NameKind::Workload,
+            &raw.workload,
+            span_of(&["workload"]),
+            diags,
+        );
         let steps_node = node.get("steps");
         let mut steps = Vec::new();
         for (key, step_node) in steps_node.and_then(Node::as_map).unwrap_or_default() {
             let Some(raw_step) = raw.steps.get(&key.name) else {
                 continue;
             };
-            if !valid_name(&key.name) {
-                diags.push(
-                    Diagnostic::at(key.span, format!("invalid step name `{}`", key.name))
-                        .with_help("names may use letters, digits, `-` and `_`"),
-                );
-            }
+            check_name(NameKind::Step, &key.name, key.span, diags);
             if let Some(step) = build_step(&key.name, key.span, raw_step, step_node, diags) {
                 steps.push(step);
             }
@@ -216,11 +209,13 @@ impl Workload {
                 .get("metrics")
                 .and_then(|ms| ms.get_key(name))
                 .map_or(node.span, |k| k.span);
+            check_name(NameKind::Metric, name, span, diags);
             if let Some(metric) = build_metric(name, m, span, diags) {
                 metrics.push(metric);
             }
         }
         let files = seq_fields(node.get("files"));
+        check_env_keys(node.get("env"), diags);
         let env = map_fields(node.get("env"));
         (diags.len() == before).then(|| Workload {
             name: raw.workload,
@@ -238,10 +233,55 @@ impl Workload {
     }
 }
 
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+/// How a path meant to stay inside a run's folder leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideRunDir {
+    Empty,
+    Absolute,
+    Parent,
+}
+
+impl OutsideRunDir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutsideRunDir::Empty => "is empty",
+            OutsideRunDir::Absolute => "is absolute",
+            OutsideRunDir::Parent => "leaves the run's folder (`..`)",
+        }
+    }
+}
+
+/// A path that must stay inside a run's folder (a fetch path, a metric's
+/// `from`): relative, without `..`.
+pub fn check_inside_run_dir(p: &str) -> Result<(), OutsideRunDir> {
+    if p.trim().is_empty() {
+        return Err(OutsideRunDir::Empty);
+    }
+    if p.starts_with('/') || p.starts_with('~') {
+        return Err(OutsideRunDir::Absolute);
+    }
+    if std::path::Path::new(p)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(OutsideRunDir::Parent);
+    }
+    Ok(())
+}
+
+/// Pushes an error when `name` breaks the rule of its kind.
+pub fn check_name(kind: NameKind, name: &str, span: Span, diags: &mut Diagnostics) {
+    if let Err((message, help)) = kind.check(name) {
+        diags.push(Diagnostic::at(span, message).with_help(help));
+    }
+}
+
+/// `env:` keys become shell variables on every host: `A;touch x;B` must
+/// never reach a shell.
+pub fn check_env_keys(node: Option<&Node>, diags: &mut Diagnostics) {
+    for (k, _) in node.and_then(Node::as_map).unwrap_or_default() {
+        check_name(NameKind::EnvVar, &k.name, k.span, diags);
+    }
 }
 
 /// The scalar at `node` as a field; `None` when absent or null. A node
@@ -495,7 +535,10 @@ fn build_step(
         ready,
         timeout,
         stop,
-        env: map_fields(node.get("env")),
+        env: {
+            check_env_keys(node.get("env"), diags);
+            map_fields(node.get("env"))
+        },
         retries: raw.retries.unwrap_or(0),
         when,
         allow_failure: raw.allow_failure.unwrap_or(false),
@@ -573,6 +616,13 @@ fn check_needs(steps: &[Step], diags: &mut Diagnostics) {
 }
 
 fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) -> Option<Metric> {
+    if let Err(why) = check_inside_run_dir(&m.from) {
+        diags.push(
+            Diagnostic::at(span, format!("metric `{name}`: `from: {}` {}", m.from, why.as_str()))
+                .with_help("metrics are read from the run's folder only (`hosts/<host>/…`, `analysis/…`, `logs/…`): give a path or glob relative to it"),
+        );
+        return None;
+    }
     let count = [m.json.is_some(), m.csv.is_some(), m.regex.is_some()]
         .iter()
         .filter(|b| **b)

@@ -132,6 +132,26 @@ impl Node {
         }
     }
 
+    /// Composes two overlays into one that, merged over a base, does what
+    /// merging `self` and then `over` would. Unlike [`Node::merge`], a
+    /// `null` in `over` is kept (it is how an overlay removes a key from
+    /// the base it is merged over later) instead of being dropped where
+    /// `self` has no such key.
+    pub fn compose(&mut self, over: &Node) {
+        match (&mut self.kind, &over.kind) {
+            (NodeKind::Map(base), NodeKind::Map(top)) => {
+                for (k, v) in top {
+                    match base.iter().position(|(bk, _)| bk.name == k.name) {
+                        Some(i) if v.is_null() => base[i].1 = v.clone(),
+                        Some(i) => base[i].1.compose(v),
+                        None => base.push((k.clone(), v.clone())),
+                    }
+                }
+            }
+            _ => *self = over.clone(),
+        }
+    }
+
     /// Sets the value at a dotted `path`, creating mappings on the way.
     /// Returns an error message when the path crosses a non-mapping.
     pub fn set_path(&mut self, path: &[&str], key_span: Span, value: Node) -> Result<(), String> {
@@ -315,6 +335,14 @@ fn syntax_diagnostic(err: &serde_saphyr::Error, text: &str, file: FileId) -> Dia
         return Diagnostic::new(span, format!("duplicate key `{key}`"))
             .with_help("a key may appear only once in a mapping; remove or rename one of them");
     }
+    if let Some(breach) = message.strip_prefix("budget breached: ") {
+        return Diagnostic::new(span, format!("the file is too large to read: {}", budget_phrase(breach)))
+            .with_help("flow's YAML reader stops at these limits so that a runaway file cannot exhaust memory; split the file or shrink the lists in it");
+    }
+    if message.starts_with("multiple YAML documents") {
+        return Diagnostic::new(span, "the file holds more than one YAML document")
+            .with_help("flow reads one document per file: remove the `---` line and what follows it, or move that part into a file of its own");
+    }
     let on_template = span
         .and_then(|s| text.lines().nth(s.line as usize - 1))
         .is_some_and(|l| l.contains("{{") || l.contains("{%"));
@@ -323,6 +351,22 @@ fn syntax_diagnostic(err: &serde_saphyr::Error, text: &str, file: FileId) -> Dia
         d.with_help("YAML reads `{` as the start of a mapping: quote values that contain templates, e.g. `run: \"echo {{ params.x }}\"`")
     } else {
         d
+    }
+}
+
+/// The parser's budget breach (`Nodes { nodes: 250001 }`) in words.
+fn budget_phrase(breach: &str) -> &'static str {
+    let kind = breach.split([' ', '{']).next().unwrap_or_default();
+    match kind {
+        "Nodes" => "it has more than 250,000 values (lists, maps and scalars)",
+        "Events" => "it has more than 1,000,000 YAML events",
+        "Depth" => "it nests deeper than 64 levels",
+        "Aliases" | "Anchors" | "AliasAnchorRatio" => {
+            "it uses too many aliases (`*name`) or anchors (`&name`)"
+        }
+        "ScalarBytes" | "InputBytes" => "it holds more than 64 MiB of text",
+        "MergeKeys" => "it has more than 10,000 merge keys (`<<`)",
+        _ => "it exceeds the YAML reader's limits",
     }
 }
 
