@@ -1,5 +1,6 @@
 //! The artifact folder of one invocation: its id, layout and atomic writes.
 
+pub mod logs;
 mod suite_json;
 mod write;
 

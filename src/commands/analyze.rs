@@ -83,6 +83,9 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     for p in &problems {
         let _ = writeln!(err, "error: {p}");
     }
+    for w in results::metric_gaps(runs.iter().filter(|r| select(&r.plan.id))) {
+        let _ = writeln!(err, "warning: {w}");
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,

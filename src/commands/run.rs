@@ -100,6 +100,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     {
         let (runs, errors) = crate::results::load_runs(&artifact.path);
         warnings.extend(errors);
+        warnings.extend(crate::results::metric_gaps(&runs));
         let rows = crate::results::summarize(&runs);
         if with_metrics && let Err(e) = crate::results::write_summaries(&artifact.path, &rows) {
             warnings.push(e);

@@ -165,7 +165,7 @@ pub async fn execute(
                     }
                 };
                 running.retain(|&x| x != i);
-                progress.run_finished(&r);
+                progress.run_finished(&r, std::path::Path::new(&plans[i].dir));
                 rows[i].status = r.status.as_str().to_string();
                 rows[i].duration_ms = r.duration_ms;
                 match r.status {

@@ -12,6 +12,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
 use super::result::{RunResult, RunStatus, StepStatus};
+use crate::artifact::logs::failure_tail;
+
+/// How many log lines are quoted under a failed run.
+const FAILURE_LINES: usize = 5;
 use crate::plan::RunPlan;
 
 pub struct Progress {
@@ -91,7 +95,9 @@ impl Progress {
         }
     }
 
-    pub fn run_finished(&self, r: &RunResult) {
+    /// Prints a run's line; under a failure, the error and the last lines
+    /// of the failing step's log from `run_dir`.
+    pub fn run_finished(&self, r: &RunResult, run_dir: &Path) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let failed = if r.status == RunStatus::Failed {
             self.failed.fetch_add(1, Ordering::Relaxed) + 1
@@ -115,6 +121,18 @@ impl Progress {
             && let Some(e) = r.first_error()
         {
             line.push_str(&format!("\n      {e}"));
+            // The cause is usually in what the step said last.
+            if let Some(step) = r.failing_step()
+                && let Some((log, lines)) = failure_tail(run_dir, &step.id, FAILURE_LINES)
+            {
+                let shown = log
+                    .strip_prefix(run_dir)
+                    .map_or_else(|_| log.display().to_string(), |p| p.display().to_string());
+                line.push_str(&format!("\n      last lines of {shown}:"));
+                for l in lines {
+                    line.push_str(&format!("\n        | {l}"));
+                }
+            }
         }
         self.println(&line);
         if let Some(b) = &self.bar {

@@ -260,6 +260,13 @@ impl RunResult {
         }
     }
 
+    /// The step whose failure failed the run, if a step did.
+    pub fn failing_step(&self) -> Option<&StepResult> {
+        self.steps
+            .iter()
+            .find(|s| s.fails_run() && !s.errors.is_empty())
+    }
+
     /// The first failure worth a line: `broadcast@coord: exited with 1`.
     pub fn first_error(&self) -> Option<String> {
         self.steps

@@ -28,6 +28,48 @@ pub struct StoredRun {
     raw: Vec<u8>,
 }
 
+/// One line per metric that has no value in some run that passed: which
+/// metric, in how many of those runs, and the first reason. A typo in a
+/// metric's `from` or in a fetch path shows here instead of as a silent
+/// blank in the summary.
+pub fn metric_gaps<'a>(runs: impl IntoIterator<Item = &'a StoredRun>) -> Vec<String> {
+    // metric → (runs that passed and have it, runs without a value, first reason)
+    let mut gaps: BTreeMap<String, (usize, usize, Option<String>)> = BTreeMap::new();
+    for run in runs {
+        let Some(result) = run
+            .result
+            .as_ref()
+            .filter(|r| r.status == RunStatus::Passed)
+        else {
+            continue;
+        };
+        for (name, v) in &result.metrics {
+            let g = gaps.entry(name.clone()).or_insert((0, 0, None));
+            g.0 += 1;
+            if v.value.is_none() {
+                g.1 += 1;
+                if g.2.is_none() {
+                    g.2 = Some(format!(
+                        "{}: {}",
+                        result.id,
+                        v.error.as_deref().unwrap_or("no value")
+                    ));
+                }
+            }
+        }
+    }
+    gaps.into_iter()
+        .filter(|(_, (_, missing, _))| *missing > 0)
+        .map(|(name, (of, missing, first))| {
+            format!(
+                "metric `{name}` has no value in {missing} of {of} passed run{} (first: {})",
+                if of == 1 { "" } else { "s" },
+                first.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// Every run folder of an artifact with a readable `plan.json`, by id.
 /// Unreadable ones are returned as errors naming the file.
 pub fn load_runs(artifact: &Path) -> (Vec<StoredRun>, Vec<String>) {

@@ -30,6 +30,7 @@ table{border-collapse:collapse;font-size:13px;margin:1em 0}\
 th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}\
 th:nth-child(-n+4),td:nth-child(-n+4){text-align:left}\
 tr.sig td{background:#fff4e0}\
+.err{color:#b00020;text-align:left}\
 .passed{color:#2a7d2a}.failed{color:#b00020}.other{color:#666}\
 section.run{margin:1.5em 0;border-top:1px solid #eee;padding-top:.5em}\
 svg{max-width:100%;height:auto}\
@@ -41,6 +42,16 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// `s` cut to `n` characters, with `…` when cut.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n).collect();
+    out.push('…');
+    out
 }
 
 /// The whole page.
@@ -92,9 +103,18 @@ fn summary_table(h: &mut String, rows: &[Row]) {
             _ => "—".into(),
         };
         let vs = r.overhead_pct.map_or("—".into(), |o| format!("{o:+.1}%"));
+        // No value: say why instead of a bare dash.
+        let mean = match (r.mean, &r.error) {
+            (None, Some(e)) => format!(
+                "<span class=\"err\" title=\"{}\">no value: {}</span>",
+                esc(e),
+                esc(&clip(e, 120))
+            ),
+            (m, _) => format!("{}{unit}", short(m)),
+        };
         let _ = writeln!(
             h,
-            "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}{unit}</td>\
+            "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{mean}</td>\
              <td>{ci}</td><td>{}</td><td>{}</td><td>{vs}</td><td>{}</td></tr>",
             esc(&r.workload),
             esc(&r.mode),
@@ -102,7 +122,6 @@ fn summary_table(h: &mut String, rows: &[Row]) {
             esc(&r.metric),
             r.n_ok,
             r.n,
-            short(r.mean),
             short(r.median),
             short(r.std),
             r.p_value.map_or("—".into(), |p| format!("{p:.3}")),

@@ -61,6 +61,10 @@ pub struct Row {
     pub p_value: Option<f64>,
     /// p < [`ALPHA`].
     pub significant: Option<bool>,
+    /// Why some run of the group has no value (the first such run's
+    /// reason, runs that passed first): a typo in `from` shows here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The values, in run-id order (JSON only).
     #[serde(skip)]
     pub values: Vec<f64>,
@@ -100,6 +104,17 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             .filter_map(|r| r.metrics.get(&metric).and_then(|v| v.value))
             .collect();
         let first = members[0];
+        let missing = |r: &&&RunRecord| {
+            r.metrics
+                .get(&metric)
+                .filter(|v| v.value.is_none())
+                .map(|v| format!("{}: {}", r.id, v.error.as_deref().unwrap_or("no value")))
+        };
+        let error = members
+            .iter()
+            .filter(|r| r.passed)
+            .find_map(|r| missing(&r))
+            .or_else(|| members.iter().find_map(|r| missing(&r)));
         let (unit, better) = members
             .iter()
             .find_map(|r| r.declared.get(&metric).cloned())
@@ -127,6 +142,7 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             overhead_pct: None,
             p_value: None,
             significant: None,
+            error,
             values,
         });
     }
