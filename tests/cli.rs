@@ -6,6 +6,7 @@ use std::process::Output;
 use assert_cmd::Command;
 
 mod netns;
+mod plans;
 mod remote;
 mod results;
 mod run;

@@ -79,6 +79,8 @@ struct StepTexts {
 
 struct GroupTexts {
     steps: Vec<StepTexts>,
+    /// Each metric's `from`.
+    metrics_from: Vec<Text>,
     env: Vec<(String, Text)>,
     files: Vec<Text>,
     workload_dir: PathBuf,
@@ -133,6 +135,15 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|f| c.text(f, "files", false))
                 .collect();
+            let metrics_from = g
+                .workload
+                .metrics
+                .iter()
+                .map(|m| {
+                    let f = Field::new(m.from.clone(), m.span);
+                    c.text(&f, &format!("metrics.{}.from", m.name), false)
+                })
+                .collect();
             let workload_dir = suite.entries[g.entry]
                 .workload_path
                 .parent()
@@ -140,6 +151,7 @@ impl<'a> Planner<'a> {
                 .unwrap_or_default();
             groups.push(GroupTexts {
                 steps,
+                metrics_from,
                 env,
                 files,
                 workload_dir,
@@ -400,6 +412,16 @@ impl<'a> Planner<'a> {
             self.check_file_exists(&path, &rel, t)?;
             files.push(format!("{}{keep_slash}", path.display()));
         }
+        let mut metrics = wl.metrics.clone();
+        for (m, t) in metrics.iter_mut().zip(&texts.metrics_from) {
+            m.from = self.render(t, &early)?;
+            crate::suite::check_inside_run_dir(&m.from).map_err(|why| {
+                Diagnostic::at(
+                    t.span,
+                    format!("in `{}`: `{}` {}", t.path, m.from, why.as_str()),
+                )
+            })?;
+        }
         let mut hosts: Vec<String> = placement
             .iter()
             .flatten()
@@ -423,7 +445,7 @@ impl<'a> Planner<'a> {
             files,
             steps: instances,
             edges,
-            metrics: wl.metrics.clone(),
+            metrics,
         })
     }
 

@@ -152,7 +152,7 @@ impl Inventory {
         }
         for h in &hosts {
             for role in &h.roles {
-                let span = role_span(node, &h.name);
+                let span = role_span(node, &h.name, role);
                 if let Err((message, help)) = NameKind::Role.check(role) {
                     diags.push(
                         Diagnostic::at(span, format!("{message} on host `{}`", h.name))
@@ -241,11 +241,23 @@ impl Inventory {
     }
 }
 
-fn role_span(node: &Node, host: &str) -> Span {
-    node.get("hosts")
+/// Where `role` is written for `host`: the list item, else the list, else
+/// the host (a role from `defaults` points at the defaults' list).
+fn role_span(node: &Node, host: &str, role: &str) -> Span {
+    let list = node
+        .get("hosts")
         .and_then(|m| m.get(host))
         .and_then(|h| h.get("roles"))
-        .map_or(node.span, |r| r.span)
+        .or_else(|| node.get("defaults").and_then(|d| d.get("roles")));
+    list.and_then(|l| {
+        l.as_seq()
+            .unwrap_or_default()
+            .iter()
+            .find(|item| item.as_str() == Some(role))
+            .map(|item| item.span)
+            .or(Some(l.span))
+    })
+    .unwrap_or(node.span)
 }
 
 /// The fields of one host (or of `defaults`) that reach ssh's command line

@@ -105,7 +105,12 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Metric {
     pub name: String,
+    /// A glob relative to the run's folder; a template, rendered per run.
     pub from: String,
+    /// Where the metric is declared (its name), for messages.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
     #[serde(flatten)]
     pub source: MetricSource,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -711,6 +716,7 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
     Some(Metric {
         name: name.to_string(),
         from: m.from.clone(),
+        span,
         source,
         unit: m.unit.clone(),
         better: m.better,

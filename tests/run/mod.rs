@@ -78,7 +78,7 @@ impl Project {
     }
 
     /// The only run's folder.
-    fn run_dir(&self) -> PathBuf {
+    pub(crate) fn run_dir(&self) -> PathBuf {
         let runs: Vec<PathBuf> = std::fs::read_dir(self.artifact().join("runs"))
             .expect("runs")
             .flatten()

@@ -1,0 +1,288 @@
+//! Plans that say what runs: templated list items each rendered, labels that
+//! describe the params a run has, input that cannot be read refused at
+//! once, and failures and empty metrics that say why.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::run::Project;
+use super::{Flow, redact, root};
+
+const LISTS: &str = "tests/fixtures/templated-lists/suite.yaml";
+
+fn plan_json(suite: &str, extra: &[&str]) -> (Value, String) {
+    let (stdout, stderr) = Flow::new()
+        .args(["plan", "--suite", suite, "--dry-run", "--format", "json"])
+        .args(["--artifacts", "/artifacts"])
+        .args(extra)
+        .cwd(&root())
+        .expect(0);
+    (
+        serde_json::from_str(&redact(&stdout)).expect("valid JSON"),
+        stderr,
+    )
+}
+
+fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {run}"))
+}
+
+#[test]
+fn every_templated_list_item_renders_as_itself_in_files_on_from_and_paths() {
+    let (v, _) = plan_json(LISTS, &[]);
+    insta::assert_snapshot!(
+        "plan__templated_lists_json",
+        serde_json::to_string_pretty(&v).expect("prints")
+    );
+    let run = &v["runs"][0];
+    let files: Vec<&str> = run["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        files[0].ends_with("/one.txt") && files[1].ends_with("/two.txt"),
+        "{files:?}"
+    );
+    // `on:` and `from:` select both roles, so both hosts.
+    assert_eq!(run["hosts"], serde_json::json!(["h1", "h2"]));
+    step(run, "write@h1");
+    step(run, "write@h2");
+    for host in ["h1", "h2"] {
+        assert_eq!(
+            step(run, &format!("get@{host}"))["paths"],
+            serde_json::json!(["data.csv", "debug.log"])
+        );
+    }
+    assert_eq!(run["metrics"][0]["from"], "hosts/*/data.csv");
+}
+
+#[test]
+fn a_run_of_templated_lists_fetches_every_file_from_every_host() {
+    let p = Project::new();
+    let src = root().join("tests/fixtures/templated-lists");
+    for f in [
+        "suite.yaml",
+        "workload.yaml",
+        "hosts.yaml",
+        "one.txt",
+        "two.txt",
+    ] {
+        std::fs::copy(src.join(f), p.path().join(f)).expect("copy fixture");
+    }
+    let (stdout, stderr) = p.run(&[], 0);
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let run = p.run_dir();
+    for host in ["h1", "h2"] {
+        for f in ["data.csv", "debug.log"] {
+            assert!(
+                run.join("hosts").join(host).join(f).is_file(),
+                "{host}/{f} not fetched"
+            );
+        }
+        // Both pushed files are on each host.
+        let work = p.artifact().join("work").join(host).join("runs");
+        let pushed: Vec<_> = std::fs::read_dir(&work)
+            .expect("work dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(pushed[0].join("two.txt")).expect("two.txt"),
+            "two\n"
+        );
+    }
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("run_result.json")).expect("run_result.json"),
+    )
+    .expect("json");
+    assert_eq!(result["fetch"]["files"], 4, "{result}");
+    assert!(result["metrics"]["rows"]["value"].is_number(), "{result}");
+}
+
+#[test]
+fn set_over_a_matrix_key_labels_the_variant_with_what_runs() {
+    let (v, stderr) = plan_json("streaming", &["--set", "num_events=100"]);
+    let runs = v["runs"].as_array().expect("runs");
+    // Two points (50, 100) became one variant: two repetitions, not four
+    // runs with two ids each twice.
+    assert_eq!(runs.len(), 2, "{v}");
+    for r in runs {
+        assert_eq!(r["variant"], "num_events=100");
+        assert_eq!(r["variant_params"]["num_events"], 100);
+        assert_eq!(r["params"]["num_events"], 100);
+    }
+    assert!(
+        stderr.contains(
+            "warning: `--set` fixes matrix key `num_events` of workload `streaming`: its 2 matrix points run as 1 variant"
+        ),
+        "{stderr}"
+    );
+    // The same run as without --set at that point: the same id.
+    let (plain, _) = plan_json("streaming", &[]);
+    let ids = |v: &Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["variant"] == "num_events=100")
+            .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&v), ids(&plain));
+    // The text header counts what runs.
+    let (text, _) = Flow::new()
+        .args(["plan", "--suite", "streaming", "--dry-run"])
+        .args(["--set", "num_events=100"])
+        .cwd(&root())
+        .expect(0);
+    assert!(
+        text.contains("streaming: 1 mode × 1 variant × 2 repetitions = 2 runs"),
+        "{text}"
+    );
+    assert!(text.contains("variant num_events=100"), "{text}");
+    assert!(!text.contains("num_events=50"), "{text}");
+}
+
+/// Runs flow with a deadline: a FIFO once made `flow validate` hang.
+fn validate_within(dir: &Path, args: &[&str], limit: Duration) -> (i32, String) {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .arg("validate")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            return (
+                status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flow validate {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn fifos_devices_and_folders_are_refused_at_once() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - workload: workload.yaml\n",
+        )
+        .file(
+            "workload.yaml",
+            "workload: w\nsteps:\n  t: { run: 'true' }\n",
+        )
+        .file(
+            "fifo-workload.yaml",
+            "suite: t\nworkloads:\n  - workload: pipe.yaml\n",
+        );
+    let made = Command::new("mkfifo")
+        .arg(p.path().join("pipe.yaml"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let limit = Duration::from_secs(10);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--suite", "pipe.yaml"],
+            "error: suite `pipe.yaml` is a FIFO (named pipe), not a file",
+        ),
+        (
+            &["--suite", "fifo-workload.yaml"],
+            "error: workload `pipe.yaml` is a FIFO (named pipe), not a file",
+        ),
+        (
+            &["--suite", "suite.yaml", "--hosts", "pipe.yaml"],
+            "error: inventory `pipe.yaml` is a FIFO (named pipe), not a file",
+        ),
+        (
+            &["--suite", "/dev/zero"],
+            "error: suite `/dev/zero` is a device, not a file",
+        ),
+        (
+            &["--suite", "./"],
+            "error: suite `.` is a folder, not a file",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = validate_within(p.path(), args, limit);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_failed_step_shows_the_last_lines_it_wrote() {
+    let p = Project::new().file(
+        "suite.yaml",
+        "suite: t\nworkloads:\n  - workload: workload.yaml\n",
+    );
+    let p = p.file(
+        "workload.yaml",
+        "workload: w\nsteps:\n  server:\n    kind: service\n    run: ./server --port 1\n    ready: { port: 1, timeout: 5s }\n  t: { run: 'true' }\n",
+    );
+    let (stdout, _) = p.run(&[], 1);
+    assert!(
+        stdout.contains("server@local: exited with 127 before it was ready"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("      last lines of logs/server@local.err:\n        | "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("./server: not found"), "{stdout}");
+}
+
+#[test]
+fn a_metric_that_extracts_nothing_is_reported_by_run_and_in_the_report() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - workload: workload.yaml\n",
+        )
+        .file(
+            "workload.yaml",
+            "workload: w\nsteps:\n  t: { run: 'echo 1 > out.csv' }\n  get: { kind: fetch, paths: [out.csv] }\nmetrics:\n  typo:\n    from: hosts/*/uot.csv\n    regex: '(?P<value>[0-9]+)'\n",
+        );
+    let (stdout, stderr) = p.run(&[], 0);
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "warning: metric `typo` has no value in 1 of 1 passed run (first: w.baseline.r1-"
+        ) && stderr.contains("no file matches `hosts/*/uot.csv`"),
+        "{stderr}"
+    );
+    let report = std::fs::read_to_string(p.artifact().join("report.html")).expect("report");
+    assert!(
+        report.contains("no value: w.baseline.r1-") && report.contains("uot.csv"),
+        "the report shows why"
+    );
+    let (_, stderr) = Flow::new()
+        .args(["analyze", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(stderr.contains("warning: metric `typo`"), "{stderr}");
+}
