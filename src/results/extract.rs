@@ -234,6 +234,7 @@ mod tests {
         Metric {
             name: "m".into(),
             from: from.into(),
+            span: crate::diag::Span::default(),
             source,
             unit: Some("ms".into()),
             better: None,
