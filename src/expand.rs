@@ -610,6 +610,49 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
+        /// Whatever the matrix, a `--set` value is what every run has, in
+        /// its params and, for a matrix key, in its label and variant
+        /// params; points it collapses run once.
+        #[test]
+        fn a_set_value_always_appears_in_the_label_and_params(
+            a_values in proptest::collection::btree_set(0i64..20, 1..5),
+            b_values in proptest::collection::btree_set(0i64..20, 1..4),
+            set_key in 0usize..3,
+            set_value in -5i64..30,
+            reps in 1u32..3,
+        ) {
+            let list = |v: &std::collections::BTreeSet<i64>| {
+                v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+            };
+            let suite = format!(
+                "suite: s\nworkloads:\n  - workload: w.yaml\n    modes: [m1, m2]\n    repetitions: {reps}\n    matrix:\n      a: [{}]\n      b: [{}]\n",
+                list(&a_values),
+                list(&b_values)
+            );
+            let key = ["a", "b", "c"][set_key];
+            let arg = format!("{key}={set_value}");
+            let exp = expand_yaml(&suite, WORKLOAD, &[arg.as_str()]).map_err(TestCaseError::fail)?;
+            let points = match key {
+                "a" => b_values.len(),
+                "b" => a_values.len(),
+                _ => a_values.len() * b_values.len(),
+            };
+            prop_assert_eq!(exp.runs.len(), points * 2 * reps as usize);
+            let mut ids = std::collections::BTreeSet::new();
+            for r in &exp.runs {
+                prop_assert_eq!(&r.params[key], &serde_json::json!(set_value));
+                let label = r.variant_label();
+                if key != "c" {
+                    let want = format!("{key}={set_value}");
+                    prop_assert!(label.split(',').any(|p| p == want), "{} lacks {}", label, want);
+                    prop_assert!(r.variant.iter().any(|(k, v)| k == key && *v == serde_json::json!(set_value)));
+                }
+                // Each variant appears once per mode and repetition.
+                prop_assert!(ids.insert((label, r.group, r.repetition)));
+            }
+            prop_assert_eq!(exp.notes.is_empty(), key == "c" || points == a_values.len() * b_values.len());
+        }
+
         /// runs = (product − excluded + new includes) × modes × repetitions
         #[test]
         fn run_count_is_product_minus_excluded_plus_included(

@@ -18,3 +18,6 @@ pub use workload::{
     Condition, Field, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField, Step, Stop,
     Workload, check_inside_run_dir, normalize_signal,
 };
+
+#[cfg(test)]
+mod fuzz_tests;
