@@ -211,9 +211,11 @@ pub fn list(args: &ListArgs) -> Result<i32, Error> {
         let st = state(&path);
         let total = run_ids(&path).len();
         let (mut passed, mut failed, mut other) = (0, 0, 0);
-        if let Ok(csv) = std::fs::read_to_string(path.join("runs.csv")) {
-            for line in csv.lines().skip(1) {
-                match line.rsplit(',').nth(1) {
+        // A real CSV reader: a param value may hold commas or line breaks.
+        if let Ok(mut csv) = csv::Reader::from_path(path.join("runs.csv")) {
+            for rec in csv.records().flatten() {
+                let n = rec.len();
+                match n.checked_sub(2).and_then(|i| rec.get(i)) {
                     Some("passed") => passed += 1,
                     Some("failed") => failed += 1,
                     Some("pending") | None => {}

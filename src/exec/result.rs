@@ -306,7 +306,20 @@ impl RunRow {
     }
 }
 
+/// The fixed columns of `runs.csv`, params going between the fourth and
+/// the fifth.
+const RUNS_CSV_FIXED: [&str; 7] = [
+    "id",
+    "workload",
+    "mode",
+    "variant",
+    "repetition",
+    "status",
+    "duration_ms",
+];
+
 /// `runs.csv`: `id,workload,mode,variant,<param columns…>,repetition,status,duration_ms`.
+/// A param whose name is a fixed column is written `param.<name>`.
 /// Param columns are the union of every run's variant params, in first-seen
 /// order; a run without one leaves it empty.
 pub fn runs_csv(rows: &[RunRow]) -> String {
@@ -319,10 +332,13 @@ pub fn runs_csv(rows: &[RunRow]) -> String {
         }
     }
     let mut out = String::with_capacity(64 + rows.len() * 96);
-    let mut header = vec!["id", "workload", "mode", "variant"];
-    header.extend(keys.iter().copied());
-    header.extend(["repetition", "status", "duration_ms"]);
-    push_row(&mut out, header.iter().map(|s| s.to_string()));
+    let mut header: Vec<String> = RUNS_CSV_FIXED[..4].iter().map(|s| s.to_string()).collect();
+    header.extend(
+        keys.iter()
+            .map(|k| crate::artifact::param_column(k, &RUNS_CSV_FIXED)),
+    );
+    header.extend(RUNS_CSV_FIXED[4..].iter().map(|s| s.to_string()));
+    push_row(&mut out, header.into_iter());
     for r in rows {
         let mut cells = vec![
             r.id.clone(),

@@ -616,10 +616,18 @@ async fn push_tar(r: &Inner, host: &str, files: &[String], tmp: &str) -> Result<
     Ok(())
 }
 
-/// The command a remote step runs: its environment, then the command.
-fn remote_script(job: &StepJob) -> String {
+/// The command a remote step runs: its environment, then the command. A
+/// key that is not a shell variable name (validation refuses them; a
+/// hand-edited `plan.json` may still hold one) is refused, never exported.
+fn remote_script(job: &StepJob) -> Result<String, String> {
     let mut s = String::new();
     for (k, v) in &job.env {
+        if !crate::names::NameKind::EnvVar.accepts(k) {
+            return Err(format!(
+                "env key `{}` is not a shell variable name",
+                k.escape_debug()
+            ));
+        }
         s.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
     match &job.step.run {
@@ -633,7 +641,7 @@ fn remote_script(job: &StepJob) -> String {
         }
         None => s.push_str("true"),
     }
-    s
+    Ok(s)
 }
 
 /// What `helper status` said about a step.
@@ -679,10 +687,11 @@ async fn supervise(
     // A task that ends quickly is reported, with its output, by the start
     // call itself.
     let wait = if background { 0 } else { START_WAIT_MS }.to_string();
-    let start = match r
-        .helper(host, &["start", &dir, id, &remote_script(job), &wait])
-        .await
-    {
+    let script = match remote_script(job) {
+        Ok(s) => s,
+        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
+    };
+    let start = match r.helper(host, &["start", &dir, id, &script, &wait]).await {
         Ok(c) => c,
         Err(e) => return ended(StepStatus::Failed, None, Some(e)),
     };

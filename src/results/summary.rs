@@ -183,36 +183,48 @@ pub fn num(x: Option<f64>) -> String {
     x.map(|v| format!("{v}")).unwrap_or_default()
 }
 
+/// The fixed columns of `summary.csv`; variant params go between the third
+/// and the fourth.
+const SUMMARY_CSV_FIXED: [&str; 20] = [
+    "workload",
+    "mode",
+    "variant",
+    "metric",
+    "unit",
+    "better",
+    "n",
+    "n_ok",
+    "mean",
+    "median",
+    "std",
+    "min",
+    "max",
+    "ci95_low",
+    "ci95_high",
+    "baseline_mean",
+    "ratio",
+    "overhead_pct",
+    "p_value",
+    "significant",
+];
+
 /// `summary.csv`: fixed columns, one per variant param (sorted union), then
-/// the statistics.
+/// the statistics. A param whose name is a fixed column is written
+/// `param.<name>`.
 pub fn to_csv(rows: &[Row]) -> Vec<u8> {
     let params: std::collections::BTreeSet<&String> =
         rows.iter().flat_map(|r| r.params.keys()).collect();
     let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<String> = vec!["workload".into(), "mode".into(), "variant".into()];
-    header.extend(params.iter().map(|p| (*p).clone()));
+    let mut header: Vec<String> = SUMMARY_CSV_FIXED[..3]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     header.extend(
-        [
-            "metric",
-            "unit",
-            "better",
-            "n",
-            "n_ok",
-            "mean",
-            "median",
-            "std",
-            "min",
-            "max",
-            "ci95_low",
-            "ci95_high",
-            "baseline_mean",
-            "ratio",
-            "overhead_pct",
-            "p_value",
-            "significant",
-        ]
-        .map(String::from),
+        params
+            .iter()
+            .map(|p| crate::artifact::param_column(p, &SUMMARY_CSV_FIXED)),
     );
+    header.extend(SUMMARY_CSV_FIXED[3..].iter().map(|s| s.to_string()));
     let _ = w.write_record(&header);
     for r in rows {
         let mut rec: Vec<String> = vec![r.workload.clone(), r.mode.clone(), r.variant.clone()];

@@ -286,3 +286,62 @@ fn a_metric_that_extracts_nothing_is_reported_by_run_and_in_the_report() {
         .expect(0);
     assert!(stderr.contains("warning: metric `typo`"), "{stderr}");
 }
+
+#[test]
+fn a_param_named_like_a_column_never_shadows_it() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - workload: workload.yaml\n    matrix:\n      status: [ok, \"a,b\\nc\"]\n      n: [1]\n",
+        )
+        .file(
+            "workload.yaml",
+            "workload: w\nparams: { status: x, n: 0 }\nsteps:\n  t: { run: 'echo 5 > v.txt' }\n  get: { kind: fetch, paths: [v.txt] }\nmetrics:\n  v: { from: hosts/*/v.txt, regex: '(?P<value>[0-9]+)' }\n",
+        );
+    p.run(&[], 0);
+    let art = p.artifact();
+    let mut runs = csv::Reader::from_path(art.join("runs.csv")).expect("runs.csv");
+    let header: Vec<String> = runs
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "id",
+            "workload",
+            "mode",
+            "variant",
+            "n",
+            "param.status",
+            "repetition",
+            "status",
+            "duration_ms"
+        ]
+    );
+    let statuses: Vec<String> = runs
+        .records()
+        .map(|r| r.expect("row")[7].to_string())
+        .collect();
+    assert_eq!(statuses, ["passed", "passed"]);
+    let mut summary = csv::Reader::from_path(art.join("summary.csv")).expect("summary.csv");
+    let header: Vec<String> = summary
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        &header[..6],
+        ["workload", "mode", "variant", "param.n", "status", "metric"]
+    );
+    assert_eq!(header.iter().filter(|h| *h == "n").count(), 1);
+    // `flow list` reads runs.csv as CSV: a value with a line break is one row.
+    let (out, _) = Flow::new()
+        .args(["list", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(out.contains("2 runs, 2 passed, 0 failed"), "{out}");
+}
