@@ -607,6 +607,31 @@ mod tests {
         assert_eq!(order[4], (2, "a=1".into(), "m1".into()));
     }
 
+    #[test]
+    fn a_mode_over_a_matrix_key_is_labelled_with_its_value_and_said() {
+        let suite = "suite: s\nworkloads:\n  - workload: w.yaml\n    modes: [m1, m2]\n    matrix: {x: [p, q]}\n";
+        let exp = expand_yaml(suite, WORKLOAD, &[]).expect("expands");
+        let labels: Vec<(String, String)> = exp
+            .runs
+            .iter()
+            .map(|r| (exp.groups[r.group].mode.clone(), r.variant_label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("m1".to_string(), "x=p".to_string()),
+                ("m2".to_string(), "x=mode".to_string()),
+                ("m1".to_string(), "x=q".to_string()),
+            ]
+        );
+        assert_eq!(
+            exp.notes,
+            [
+                "mode `m2` sets a matrix key of workload `w`: its 2 matrix points run as 1 variant in mode `m2`"
+            ]
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

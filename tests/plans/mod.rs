@@ -187,14 +187,7 @@ fn validate_within(dir: &Path, args: &[&str], limit: Duration) -> (i32, String) 
 #[test]
 fn fifos_devices_and_folders_are_refused_at_once() {
     let p = Project::new()
-        .file(
-            "suite.yaml",
-            "suite: t\nworkloads:\n  - workload: workload.yaml\n",
-        )
-        .file(
-            "workload.yaml",
-            "workload: w\nsteps:\n  t: { run: 'true' }\n",
-        )
+        .workload("workload: w\nsteps:\n  t: { run: 'true' }\n")
         .file(
             "fifo-workload.yaml",
             "suite: t\nworkloads:\n  - workload: pipe.yaml\n",
@@ -236,12 +229,7 @@ fn fifos_devices_and_folders_are_refused_at_once() {
 
 #[test]
 fn a_failed_step_shows_the_last_lines_it_wrote() {
-    let p = Project::new().file(
-        "suite.yaml",
-        "suite: t\nworkloads:\n  - workload: workload.yaml\n",
-    );
-    let p = p.file(
-        "workload.yaml",
+    let p = Project::new().workload(
         "workload: w\nsteps:\n  server:\n    kind: service\n    run: ./server --port 1\n    ready: { port: 1, timeout: 5s }\n  t: { run: 'true' }\n",
     );
     let (stdout, _) = p.run(&[], 1);
@@ -258,13 +246,7 @@ fn a_failed_step_shows_the_last_lines_it_wrote() {
 
 #[test]
 fn a_metric_that_extracts_nothing_is_reported_by_run_and_in_the_report() {
-    let p = Project::new()
-        .file(
-            "suite.yaml",
-            "suite: t\nworkloads:\n  - workload: workload.yaml\n",
-        )
-        .file(
-            "workload.yaml",
+    let p = Project::new().workload(
             "workload: w\nsteps:\n  t: { run: 'echo 1 > out.csv' }\n  get: { kind: fetch, paths: [out.csv] }\nmetrics:\n  typo:\n    from: hosts/*/uot.csv\n    regex: '(?P<value>[0-9]+)'\n",
         );
     let (stdout, stderr) = p.run(&[], 0);

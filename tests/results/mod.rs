@@ -234,14 +234,14 @@ fn compare_shows_both_means_the_delta_and_its_significance() {
     );
 }
 
-/// Debian's Chromium, which `.ci/run` installs.
+/// Debian's Chromium, which `scripts/test.sh` installs.
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 #[test]
 fn the_report_renders_in_a_real_browser_without_console_errors() {
     assert!(
         Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install chromium (`.ci/run` does)"
+        "{CHROMIUM} is missing: install chromium (`scripts/test.sh` does as root)"
     );
     let p = project();
     let (stdout, _) = p.run(&[], 0);

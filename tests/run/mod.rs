@@ -33,7 +33,7 @@ impl Project {
     }
 
     /// `suite.yaml` running `workload.yaml` once.
-    fn workload(self, text: &str) -> Project {
+    pub(crate) fn workload(self, text: &str) -> Project {
         self.file(
             "suite.yaml",
             "suite: t\nworkloads:\n  - workload: workload.yaml\n",

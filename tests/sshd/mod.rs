@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where sshd lives on Debian; `.ci/run` installs it (openssh-server).
+/// Where sshd lives on Debian; `scripts/test.sh` installs it (openssh-server).
 const SSHD: &str = "/usr/sbin/sshd";
 
 pub struct Sshds {
@@ -47,7 +47,7 @@ impl Sshds {
     pub fn start_hiding(n: usize, hidden: &[&str]) -> Sshds {
         assert!(
             Path::new(SSHD).exists(),
-            "{SSHD} is missing: install openssh-server (`.ci/run` does)"
+            "{SSHD} is missing: install openssh-server (`scripts/test.sh` does as root)"
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
