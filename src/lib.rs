@@ -11,6 +11,7 @@ pub mod diag;
 pub mod duration;
 pub mod exec;
 pub mod expand;
+pub mod machine;
 pub mod names;
 pub mod paths;
 pub mod plan;

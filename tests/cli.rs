@@ -5,6 +5,7 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+mod conformance;
 mod netns;
 mod plans;
 mod remote;

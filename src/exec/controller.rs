@@ -22,7 +22,7 @@ pub fn identity() -> &'static str {
         let pid = std::process::id() as i32;
         format!(
             "{}:{}:{pid}:{}",
-            machine_id(),
+            crate::machine::machine_id(),
             boot_id(),
             start_ticks(pid).unwrap_or(0)
         )
@@ -42,24 +42,10 @@ pub fn is_dead(id: &str) -> bool {
     ) else {
         return false;
     };
-    if machine != machine_id() {
+    if machine != crate::machine::machine_id() {
         return false;
     }
     boot != boot_id() || start_ticks(pid) != Some(start)
-}
-
-fn machine_id() -> String {
-    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && !s.contains(':'))
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().replace(':', "_"))
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn boot_id() -> String {

@@ -17,7 +17,8 @@
 #   helper.sh follow DIR ID             the output as it grows, as `logs` frames, until the step ends
 #   helper.sh status DIR ID...          per id: `ID running`, `ID exited N`, `ID gone`, `ID unknown`
 #   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
-#   helper.sh probe-log DIR ID REGEX    exit 0 when a line of the output matches (extended regex)
+#   helper.sh read DIR ID OUT_OFF ERR_OFF  what stdout and stderr gained past those offsets,
+#                                       as `out N` / `err N` frames (flow matches `ready.log` itself)
 #   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
 #   helper.sh reap VAR=VALUE...         SIGKILL every process whose environment holds every VAR=VALUE
 #   helper.sh leftovers                 `PID CONTROLLER ARTIFACT` of each process started from this
@@ -171,10 +172,11 @@ cmd_stop() {
   echo "$sent"
 }
 
-cmd_probe_log() {
-  [ $# -eq 3 ] || die "usage: probe-log DIR ID REGEX"
+cmd_read() {
+  [ $# -eq 4 ] || die "usage: read DIR ID OUT_OFF ERR_OFF"
   f="$1/.flow/$2"
-  cat "$f.out" "$f.err" 2>/dev/null | grep -E -q -e "$3"
+  grown "$f.out" out "$3"
+  grown "$f.err" err "$4"
 }
 
 cmd_probe_port() {
@@ -253,7 +255,7 @@ cmd_leftovers() {
   return 0
 }
 
-[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|probe-log|probe-port|reap|leftovers ..."
+[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|read|probe-port|reap|leftovers ..."
 what=$1
 shift
 case $what in
@@ -262,7 +264,7 @@ case $what in
   stop) cmd_stop "$@" ;;
   logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
   follow) cmd_follow "$@" ;;
-  probe-log) cmd_probe_log "$@" ;;
+  read) cmd_read "$@" ;;
   probe-port) cmd_probe_port "$@" ;;
   reap) cmd_reap "$@" ;;
   leftovers) cmd_leftovers "$@" ;;

@@ -107,31 +107,76 @@ impl Probe {
     /// For messages: `log /Worker ready/`, `port 8080`, `cmd "…"`.
     pub fn describe(&self) -> String {
         match self {
-            Probe::Log(p) => format!("log /{}/", p.re.as_str()),
+            Probe::Log(p) => format!("log /{}/", p.matcher.pattern()),
             Probe::Port(p) => format!("port {p}"),
             Probe::Cmd { cmd, .. } => format!("cmd `{}`", cmd.display()),
         }
     }
 }
 
-/// Matches a regex line by line over files that grow, reading each byte once.
-pub struct LogProbe {
+/// Matches a regex line by line over streams that grow, whatever host the
+/// bytes come from: every transport feeds it the bytes a service wrote, so a
+/// `ready.log` pattern means the same (Rust's regex syntax) everywhere.
+pub struct LineMatcher {
     re: Regex,
-    files: Vec<(PathBuf, u64, Vec<u8>)>,
+    /// Per stream, the unfinished last line.
+    pending: Vec<Vec<u8>>,
+}
+
+impl LineMatcher {
+    pub fn new(re: Regex, streams: usize) -> LineMatcher {
+        LineMatcher {
+            re,
+            pending: vec![Vec::new(); streams],
+        }
+    }
+
+    /// Feeds what `stream` gained; true once a line (or the unfinished last
+    /// line: a prompt may never end its line) matches.
+    pub fn feed(&mut self, stream: usize, bytes: &[u8]) -> bool {
+        let Some(pending) = self.pending.get_mut(stream) else {
+            return false;
+        };
+        pending.extend_from_slice(bytes);
+        // Complete lines are matched and dropped; the unfinished tail is
+        // kept and matched again with what follows.
+        let keep_from = pending
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if pending
+            .split(|&b| b == b'\n')
+            .any(|line| self.re.is_match(line))
+        {
+            return true;
+        }
+        pending.drain(..keep_from);
+        false
+    }
+
+    pub fn pattern(&self) -> &str {
+        self.re.as_str()
+    }
+}
+
+/// A [`LineMatcher`] over local files, reading each byte once.
+pub struct LogProbe {
+    matcher: LineMatcher,
+    files: Vec<(PathBuf, u64)>,
 }
 
 impl LogProbe {
     pub fn new(re: Regex, paths: Vec<PathBuf>) -> LogProbe {
         LogProbe {
-            re,
-            files: paths.into_iter().map(|p| (p, 0, Vec::new())).collect(),
+            matcher: LineMatcher::new(re, paths.len()),
+            files: paths.into_iter().map(|p| (p, 0)).collect(),
         }
     }
 
     /// Reads what was appended since the last call; true once a line (or the
     /// unfinished last line) matches.
     pub fn check(&mut self) -> bool {
-        for (path, offset, pending) in &mut self.files {
+        for (i, (path, offset)) in self.files.iter_mut().enumerate() {
             let Ok(mut f) = std::fs::File::open(&*path) else {
                 continue;
             };
@@ -143,20 +188,9 @@ impl LogProbe {
                 continue;
             }
             *offset += buf.len() as u64;
-            pending.extend_from_slice(&buf);
-            // Complete lines are matched and dropped; the unfinished tail is
-            // kept and matched too (a prompt may never end its line).
-            let keep_from = pending
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1);
-            let matched = pending
-                .split(|&b| b == b'\n')
-                .any(|line| self.re.is_match(line));
-            if matched {
+            if self.matcher.feed(i, &buf) {
                 return true;
             }
-            pending.drain(..keep_from);
         }
         false
     }

@@ -249,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn probes_read_the_log_and_listening_ports() {
+    fn read_gives_what_the_output_gained_and_ports_are_probed() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let run_s = tmp.path().join("run").to_string_lossy().into_owned();
         helper(
@@ -258,31 +258,39 @@ mod tests {
                 "start",
                 &run_s,
                 "svc",
-                "echo 'Worker ready, listening on port 9001' >&2; sleep 60",
+                "echo out1; echo 'Worker ready, listening on port 9001' >&2; sleep 60",
             ],
         );
         let t0 = Instant::now();
-        while helper(
-            tmp.path(),
-            &[
-                "probe-log",
-                &run_s,
-                "svc",
-                "ready, listening on port [0-9]+$",
-            ],
-        )
-        .0 != 0
-        {
+        let frames = loop {
+            let (code, text) = helper(tmp.path(), &["read", &run_s, "svc", "0", "0"]);
+            assert_eq!(code, 0);
+            let frames = parse_frames(text.as_bytes());
+            if frames.len() == 2 {
+                break frames;
+            }
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
-                "the log probe never matched"
+                "no output read: {text:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        assert_eq!(frames[0], ("out".to_string(), b"out1\n".to_vec()));
         assert_eq!(
-            helper(tmp.path(), &["probe-log", &run_s, "svc", "never"]).0,
-            1
+            frames[1],
+            (
+                "err".to_string(),
+                b"Worker ready, listening on port 9001\n".to_vec()
+            )
         );
+        // From an offset: only what came after it; nothing new, no frame.
+        let (_, text) = helper(tmp.path(), &["read", &run_s, "svc", "3", "37"]);
+        assert_eq!(
+            parse_frames(text.as_bytes()),
+            [("out".to_string(), b"1\n".to_vec())]
+        );
+        let (_, text) = helper(tmp.path(), &["read", &run_s, "svc", "5", "37"]);
+        assert_eq!(text, "");
         helper(tmp.path(), &["stop", &run_s, "svc", "KILL", "0"]);
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

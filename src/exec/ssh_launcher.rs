@@ -16,6 +16,7 @@ use super::fetch::{Transfer, hex};
 use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
 use super::process::Exit;
+use super::ready::LineMatcher;
 use super::remote::{
     HELPER, helper_command, install_command, next_frame, parse_frames, remote_word, split_line,
 };
@@ -620,16 +621,7 @@ async fn push_tar(r: &Inner, host: &str, files: &[String], tmp: &str) -> Result<
 /// key that is not a shell variable name (validation refuses them; a
 /// hand-edited `plan.json` may still hold one) is refused, never exported.
 fn remote_script(job: &StepJob) -> Result<String, String> {
-    let mut s = String::new();
-    for (k, v) in &job.env {
-        if !crate::names::NameKind::EnvVar.accepts(k) {
-            return Err(format!(
-                "env key `{}` is not a shell variable name",
-                k.escape_debug()
-            ));
-        }
-        s.push_str(&format!("export {k}={}\n", sh_quote(v)));
-    }
+    let mut s = env_exports(&job.env)?;
     match &job.step.run {
         Some(RunCommand::Shell(text)) => s.push_str(text),
         Some(RunCommand::Argv(argv)) => {
@@ -671,12 +663,43 @@ fn exit_of(code: i32) -> Exit {
     }
 }
 
+/// A remote step's attempts: tasks and analyze steps are tried again after
+/// a failure, `retries` times, as on a local host.
 async fn supervise(
     r: &Arc<Inner>,
     job: &StepJob,
     tx: &mpsc::UnboundedSender<Report>,
     mut ctl: watch::Receiver<Ctl>,
 ) -> Ended {
+    let attempts = if matches!(job.step.kind, StepKind::Task | StepKind::Analyze) {
+        job.step.retries + 1
+    } else {
+        1
+    };
+    let mut attempt = 1;
+    loop {
+        let e = attempt_once(r, job, tx, &mut ctl, attempt).await;
+        if e.status != StepStatus::Failed || attempt >= attempts || *ctl.borrow() != Ctl::Run {
+            return e;
+        }
+        let _ = tx.send(Report::Retrying {
+            idx: job.idx,
+            error: e.error.clone().unwrap_or_default(),
+        });
+        attempt += 1;
+    }
+}
+
+/// One attempt of a remote step. Its output is appended to the step's log
+/// files, after what earlier attempts wrote.
+async fn attempt_once(
+    r: &Arc<Inner>,
+    job: &StepJob,
+    tx: &mpsc::UnboundedSender<Report>,
+    ctl: &mut watch::Receiver<Ctl>,
+    attempt: u32,
+) -> Ended {
+    let base = (file_len(&job.out), file_len(&job.err));
     let host = job.step.host.as_str();
     let id = job.step.id.as_str();
     let dir = match r.absolute(host, &job.cwd.to_string_lossy()).await {
@@ -711,10 +734,10 @@ async fn supervise(
                 let _ = tx.send(Report::Started {
                     idx: job.idx,
                     pid,
-                    attempt: 1,
+                    attempt,
                     at: started,
                 });
-                let times = write_logs(job, logs);
+                let times = write_logs(job, logs, base);
                 let exit = exit_of(c);
                 let mut e = if exit.success() {
                     ended(StepStatus::Passed, Some(exit), None)
@@ -741,7 +764,7 @@ async fn supervise(
     let _ = tx.send(Report::Started {
         idx: job.idx,
         pid,
-        attempt: 1,
+        attempt,
         at: started,
     });
     let (sig, grace_ms) = match (&job.step.stop, job.step.kind) {
@@ -761,7 +784,7 @@ async fn supervise(
         ))
     });
     let mut result = if job.step.kind == StepKind::Service && job.step.ready.is_some() {
-        await_ready(r, job, &dir, tx, &mut ctl, &sig, grace_ms).await
+        await_ready(r, job, &dir, tx, ctl, &sig, grace_ms).await
     } else {
         if background {
             let _ = tx.send(Report::Ready {
@@ -772,15 +795,56 @@ async fn supervise(
         None
     };
     if result.is_none() {
-        result = Some(watch_until_end(r, job, &dir, &mut ctl, &sig, grace_ms).await);
+        result = Some(watch_until_end(r, job, &dir, ctl, &sig, grace_ms).await);
     }
     let mut e = result.unwrap_or_else(|| ended(StepStatus::Failed, None, None));
     if let Some(f) = follower {
         f.abort();
         let _ = f.await;
     }
-    e.host_times = Some(pull_logs(r, job, &dir).await);
+    e.host_times = Some(pull_logs(r, job, &dir, base).await);
     e
+}
+
+/// How a remote service's readiness is probed.
+enum RemoteProbe {
+    /// `ready.log`: the bytes past these offsets (stdout, stderr) are read
+    /// from the host and matched here.
+    Log(LineMatcher, [u64; 2]),
+    /// A log probe that has matched.
+    Matched,
+    Port(u16),
+    /// The whole probe command (`… && echo READY`).
+    Cmd(String),
+}
+
+impl RemoteProbe {
+    fn describe(&self, plan: &crate::plan::ReadyPlan) -> String {
+        match self {
+            RemoteProbe::Log(..) | RemoteProbe::Matched => {
+                format!("log /{}/", plan.log.as_deref().unwrap_or_default())
+            }
+            RemoteProbe::Port(p) => format!("port {p}"),
+            RemoteProbe::Cmd(_) => format!("cmd `{}`", plan.cmd.as_deref().unwrap_or_default()),
+        }
+    }
+}
+
+/// `export K='v'` lines for a step's environment. A key that is not a shell
+/// variable name (validation refuses them; a hand-edited `plan.json` may
+/// still hold one) is refused, never exported.
+fn env_exports(env: &[(String, String)]) -> Result<String, String> {
+    let mut s = String::new();
+    for (k, v) in env {
+        if !crate::names::NameKind::EnvVar.accepts(k) {
+            return Err(format!(
+                "env key `{}` is not a shell variable name",
+                k.escape_debug()
+            ));
+        }
+        s.push_str(&format!("export {k}={}\n", sh_quote(v)));
+    }
+    Ok(s)
 }
 
 /// Polls until the service's probe passes (`None`: go on watching it), it
@@ -797,18 +861,30 @@ async fn await_ready(
     let host = job.step.host.as_str();
     let id = job.step.id.as_str();
     let plan = job.step.ready.as_ref()?;
-    let (probe_args, what): (Vec<String>, String) = if let Some(re) = &plan.log {
-        (
-            vec!["probe-log".into(), dir.into(), id.into(), re.clone()],
-            format!("log /{re}/"),
-        )
+    // The host only returns bytes and exit codes: a log pattern is matched
+    // here, with the same matcher as on a local host.
+    let mut probe = if let Some(re) = &plan.log {
+        match regex::bytes::Regex::new(re) {
+            Ok(re) => RemoteProbe::Log(LineMatcher::new(re, 2), [0, 0]),
+            Err(e) => {
+                return Some(ended(
+                    StepStatus::Failed,
+                    None,
+                    Some(format!("bad `ready.log` regex: {e}")),
+                ));
+            }
+        }
     } else if let Some(p) = plan.port {
-        (
-            vec!["probe-port".into(), p.to_string()],
-            format!("port {p}"),
-        )
+        RemoteProbe::Port(p)
     } else if let Some(c) = &plan.cmd {
-        (vec![], format!("cmd `{c}`"))
+        // The probe runs in the step's dir with the step's environment.
+        match env_exports(&job.env) {
+            Ok(exports) => RemoteProbe::Cmd(format!(
+                "( cd {} && {exports}( {c} ) ) >/dev/null 2>&1 </dev/null && echo READY",
+                sh_quote(dir)
+            )),
+            Err(e) => return Some(ended(StepStatus::Failed, None, Some(e))),
+        }
     } else {
         return Some(ended(
             StepStatus::Failed,
@@ -816,18 +892,12 @@ async fn await_ready(
             Some("`ready` has no probe".into()),
         ));
     };
+    let what = probe.describe(plan);
     let status = r.helper(host, &["status", dir, id]).await.ok()?;
-    let probe = if probe_args.is_empty() {
-        format!(
-            "cd {} && ( {} ) >/dev/null 2>&1",
-            sh_quote(dir),
-            plan.cmd.clone().unwrap_or_default()
-        )
-    } else {
-        let args: Vec<&str> = probe_args.iter().map(String::as_str).collect();
-        r.helper(host, &args).await.ok()?
+    let port_probe = match &probe {
+        RemoteProbe::Port(p) => Some(r.helper(host, &["probe-port", &p.to_string()]).await.ok()?),
+        _ => None,
     };
-    let check = format!("{status}; {probe} && echo READY");
     // A user's probe command may take its time; the built-in ones answer at once.
     let probe_extra = if plan.cmd.is_some() {
         ANSWER_WITHIN
@@ -851,11 +921,46 @@ async fn await_ready(
                 Err(e) => e,
             });
         }
+        let check = match &probe {
+            RemoteProbe::Log(_, [oo, eo]) => {
+                let read = r
+                    .helper(host, &["read", dir, id, &oo.to_string(), &eo.to_string()])
+                    .await
+                    .ok()?;
+                format!("{status}; {read}")
+            }
+            RemoteProbe::Port(_) => {
+                format!(
+                    "{status}; {} && echo READY",
+                    port_probe.as_deref().unwrap_or("false")
+                )
+            }
+            RemoteProbe::Cmd(c) => format!("{status}; {c}"),
+            RemoteProbe::Matched => status.clone(),
+        };
         match r.run_quick(host, &check, probe_extra).await {
             Ok(out) => {
-                let text = out.stdout_text();
-                let state = text.lines().next().and_then(parse_state);
-                let ready = text.lines().any(|l| l.trim() == "READY");
+                let (first, rest) = split_line(&out.stdout);
+                let state = parse_state(&String::from_utf8_lossy(first));
+                let ready = match &mut probe {
+                    RemoteProbe::Log(matcher, offsets) => {
+                        let mut matched = false;
+                        for (name, bytes) in parse_frames(rest) {
+                            let stream = usize::from(name == "err");
+                            offsets[stream] += bytes.len() as u64;
+                            matched |= matcher.feed(stream, &bytes);
+                        }
+                        matched
+                    }
+                    _ => String::from_utf8_lossy(rest)
+                        .lines()
+                        .any(|l| l.trim() == "READY"),
+                };
+                // Once matched, a log stays matched.
+                if ready && let RemoteProbe::Log(..) = probe {
+                    probe = RemoteProbe::Matched;
+                }
+                let ready = ready || matches!(probe, RemoteProbe::Matched);
                 match state {
                     Some(State::Running) if ready => {
                         let _ = tx.send(Report::Ready {
@@ -869,10 +974,11 @@ async fn await_ready(
                         let (status, error) = if ready && exit.success() {
                             (StepStatus::Passed, None)
                         } else {
+                            let when = if ready { "just after" } else { "before" };
                             (
                                 StepStatus::Failed,
                                 Some(format!(
-                                    "{} before it was ready (probe: {what})",
+                                    "{} {when} it was ready (probe: {what})",
                                     exit.describe()
                                 )),
                             )
@@ -1116,18 +1222,24 @@ async fn follow(r: Arc<Inner>, host: String, dir: String, id: String, out: PathB
 
 /// Copies the step's output files from the host into `logs/`; returns the
 /// host's start and end times of the step.
-async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str) -> StartEnd {
+async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str, base: (u64, u64)) -> StartEnd {
     let host = job.step.host.as_str();
     if let Ok(cmd) = r.helper(host, &["logs", dir, &job.step.id]).await
         && let Ok(out) = r.run(host, &cmd).await
     {
-        return write_logs(job, &out.stdout);
+        return write_logs(job, &out.stdout, base);
     }
     (None, None)
 }
 
-/// Writes the output files; returns the host's start and end times.
-fn write_logs(job: &StepJob, framed: &[u8]) -> StartEnd {
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Writes an attempt's output after what earlier attempts wrote (`base`:
+/// the files' lengths when the attempt started; what `-v` appended since is
+/// replaced by the exact output); returns the host's start and end times.
+fn write_logs(job: &StepJob, framed: &[u8], base: (u64, u64)) -> StartEnd {
     let mut times = (None, None);
     for (name, bytes) in parse_frames(framed) {
         let path = match name.as_str() {
@@ -1143,7 +1255,22 @@ fn write_logs(job: &StepJob, framed: &[u8]) -> StartEnd {
             }
             _ => continue,
         };
-        let _ = std::fs::write(path, bytes);
+        let keep = if name == "out" { base.0 } else { base.1 };
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .and_then(|f| {
+                use std::io::{Seek, Write};
+                f.set_len(keep)?;
+                let mut f = f;
+                f.seek(std::io::SeekFrom::End(0))?;
+                f.write_all(&bytes)
+            });
+        if let Err(e) = written {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
     }
     times
 }

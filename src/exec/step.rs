@@ -300,8 +300,10 @@ async fn await_ready(
                 } else {
                     StepStatus::Failed
                 };
-                let error = (status == StepStatus::Failed)
-                    .then(|| format!("{what} before it was ready (probe: {})", probe.describe()));
+                let error = (status == StepStatus::Failed).then(|| {
+                    let when = if ready_anyway { "just after" } else { "before" };
+                    format!("{what} {when} it was ready (probe: {})", probe.describe())
+                });
                 return ended(status, exit, error);
             }
             () = tokio::time::sleep_until(next_try) => {

@@ -99,6 +99,8 @@ pub struct Planner<'a> {
     controller_value: Value,
     suite_value: Value,
     artifact_dir: PathBuf,
+    /// This invocation's folder name on the hosts.
+    invocation: String,
     /// Step edges by (group, which steps `when` kept).
     edge_cache: RefCell<HashMap<(usize, Vec<bool>), StepEdges>>,
     params_cache: RefCell<(usize, Value)>,
@@ -229,6 +231,7 @@ impl<'a> Planner<'a> {
             hosts_by_name,
             controller_value,
             suite_value,
+            invocation: crate::suite::invocation_folder(&artifact_dir),
             artifact_dir,
             edge_cache: RefCell::new(HashMap::new()),
             params_cache: RefCell::new((usize::MAX, Value::UNDEFINED)),
@@ -334,7 +337,7 @@ impl<'a> Planner<'a> {
                 let (host_name, host_value, cwd) = match host {
                     Some(h) => {
                         let hh = &self.suite.inventory.hosts[h];
-                        let remote = format!("{}/runs/{id}", hh.workdir_for(&self.artifact_dir));
+                        let remote = hh.run_dir_for(&self.artifact_dir, &self.invocation, &id);
                         (hh.name.clone(), self.host_values[h].clone(), remote)
                     }
                     None => (

@@ -54,6 +54,19 @@ impl Host {
         }
     }
 
+    /// A run's folder on this host. Each invocation has its own
+    /// (`<workdir>/runs/<invocation>/<run-id>`, see [`invocation_folder`]),
+    /// so two invocations of the same suite on the same hosts never share
+    /// files or stop each other's steps. A local host without a `workdir`
+    /// works inside the artifact itself (`<artifact>/work/<host>/runs/<run-id>`).
+    pub fn run_dir_for(&self, artifact_dir: &Path, invocation: &str, run_id: &str) -> String {
+        let workdir = self.workdir_for(artifact_dir);
+        if self.workdir.is_none() && self.is_local() {
+            return format!("{workdir}/runs/{run_id}");
+        }
+        format!("{workdir}/runs/{invocation}/{run_id}")
+    }
+
     /// The working directory on the host. A local host without one works
     /// inside the artifact (`<artifact>/work/<host>`), so nothing is left
     /// outside it; a remote host defaults to `~/flow`.
@@ -318,6 +331,26 @@ fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {
         ssh_options,
         ssh_config: pick(&h.ssh_config, &d.ssh_config).map(|p| dir.join(p)),
     }
+}
+
+/// The name of an invocation's folder on its hosts: the artifact id and six
+/// hex digits of a hash of this machine's id and the artifact's absolute
+/// path. Two projects (or two controllers) whose artifacts got the same id
+/// in the same second still get folders of their own.
+pub fn invocation_folder(artifact_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let abs = crate::paths::absolute(artifact_dir);
+    let id = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artifact".into());
+    let mut h = Sha256::new();
+    h.update(crate::machine::machine_id().as_bytes());
+    h.update([0]);
+    h.update(abs.as_os_str().as_encoded_bytes());
+    let d = h.finalize();
+    let hex: String = d.iter().take(3).map(|b| format!("{b:02x}")).collect();
+    format!("{id}-{hex}")
 }
 
 #[cfg(test)]

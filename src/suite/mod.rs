@@ -7,7 +7,7 @@ mod model;
 pub mod raw;
 mod workload;
 
-pub use inventory::{Host, Inventory, LOCAL};
+pub use inventory::{Host, Inventory, LOCAL, invocation_folder};
 pub use load::{
     DEFAULT_MAX_RUNS, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, load, load_inventory_file,
     read_source, resolve_suite_path,

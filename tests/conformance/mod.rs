@@ -1,0 +1,413 @@
+//! One table of supervision behaviours, run against every transport: the
+//! local host and an ssh host (a private sshd on loopback). A behaviour that
+//! differs between them is a bug in one of them, whatever the docs say.
+//!
+//! Each case is a workload whose steps run on the role `h`; its
+//! expectations are read back from `run_result.json`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::Flow;
+use super::sshd::Sshds;
+
+/// What one step instance must end as.
+struct StepExpect {
+    step: &'static str,
+    status: &'static str,
+    /// Substring of the step's last error (`""`: not checked).
+    error: &'static str,
+}
+
+struct Case {
+    name: &'static str,
+    workload: &'static str,
+    /// `flow run`'s exit code.
+    code: i32,
+    steps: &'static [StepExpect],
+    /// Anything else to check on the run's result and folder.
+    check: fn(&Value, &Path),
+}
+
+fn nothing(_: &Value, _: &Path) {}
+
+const fn s(step: &'static str, status: &'static str, error: &'static str) -> StepExpect {
+    StepExpect {
+        step,
+        status,
+        error,
+    }
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "ready by a log regex (Rust syntax: \\d)",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "echo 'listening on 4242'; exec sleep 30"
+    ready: { log: 'listening on \d+', timeout: 10s }
+  t: { on: h, run: "true" }
+"#,
+        code: 0,
+        steps: &[s("srv", "passed", ""), s("t", "passed", "")],
+        check: nothing,
+    },
+    Case {
+        name: "ready by a command that sees the step's env",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    env: { TOKEN: abc }
+    run: "exec sleep 30"
+    ready: { cmd: 'test "$TOKEN" = abc', timeout: 10s, interval: 50ms }
+  t: { on: h, run: "true" }
+"#,
+        code: 0,
+        steps: &[s("srv", "passed", ""), s("t", "passed", "")],
+        check: nothing,
+    },
+    Case {
+        name: "ready by a port",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: ["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 47391)); s.listen(); time.sleep(30)"]
+    ready: { port: 47391, timeout: 10s, interval: 50ms }
+  t: { on: h, run: "true" }
+"#,
+        code: 0,
+        steps: &[s("srv", "passed", ""), s("t", "passed", "")],
+        check: nothing,
+    },
+    Case {
+        name: "a service that crashes before it is ready",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "echo oops >&2; exit 3"
+    ready: { log: 'never', timeout: 10s }
+  t: { on: h, run: "true" }
+"#,
+        code: 1,
+        steps: &[
+            s("srv", "failed", "exited with 3 before it was ready"),
+            s("t", "skipped", ""),
+        ],
+        check: nothing,
+    },
+    Case {
+        name: "a service that is ready, then dies",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "echo up; sleep 2; exit 1"
+    ready: { log: up, timeout: 10s }
+  t: { on: h, run: "sleep 6" }
+"#,
+        code: 1,
+        steps: &[s("srv", "failed", "exited with 1 while the run was going")],
+        check: nothing,
+    },
+    Case {
+        name: "a service that says it is ready and exits at once",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "echo up; exit 1"
+    ready: { log: up, timeout: 10s }
+  t: { on: h, run: "true" }
+"#,
+        code: 1,
+        // Just after it was ready, or while the run was going: which one
+        // depends on when the probe looks; never a pass.
+        steps: &[s("srv", "failed", "exited with 1")],
+        check: nothing,
+    },
+    Case {
+        name: "a task that times out",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "sleep 30", timeout: 300ms }
+"#,
+        code: 1,
+        steps: &[s("t", "failed", "timed out after 300ms")],
+        check: nothing,
+    },
+    Case {
+        name: "a task that fails once and passes on its retry",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "if [ -e once ]; then exit 0; fi; touch once; exit 1", retries: 2 }
+"#,
+        code: 0,
+        steps: &[s("t", "passed", "")],
+        check: |result, _| {
+            assert_eq!(step(result, "t")["attempts"], 2, "{result}");
+        },
+    },
+    Case {
+        name: "a task that fails every attempt",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "exit 4", retries: 1 }
+"#,
+        code: 1,
+        steps: &[s("t", "failed", "exited with 4")],
+        check: |result, _| {
+            assert_eq!(step(result, "t")["attempts"], 2, "{result}");
+        },
+    },
+    Case {
+        name: "a service that ignores SIGTERM is killed after its grace",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "trap '' TERM; echo up; while true; do sleep 0.1; done"
+    ready: { log: up, timeout: 10s }
+    stop: { signal: TERM, grace: 300ms }
+  t: { on: h, run: "true" }
+"#,
+        code: 0,
+        steps: &[s("srv", "passed", ""), s("t", "passed", "")],
+        check: |result, _| {
+            assert_eq!(
+                step(result, "srv")["stop_signals"],
+                serde_json::json!(["TERM", "KILL"]),
+                "{result}"
+            );
+        },
+    },
+    Case {
+        name: "a grandchild that holds stdout does not hold the task",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "sleep 30 & echo done", timeout: 20s }
+"#,
+        code: 0,
+        steps: &[s("t", "passed", "")],
+        check: nothing,
+    },
+    Case {
+        name: "services stop in reverse order of needs",
+        workload: r#"workload: c
+steps:
+  a:
+    kind: service
+    on: h
+    run: "echo up; exec sleep 30"
+    ready: { log: up, timeout: 10s }
+  b:
+    kind: service
+    on: h
+    needs: [a]
+    run: "echo up; exec sleep 30"
+    ready: { log: up, timeout: 10s }
+  t: { on: h, needs: [b], run: "true" }
+"#,
+        code: 0,
+        steps: &[
+            s("a", "passed", ""),
+            s("b", "passed", ""),
+            s("t", "passed", ""),
+        ],
+        check: |result, _| {
+            let end = |id: &str| step(result, id)["ended"]["mono_ns"].as_u64().unwrap_or(0);
+            assert!(end("b") <= end("a"), "b stops before a: {result}");
+        },
+    },
+    Case {
+        name: "a fetch of a missing file is recorded, not fatal",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "echo 1 > there.txt" }
+  get: { kind: fetch, from: h, paths: [there.txt, nothere.txt] }
+"#,
+        code: 0,
+        steps: &[s("t", "passed", ""), s("get", "passed", "")],
+        check: |result, dir| {
+            assert_eq!(result["fetch"]["missing"], 1, "{result}");
+            assert!(dir.join("hosts/h1/there.txt").is_file());
+            let log = std::fs::read_to_string(dir.join("fetch.log")).expect("fetch.log");
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("nothere.txt") && l.ends_with("\tmissing")),
+                "{log}"
+            );
+        },
+    },
+];
+
+fn step<'a>(result: &'a Value, step: &str) -> &'a Value {
+    result["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == step)
+        .unwrap_or_else(|| panic!("no step {step} in {result}"))
+}
+
+/// Runs every case with the inventory written by `inventory`, and says
+/// which cases failed and how (all of them, not just the first).
+fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        inventory(&d.join("inventory.yaml"));
+        std::fs::write(
+            d.join("suite.yaml"),
+            "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
+        )
+        .expect("suite");
+        std::fs::write(d.join("workload.yaml"), case.workload).expect("workload");
+        let outcome = std::panic::catch_unwind(|| {
+            let (stdout, stderr) = Flow::new()
+                .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+                .cwd(d)
+                .expect(case.code);
+            let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
+                .expect("runs")
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            let run = &runs[0];
+            let result: Value = serde_json::from_str(
+                &std::fs::read_to_string(run.join("run_result.json")).expect("run_result.json"),
+            )
+            .expect("json");
+            for want in case.steps {
+                let got = step(&result, want.step);
+                assert_eq!(
+                    got["status"], want.status,
+                    "step {}: {got}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                    want.step
+                );
+                let errors = got["errors"].as_array().cloned().unwrap_or_default();
+                let last = errors.last().and_then(Value::as_str).unwrap_or("");
+                if !want.error.is_empty() {
+                    assert!(
+                        last.contains(want.error),
+                        "step {}: error {last:?} lacks {:?}",
+                        want.step,
+                        want.error
+                    );
+                }
+            }
+            (case.check)(&result, run);
+        });
+        if let Err(e) = outcome {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("[{transport}] {}: {msg}", case.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn supervision_behaves_the_same_on_the_local_host() {
+    run_table("local", &|inv| {
+        std::fs::write(inv, "hosts:\n  h1: { address: local, roles: [h] }\n").expect("inventory");
+    });
+}
+
+#[test]
+fn supervision_behaves_the_same_on_an_ssh_host() {
+    let s = Sshds::start(1);
+    run_table("ssh", &|inv| s.inventory(inv, &[&["h"]]));
+}
+
+/// Two invocations of the same suite on the same ssh host at once: each
+/// gets its own folder there, so neither sees the other's files nor stops
+/// the other's service.
+#[test]
+fn two_invocations_on_the_same_ssh_host_keep_their_own_files_and_steps() {
+    let s = Sshds::start(1);
+    let workload = r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "echo {{ run.dir }} > id.txt; echo up; exec sleep 30"
+    ready: { log: up, timeout: 10s }
+  t: { on: h, run: "sleep 2; echo {{ run.dir }} > mark.txt" }
+  get: { kind: fetch, from: h, paths: [id.txt, mark.txt] }
+"#;
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    for d in &dirs {
+        s.inventory(&d.path().join("inventory.yaml"), &[&["h"]]);
+        std::fs::write(
+            d.path().join("suite.yaml"),
+            "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
+        )
+        .expect("suite");
+        std::fs::write(d.path().join("workload.yaml"), workload).expect("workload");
+    }
+    let children: Vec<std::process::Child> = dirs
+        .iter()
+        .map(|d| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+                .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+                .current_dir(d.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("flow starts")
+        })
+        .collect();
+    for (d, child) in dirs.iter().zip(children) {
+        let out = child.wait_with_output().expect("flow ends");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The same run id in both (the same suite), but each run's own
+        // folder on the controller, which no other invocation knows.
+        let art = d.path().join("artifacts/latest");
+        let runs: Vec<_> = std::fs::read_dir(art.join("runs"))
+            .expect("runs")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let plan: Value = serde_json::from_str(
+            &std::fs::read_to_string(runs[0].join("plan.json")).expect("plan.json"),
+        )
+        .expect("json");
+        let mine = plan["dir"].as_str().expect("dir");
+        for f in ["id.txt", "mark.txt"] {
+            let got = std::fs::read_to_string(runs[0].join("hosts/h1").join(f)).expect(f);
+            assert_eq!(got.trim(), mine, "{f}");
+        }
+    }
+}
