@@ -46,6 +46,170 @@ impl Transfer {
     }
 }
 
+/// What a fetch finds under a matched path, without following a link and
+/// without opening anything but regular files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    File(PathBuf),
+    /// A symlink whose target stays inside the run dir: fetched as a link.
+    Link(PathBuf, PathBuf),
+    /// A symlink to a path outside the run dir: never followed.
+    LinkOut(PathBuf, PathBuf),
+    /// A symlink whose target does not exist: the data is not there.
+    Dangling(PathBuf, PathBuf),
+    /// A FIFO, socket or device: never opened (a FIFO would block).
+    Special(PathBuf, &'static str),
+    /// Could not be read (permissions): an error of the fetch.
+    Unreadable(PathBuf, String),
+}
+
+/// Whether a symlink at `link` (below `root`) pointing at `target` stays
+/// inside `root`, read lexically as rsync's `--safe-links` does: relative,
+/// and never climbing above `root`.
+pub fn link_stays_inside(root: &Path, link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = link
+        .parent()
+        .and_then(|d| d.strip_prefix(root).ok())
+        .map_or(0, |d| d.components().count() as i64);
+    for c in target.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Everything under `p` (itself when not a folder), sorted, by `lstat`:
+/// links are reported, never followed, so a loop (`up -> ..`) cannot
+/// recurse and a link to `/etc` cannot leak it.
+pub fn walk(root: &Path, p: &Path, out: &mut Vec<Found>) {
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(Found::Unreadable(p.to_path_buf(), e.to_string()));
+            return;
+        }
+    };
+    let ft = meta.file_type();
+    use std::os::unix::fs::FileTypeExt as _;
+    if ft.is_symlink() {
+        let target = std::fs::read_link(p).unwrap_or_default();
+        if !link_stays_inside(root, p, &target) {
+            out.push(Found::LinkOut(p.to_path_buf(), target));
+        } else if std::fs::metadata(p).is_err() {
+            out.push(Found::Dangling(p.to_path_buf(), target));
+        } else {
+            out.push(Found::Link(p.to_path_buf(), target));
+        }
+    } else if ft.is_dir() {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(e) => {
+                out.push(Found::Unreadable(p.to_path_buf(), e.to_string()));
+                return;
+            }
+        };
+        entries.sort();
+        for e in entries {
+            walk(root, &e, out);
+        }
+    } else if ft.is_file() {
+        out.push(Found::File(p.to_path_buf()));
+    } else {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        out.push(Found::Special(p.to_path_buf(), kind));
+    }
+}
+
+impl Found {
+    /// The transfer of what was found; `copy` moves a regular file (and
+    /// says its size and hash), `link` makes a symlink.
+    pub fn transfer(
+        &self,
+        host: &str,
+        root: &Path,
+        shown_root: &str,
+        dest_root: &Path,
+        copy: impl FnOnce(&Path, &Path) -> std::io::Result<(u64, String)>,
+    ) -> Transfer {
+        let t0 = Instant::now();
+        let path = match self {
+            Found::File(p)
+            | Found::Link(p, _)
+            | Found::LinkOut(p, _)
+            | Found::Dangling(p, _)
+            | Found::Special(p, _)
+            | Found::Unreadable(p, _) => p,
+        };
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        let remote = Path::new(shown_root)
+            .join(rel)
+            .to_string_lossy()
+            .into_owned();
+        let local = Path::new("hosts").join(host).join(rel);
+        let mut t = Transfer {
+            host: host.into(),
+            remote,
+            local: String::new(),
+            bytes: 0,
+            sha256: String::new(),
+            ms: 0,
+            status: "ok".into(),
+        };
+        let dest = dest_root.join(rel);
+        match self {
+            Found::File(p) => match copy(p, &dest) {
+                Ok((bytes, hash)) => {
+                    t.bytes = bytes;
+                    t.sha256 = hash;
+                    t.local = local.to_string_lossy().into_owned();
+                }
+                Err(e) => t.status = format!("error: {e}"),
+            },
+            Found::Link(_, target) => {
+                let made = dest
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| match std::fs::symlink_metadata(&dest) {
+                        Ok(_) => Ok(()),
+                        Err(_) => std::os::unix::fs::symlink(target, &dest),
+                    });
+                match made {
+                    Ok(()) => t.local = local.to_string_lossy().into_owned(),
+                    Err(e) => t.status = format!("error: {e}"),
+                }
+            }
+            Found::LinkOut(_, target) => {
+                t.status = format!(
+                    "skipped: a link out of the run dir (to {})",
+                    target.display()
+                );
+            }
+            Found::Dangling(_, target) => {
+                t.status = format!("error: a dangling link (to {})", target.display());
+            }
+            Found::Special(_, kind) => t.status = format!("skipped: {kind}"),
+            Found::Unreadable(_, e) => t.status = format!("error: {e}"),
+        }
+        t.ms = t0.elapsed().as_millis() as u64;
+        t
+    }
+}
+
 /// Copies what `patterns` match under `host_dir` into `run_dir/hosts/<host>/`.
 pub fn fetch_local(
     host: &str,
@@ -54,6 +218,7 @@ pub fn fetch_local(
     run_dir: &Path,
 ) -> Vec<Transfer> {
     let dest_root = run_dir.join("hosts").join(host);
+    let shown = host_dir.to_string_lossy().into_owned();
     let mut out = Vec::new();
     for pattern in patterns {
         let full = host_dir.join(pattern);
@@ -69,13 +234,10 @@ pub fn fetch_local(
             continue;
         }
         for m in matches {
-            let mut files = Vec::new();
-            collect_files(&m, &mut files);
-            for f in files {
-                let rel = f.strip_prefix(host_dir).unwrap_or(&f);
-                let dest = dest_root.join(rel);
-                let local = Path::new("hosts").join(host).join(rel);
-                out.push(copy_one(host, &f, &dest, &local));
+            let mut found = Vec::new();
+            walk(host_dir, &m, &mut found);
+            for f in found {
+                out.push(f.transfer(host, host_dir, &shown, &dest_root, copy_hashing));
             }
         }
     }
@@ -94,50 +256,21 @@ fn missing(host: &str, remote: &Path, status: String) -> Transfer {
     }
 }
 
-/// Files under `p` (itself when it is a file), sorted.
-fn collect_files(p: &Path, out: &mut Vec<PathBuf>) {
-    if p.is_dir() {
-        let Ok(rd) = std::fs::read_dir(p) else {
-            out.push(p.to_path_buf());
-            return;
-        };
-        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for e in entries {
-            collect_files(&e, out);
-        }
-    } else {
-        out.push(p.to_path_buf());
-    }
-}
-
-fn copy_one(host: &str, src: &Path, dest: &Path, local: &Path) -> Transfer {
-    let t0 = Instant::now();
-    let mut t = Transfer {
-        host: host.into(),
-        remote: src.to_string_lossy().into_owned(),
-        local: local.to_string_lossy().into_owned(),
-        bytes: 0,
-        sha256: String::new(),
-        ms: 0,
-        status: "ok".into(),
-    };
-    match copy_hashing(src, dest) {
-        Ok((bytes, hash)) => {
-            t.bytes = bytes;
-            t.sha256 = hash;
-        }
-        Err(e) => t.status = format!("error: {e}"),
-    }
-    t.ms = t0.elapsed().as_millis() as u64;
-    t
-}
-
+/// Copies a regular file, hashing it. The source is opened without
+/// following a link and without blocking, and refused unless it is a
+/// regular file: what was walked may have been replaced since.
 fn copy_hashing(src: &Path, dest: &Path) -> std::io::Result<(u64, String)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut input = std::fs::File::open(src)?;
+    let mut input = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+        .open(src)?;
+    if !input.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut output = std::fs::File::create(dest)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

@@ -193,8 +193,16 @@ impl StepResult {
 pub struct FetchTotals {
     pub files: u64,
     pub bytes: u64,
-    /// Patterns that matched nothing, and files that could not be copied.
+    /// Patterns that matched nothing (recorded, not a failure).
     pub missing: u64,
+    /// FIFOs, sockets, devices and links out of the run dir: recorded,
+    /// never opened or followed.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Transfers that failed (a copy error, a dangling link, rsync's
+    /// failure): each fails its fetch step.
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// A remote host's clock against the controller's, measured before and

@@ -652,6 +652,7 @@ impl Run<'_> {
                 .fetch(&s.host, &s.cwd, &s.paths, &self.dir)
                 .await;
             let mut errors = Vec::new();
+            let mut failed = false;
             for t in &transfers {
                 log.push_str(&t.line());
                 self.event(
@@ -661,22 +662,36 @@ impl Run<'_> {
                 if t.ok() {
                     self.result.fetch.files += 1;
                     self.result.fetch.bytes += t.bytes;
-                } else {
+                    continue;
+                }
+                errors.push(format!("{}: {}", t.remote, t.status));
+                if t.status == "missing" {
                     self.result.fetch.missing += 1;
-                    errors.push(format!("{}: {}", t.remote, t.status));
+                } else if t.status.starts_with("skipped") {
+                    self.result.fetch.skipped += 1;
+                } else {
+                    self.result.fetch.failed += 1;
+                    failed = true;
                 }
             }
             let ended = Stamp::now();
             let st = self.step(i);
-            // A missing file is recorded, not a failure of the run.
-            st.status = StepStatus::Passed;
+            // A pattern that matched nothing, or a FIFO or a link out of the
+            // run dir, is recorded; a transfer that failed fails the step
+            // (and the run, unless the step allows failure): a PASS means
+            // what was there was fetched.
+            let status = if failed {
+                StepStatus::Failed
+            } else {
+                StepStatus::Passed
+            };
+            st.status = status;
             st.ended = Some(ended);
             st.duration_ms = Some(started.ms_until(&ended));
             st.errors.extend(errors);
             let id = st.id.clone();
-            self.event("step_ended", json!({"step": id, "status": "passed"}));
-            self.progress
-                .step_ended(&self.plan.id, &id, StepStatus::Passed);
+            self.event("step_ended", json!({"step": id, "status": status.as_str()}));
+            self.progress.step_ended(&self.plan.id, &id, status);
         }
         if let Err(e) = atomic_write(&log_path, log.as_bytes()) {
             self.result

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc, watch};
 
 use super::clock::{ClockOffset, Stamp};
-use super::fetch::{Transfer, hex};
+use super::fetch::{Found, Transfer, hex, link_stays_inside, walk};
 use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
 use super::process::Exit;
@@ -1316,9 +1316,19 @@ async fn fetch(
     };
     // Which paths each pattern matches, as the host's shell globs them.
     let mut list = format!("cd {} || exit 1\n", sh_quote(&dir));
+    // Each match with its type, so that FIFOs, devices, dangling links and
+    // links out of the run dir are recorded here and never transferred:
+    // `f` file or folder, `l` link, `D` dangling link, `p` FIFO, `s`
+    // socket, `c` device.
     for (i, p) in patterns.iter().enumerate() {
         list.push_str(&format!(
-            "for f in {}; do [ -e \"$f\" ] && printf '{i}\\t%s\\n' \"$f\"; done\n",
+            "for f in {}; do \
+               if [ -L \"$f\" ]; then if [ -e \"$f\" ]; then t=l; else t=D; fi; \
+               elif [ -p \"$f\" ]; then t=p; elif [ -S \"$f\" ]; then t=s; \
+               elif [ -b \"$f\" ] || [ -c \"$f\" ]; then t=c; \
+               elif [ -e \"$f\" ]; then t=f; else continue; fi; \
+               printf '{i}\\t%s\\t%s\\t%s\\n' \"$t\" \"$f\" \"$(readlink \"$f\" 2>/dev/null)\"; \
+             done\n",
             glob_word(p)
         ));
     }
@@ -1340,13 +1350,37 @@ async fn fetch(
         }
     };
     let mut matched: Vec<Vec<String>> = vec![Vec::new(); patterns.len()];
+    // Matches that are recorded without a transfer, per pattern.
+    let mut not_sent: Vec<Vec<Transfer>> = vec![Vec::new(); patterns.len()];
+    let dir_path = Path::new(&dir);
     for line in listed.lines() {
-        if let Some((i, path)) = line.split_once('\t')
-            && let Ok(i) = i.parse::<usize>()
-            && i < matched.len()
-            && safe_relative(path)
-        {
-            matched[i].push(path.to_string());
+        let mut f = line.splitn(4, '\t');
+        let (Some(i), Some(kind), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let target = PathBuf::from(f.next().unwrap_or_default());
+        let Ok(i) = i.parse::<usize>() else { continue };
+        if i >= matched.len() || !safe_relative(path) {
+            continue;
+        }
+        let at = dir_path.join(path);
+        let found = match kind {
+            "p" => Some(Found::Special(at, "a FIFO")),
+            "s" => Some(Found::Special(at, "a socket")),
+            "c" => Some(Found::Special(at, "a device")),
+            "D" => Some(Found::Dangling(at, target)),
+            "l" if !link_stays_inside(dir_path, &at, &target) => Some(Found::LinkOut(at, target)),
+            _ => None,
+        };
+        match found {
+            Some(found) => not_sent[i].push(found.transfer(
+                host,
+                dir_path,
+                &dir,
+                &run_dir.join("hosts").join(host),
+                |_, _| Err(std::io::Error::other("not transferred")),
+            )),
+            None => matched[i].push(path.to_string()),
         }
     }
     let dest = run_dir.join("hosts").join(host);
@@ -1364,7 +1398,14 @@ async fn fetch(
         let out = match r.rsync_ssh(host) {
             Ok(_) if tar => fetch_tar(r, host, &dir, &all, &dest).await,
             Ok(ssh) => tokio::process::Command::new("rsync")
-                .args(["-a", "-r", "--safe-links", "--files-from"])
+                .args([
+                    "-a",
+                    "-r",
+                    "--safe-links",
+                    "--no-specials",
+                    "--no-devices",
+                    "--files-from",
+                ])
                 .arg(&list_file)
                 .args(["-e", &ssh])
                 .arg(format!("{}:{dir}/", r.address(host)))
@@ -1384,42 +1425,74 @@ async fn fetch(
     let ms = t0.elapsed().as_millis() as u64;
     let mut transfers = Vec::new();
     for (i, p) in patterns.iter().enumerate() {
+        let recorded = !not_sent[i].is_empty();
+        transfers.append(&mut not_sent[i]);
         if matched[i].is_empty() {
-            transfers.push(missing(p, "missing".into()));
+            if !recorded {
+                transfers.push(missing(p, "missing".into()));
+            }
             continue;
         }
         for m in &matched[i] {
-            let mut files = Vec::new();
-            collect(&dest.join(m), &mut files);
-            if files.is_empty() {
+            // What arrived, walked as on a local host: links are recorded,
+            // not followed; only regular files are read (hashed).
+            let mut found = Vec::new();
+            let local = dest.join(m);
+            if std::fs::symlink_metadata(&local).is_err() {
                 let status = rsync_error
                     .clone()
                     .map_or("missing".into(), |e| format!("error: {e}"));
                 transfers.push(missing(m, status));
+                continue;
             }
-            for f in files {
-                let rel = f.strip_prefix(&dest).unwrap_or(&f).to_path_buf();
-                let (bytes, sha) = match std::fs::read(&f) {
-                    Ok(b) => (b.len() as u64, hex(&Sha256::digest(&b))),
-                    Err(_) => (0, String::new()),
+            walk(&dest, &local, &mut found);
+            for f in found {
+                // A link whose target was not fetched dangles here, not on
+                // the host: it is a link all the same.
+                let f = match f {
+                    Found::Dangling(p, t) => Found::Link(p, t),
+                    other => other,
                 };
-                transfers.push(Transfer {
-                    host: host.into(),
-                    remote: format!("{dir}/{}", rel.display()),
-                    local: Path::new("hosts")
-                        .join(host)
-                        .join(&rel)
-                        .display()
-                        .to_string(),
-                    bytes,
-                    sha256: sha,
-                    ms,
-                    status: "ok".into(),
-                });
+                let mut t = f.transfer(host, &dest, &dir, &dest, |p, _| hash_file(p));
+                t.ms = ms;
+                transfers.push(t);
             }
+        }
+        if let Some(e) = &rsync_error
+            && !matched[i].is_empty()
+        {
+            // rsync failed part way: what arrived is recorded, and so is
+            // the failure, which fails the fetch.
+            transfers.push(missing(p, format!("error: {e}")));
         }
     }
     transfers
+}
+
+/// Size and SHA-256 of a fetched regular file, read without following a
+/// link or blocking.
+fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+        .open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, hex(&h.finalize())))
 }
 
 /// [`fetch`] where rsync is missing: one tar stream from the host, unpacked
@@ -1475,22 +1548,7 @@ fn drop_unsafe_links(root: &Path, p: &Path) {
     };
     if m.file_type().is_symlink() {
         let target = std::fs::read_link(p).unwrap_or_default();
-        let mut depth = p
-            .parent()
-            .and_then(|d| d.strip_prefix(root).ok())
-            .map_or(0, |d| d.components().count() as i64);
-        let mut safe = !target.is_absolute();
-        for c in target.components() {
-            match c {
-                std::path::Component::ParentDir => depth -= 1,
-                std::path::Component::Normal(_) => depth += 1,
-                _ => {}
-            }
-            if depth < 0 {
-                safe = false;
-            }
-        }
-        if !safe {
+        if !link_stays_inside(root, p, &target) {
             let _ = std::fs::remove_file(p);
         }
     } else if m.is_dir()
@@ -1499,23 +1557,6 @@ fn drop_unsafe_links(root: &Path, p: &Path) {
         for e in rd.flatten() {
             drop_unsafe_links(root, &e.path());
         }
-    }
-}
-
-/// Files under `p` (itself when a file), sorted; symlinks are not followed.
-fn collect(p: &Path, out: &mut Vec<PathBuf>) {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|rd| rd.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            entries.sort();
-            for e in entries {
-                collect(&e, out);
-            }
-        }
-        Ok(m) if m.is_file() => out.push(p.to_path_buf()),
-        _ => {}
     }
 }
 

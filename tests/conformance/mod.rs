@@ -251,6 +251,68 @@ steps:
             );
         },
     },
+    Case {
+        name: "a FIFO is recorded as skipped, never opened",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "mkfifo pipe; echo 1 > a.txt" }
+  get: { kind: fetch, from: h, paths: [pipe, a.txt] }
+"#,
+        code: 0,
+        steps: &[s("get", "passed", "")],
+        check: |result, dir| {
+            assert_eq!(result["fetch"]["skipped"], 1, "{result}");
+            assert_eq!(result["fetch"]["files"], 1, "{result}");
+            assert!(dir.join("hosts/h1/a.txt").is_file());
+            assert!(std::fs::symlink_metadata(dir.join("hosts/h1/pipe")).is_err());
+            let log = std::fs::read_to_string(dir.join("fetch.log")).expect("fetch.log");
+            assert!(log.contains("\tskipped: a FIFO"), "{log}");
+        },
+    },
+    Case {
+        name: "a dangling link fails the fetch and the run",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "ln -s nowhere.csv result.csv" }
+  get: { kind: fetch, from: h, paths: [result.csv] }
+"#,
+        code: 1,
+        steps: &[s("get", "failed", "a dangling link (to nowhere.csv)")],
+        check: |result, _| {
+            assert_eq!(result["status"], "failed", "{result}");
+            assert_eq!(result["fetch"]["failed"], 1, "{result}");
+        },
+    },
+    Case {
+        name: "a link out of the run dir is never followed",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "ln -s /etc/passwd pw" }
+  get: { kind: fetch, from: h, paths: [pw] }
+"#,
+        code: 0,
+        steps: &[s("get", "passed", "")],
+        check: |result, dir| {
+            assert_eq!(result["fetch"]["skipped"], 1, "{result}");
+            assert!(std::fs::symlink_metadata(dir.join("hosts/h1/pw")).is_err());
+        },
+    },
+    Case {
+        name: "links inside a fetched folder: a loop cannot recurse, a link out is not followed",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "mkdir -p out/sub && echo x > out/sub/f && ln -s .. out/up && ln -s /etc out/etc" }
+  get: { kind: fetch, from: h, paths: [out] }
+"#,
+        code: 0,
+        steps: &[s("get", "passed", "")],
+        check: |result, dir| {
+            assert!(dir.join("hosts/h1/out/sub/f").is_file());
+            assert!(!dir.join("hosts/h1/out/etc/passwd").exists(), "/etc leaked");
+            let files = result["fetch"]["files"].as_u64().unwrap_or(99);
+            assert!(files <= 3, "a loop was followed: {result}");
+        },
+    },
 ];
 
 fn step<'a>(result: &'a Value, step: &str) -> &'a Value {

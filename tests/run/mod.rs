@@ -232,7 +232,7 @@ steps:
     assert_eq!(step(&r, "hello@local")["exit_code"], 0);
     assert_eq!(
         r["fetch"],
-        serde_json::json!({"files": 1, "bytes": 6, "missing": 1})
+        serde_json::json!({"files": 1, "bytes": 6, "missing": 1, "skipped": 0, "failed": 0})
     );
 
     // Lifecycle: the task starts after the service is ready and the monitor
