@@ -607,21 +607,76 @@ impl Run<'_> {
         for i in not_ready {
             self.stop_and_wait(i, reason.unwrap_or(Ctl::Cancel)).await;
         }
-        let order: Vec<usize> = self
-            .started
-            .iter()
-            .rev()
-            .filter(|&&i| self.kind(i) == StepKind::Monitor)
-            .chain(
-                self.started
-                    .iter()
-                    .rev()
-                    .filter(|&&i| self.kind(i) == StepKind::Service),
-            )
-            .copied()
-            .collect();
-        for i in order {
-            self.stop_and_wait(i, Ctl::Stop).await;
+        // Monitors, then services; each host's in reverse order of
+        // readiness, the hosts in parallel, so that every host collects for
+        // the same time and teardown does not grow with the host count.
+        for kind in [StepKind::Monitor, StepKind::Service] {
+            let mut lanes: Vec<(String, Vec<usize>)> = Vec::new();
+            for &i in self.started.iter().rev() {
+                if self.kind(i) != kind {
+                    continue;
+                }
+                let host = &self.plan.steps[i].host;
+                match lanes.iter_mut().find(|(h, _)| h == host) {
+                    Some((_, lane)) => lane.push(i),
+                    None => lanes.push((host.clone(), vec![i])),
+                }
+            }
+            self.stop_lanes(lanes.into_iter().map(|(_, l)| l).collect())
+                .await;
+        }
+    }
+
+    /// Stops the steps of each lane one after the other, in lane order, all
+    /// lanes at once; returns when every one has ended.
+    async fn stop_lanes(&mut self, mut lanes: Vec<Vec<usize>>) {
+        lanes.retain(|l| !l.is_empty());
+        for lane in &mut lanes {
+            lane.reverse();
+        }
+        let mut current: Vec<Option<usize>> = vec![None; lanes.len()];
+        loop {
+            let ctl = if self.level >= 2 {
+                Ctl::Kill
+            } else {
+                Ctl::Stop
+            };
+            // Start the next stop of every lane whose current step ended.
+            for (lane, cur) in lanes.iter_mut().zip(current.iter_mut()) {
+                while cur.is_none_or(|i| self.nodes[i].ctl.is_none()) {
+                    let Some(next) = lane.pop() else {
+                        *cur = None;
+                        break;
+                    };
+                    if let Some(c) = &self.nodes[next].ctl {
+                        let _ = c.send(ctl);
+                        let id = self.plan.steps[next].id.clone();
+                        self.event("step_stopping", json!({"step": id}));
+                        self.result.current_step = Some(id);
+                        *cur = Some(next);
+                    }
+                }
+            }
+            if current.iter().all(Option::is_none) {
+                return;
+            }
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Some(r) => { self.handle(r); }
+                    None => return,
+                },
+                lvl = next_level(&mut self.interrupt, self.level) => {
+                    self.on_interrupt(lvl);
+                    // A second Ctrl-C: what is being stopped is killed now.
+                    if self.level >= 2 {
+                        for &i in current.iter().flatten() {
+                            if let Some(c) = &self.nodes[i].ctl {
+                                let _ = c.send(Ctl::Kill);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

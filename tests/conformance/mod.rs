@@ -473,3 +473,97 @@ steps:
         }
     }
 }
+
+/// Monitors and services of several hosts are stopped at once, so every
+/// host collects for the same time: here each ignores SIGTERM for its 1 s
+/// grace, which one host after the other would spread over 3 s.
+fn teardown_is_parallel_across_hosts(inventory: &dyn Fn(&Path)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    inventory(&d.join("inventory.yaml"));
+    std::fs::write(
+        d.join("suite.yaml"),
+        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
+    )
+    .expect("suite");
+    std::fs::write(
+        d.join("workload.yaml"),
+        r#"workload: c
+steps:
+  mon:
+    kind: monitor
+    on: h
+    run: "trap '' TERM; while true; do sleep 0.1; done"
+    stop: { signal: TERM, grace: 1s }
+  srv:
+    kind: service
+    on: h
+    run: "trap '' TERM; echo up; while true; do sleep 0.1; done"
+    ready: { log: up, timeout: 10s }
+    stop: { signal: TERM, grace: 1s }
+  t: { on: h, run: "sleep 0.5" }
+"#,
+    )
+    .expect("workload");
+    Flow::new()
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .cwd(d)
+        .expect(0);
+    let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(runs[0].join("run_result.json")).expect("run_result.json"),
+    )
+    .expect("json");
+    for step in ["mon", "srv"] {
+        let ends: Vec<u64> = result["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["step"] == step)
+            .map(|s| s["ended"]["mono_ns"].as_u64().expect("ended"))
+            .collect();
+        assert_eq!(ends.len(), 3, "{result}");
+        let spread = ends.iter().max().unwrap_or(&0) - ends.iter().min().unwrap_or(&0);
+        assert!(
+            spread < 500_000_000,
+            "{step} stopped {spread} ns apart across hosts: {result}"
+        );
+    }
+    // Monitors first, then services.
+    let last_monitor = result["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["step"] == "mon")
+        .filter_map(|s| s["ended"]["mono_ns"].as_u64())
+        .max();
+    let first_service_stop = result["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["step"] == "srv")
+        .filter_map(|s| s["ended"]["mono_ns"].as_u64())
+        .min();
+    assert!(last_monitor < first_service_stop, "{result}");
+}
+
+#[test]
+fn teardown_is_parallel_across_local_hosts() {
+    teardown_is_parallel_across_hosts(&|inv| {
+        std::fs::write(
+            inv,
+            "hosts:\n  h1: { address: local, roles: [h] }\n  h2: { address: local, roles: [h] }\n  h3: { address: local, roles: [h] }\n",
+        )
+        .expect("inventory");
+    });
+}
+
+#[test]
+fn teardown_is_parallel_across_ssh_hosts() {
+    let s = Sshds::start(3);
+    teardown_is_parallel_across_hosts(&|inv| s.inventory(inv, &[&["h"], &["h"], &["h"]]));
+}
