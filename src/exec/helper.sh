@@ -11,8 +11,9 @@
 #   D/.flow/S.exit  the command's exit status (128+N: killed by signal N)
 #   D/.flow/S.t0    the host's wall clock (ns) as the command starts; S.t1 as it ends
 #
-#   helper.sh start DIR ID CMD [WAIT_MS]  start; prints the pid (and, when it
-#                                       ends within WAIT_MS, its status and logs)
+#   helper.sh start DIR ID CMD|- [WAIT_MS]  start CMD (`-`: read it from stdin); prints the pid
+#                                       (and, when it ends within WAIT_MS, its status and logs)
+#   helper.sh env DIR ID                store `export` lines from stdin for the step's ready.cmd
 #   helper.sh logs DIR ID               `out N`, N bytes of stdout, `err N`, N bytes of stderr
 #   helper.sh follow DIR ID             the output as it grows, as `logs` frames, until the step ends
 #   helper.sh status DIR ID...          per id: `ID running`, `ID exited N`, `ID gone`, `ID unknown`
@@ -38,12 +39,24 @@ export FLOW_WORKDIR
 alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
 
 cmd_start() {
-  [ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: start DIR ID CMD [WAIT_MS]"
+  [ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: start DIR ID CMD|- [WAIT_MS]"
   dir=$1 id=$2 run=$3 wait_ms=${4:-0}
+  # flow's own files (the command, its environment, the logs) are the
+  # user's alone; the command itself runs with the session's umask.
+  step_umask=$(umask)
+  umask 077
   mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
   cd "$dir" || die "cannot enter $dir"
   f=".flow/$id"
   rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp" "$f.t0" "$f.t1"
+  # The command (with its environment) comes on stdin (`-`), so that no
+  # value of it is ever on a command line `ps` shows; it is kept in a 0600
+  # file that the wrapper runs.
+  if [ "$run" = - ]; then
+    cat > "$f.cmd" || die "cannot write $f.cmd"
+  else
+    printf '%s\n' "$run" > "$f.cmd" || die "cannot write $f.cmd"
+  fi
   # The wrapper catches (does not ignore) the stop signals so that it lives
   # to write the exit status; the command starts with default dispositions.
   setsid sh -c '
@@ -51,11 +64,11 @@ cmd_start() {
     echo $$ > "$f.pid.tmp" && mv "$f.pid.tmp" "$f.pid"
     trap : TERM INT HUP QUIT USR1 USR2
     date +%s%N > "$f.t0" 2>/dev/null
-    sh -c "$2" > "$f.out" 2> "$f.err" < /dev/null
+    ( umask "$2"; exec sh "$f.cmd" ) > "$f.out" 2> "$f.err" < /dev/null
     s=$?
     date +%s%N > "$f.t1" 2>/dev/null
     echo $s > "$f.exit.tmp" && mv "$f.exit.tmp" "$f.exit"
-  ' flow-step "$f" "$run" < /dev/null > /dev/null 2>&1 &
+  ' flow-step "$f" "$step_umask" < /dev/null > /dev/null 2>&1 &
   i=0
   while [ ! -s "$f.pid" ]; do
     i=$((i + 1))
@@ -172,6 +185,15 @@ cmd_stop() {
   echo "$sent"
 }
 
+# A step's environment (`export K=V` lines, on stdin) for its `ready.cmd`
+# probe, in a 0600 file.
+cmd_env() {
+  [ $# -eq 2 ] || die "usage: env DIR ID"
+  umask 077
+  mkdir -p "$1/.flow" || die "cannot create $1/.flow"
+  cat > "$1/.flow/$2.env" || die "cannot write $1/.flow/$2.env"
+}
+
 cmd_read() {
   [ $# -eq 4 ] || die "usage: read DIR ID OUT_OFF ERR_OFF"
   f="$1/.flow/$2"
@@ -255,7 +277,7 @@ cmd_leftovers() {
   return 0
 }
 
-[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|read|probe-port|reap|leftovers ..."
+[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|read|env|probe-port|reap|leftovers ..."
 what=$1
 shift
 case $what in
@@ -265,6 +287,7 @@ case $what in
   logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
   follow) cmd_follow "$@" ;;
   read) cmd_read "$@" ;;
+  env) cmd_env "$@" ;;
   probe-port) cmd_probe_port "$@" ;;
   reap) cmd_reap "$@" ;;
   leftovers) cmd_leftovers "$@" ;;

@@ -24,13 +24,21 @@ pub fn helper_path(workdir: &str) -> String {
     format!("{}/.flow/{}", workdir.trim_end_matches('/'), helper_name())
 }
 
-/// A shell command that installs the helper (read from stdin) unless that
-/// exact version is already there.
+/// A shell command that installs the helper (read from stdin), every time:
+/// into the workdir's `.flow/`, which it first checks is the ssh user's own
+/// and not writable by anyone else (as is the workdir), so that a file
+/// another user planted there is never run. Exit 3 with a message on
+/// stderr when the check fails.
 pub fn install_command(workdir: &str) -> String {
+    let w = remote_word(workdir.trim_end_matches('/'));
     let path = remote_word(&helper_path(workdir));
-    let dir = remote_word(&format!("{}/.flow", workdir.trim_end_matches('/')));
     format!(
-        "test -f {path} || {{ mkdir -p {dir} && cat > {path}.tmp.$$ && mv {path}.tmp.$$ {path}; }}"
+        "umask 077 && mkdir -p {w}/.flow && \
+         for d in {w} {w}/.flow; do \
+           [ -O \"$d\" ] || {{ echo \"$d is not owned by $(id -un)\" >&2; exit 3; }}; \
+           case $(ls -ld \"$d\" | cut -c6,9) in *w*) echo \"$d is writable by other users ($(ls -ld \"$d\" | cut -c1-10))\" >&2; exit 3;; esac; \
+         done && \
+         cat > {path}.tmp.$$ && mv -f {path}.tmp.$$ {path}"
     )
 }
 
@@ -330,7 +338,14 @@ mod tests {
         assert_eq!(remote_word("/srv/flow"), "/srv/flow");
         let cmd = install_command("~/flow");
         assert!(
-            cmd.starts_with(&format!("test -f ~/flow/.flow/{} ||", helper_name())),
+            cmd.starts_with("umask 077 && mkdir -p ~/flow/.flow && "),
+            "{cmd}"
+        );
+        assert!(
+            cmd.ends_with(&format!(
+                "&& mv -f ~/flow/.flow/{h}.tmp.$$ ~/flow/.flow/{h}",
+                h = helper_name()
+            )),
             "{cmd}"
         );
         assert!(helper_name().len() == "helper-.sh".len() + 12);
@@ -340,6 +355,62 @@ mod tests {
                 "sh /w/.flow/{} stop /w/runs/x a@b TERM 10000",
                 helper_name()
             )
+        );
+    }
+}
+
+#[cfg(test)]
+mod install_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::process::Command;
+
+    fn install(workdir: &std::path::Path) -> std::process::Output {
+        let cmd = install_command(&workdir.to_string_lossy());
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(HELPER.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    }
+
+    #[test]
+    fn a_planted_helper_is_replaced_and_a_shared_workdir_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let w = tmp.path().join("w");
+        std::fs::create_dir_all(w.join(".flow")).expect("mkdir");
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::set_permissions(w.join(".flow"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let path = w.join(".flow").join(helper_name());
+        std::fs::write(&path, "echo planted").expect("plant");
+        let out = install(&w);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), HELPER);
+
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let out = install(&w);
+        assert_eq!(out.status.code(), Some(3));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("is writable by other users (drwxrwxrwx)"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

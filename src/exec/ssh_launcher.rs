@@ -333,6 +333,21 @@ impl Inner {
             .await
     }
 
+    /// A quick command fed `input` on its stdin.
+    async fn run_with_input(
+        &self,
+        host: &str,
+        cmd: &str,
+        input: &[u8],
+        limit: Duration,
+    ) -> Result<super::ssh::Output, String> {
+        self.hosts
+            .ssh()
+            .run_within(host, cmd, Some(input), Some(limit))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn run_within(
         &self,
         host: &str,
@@ -413,7 +428,9 @@ impl Launcher for Remote {
             let r = &self.0;
             let dir = r.absolute(host, dir).await?;
             if files.is_empty() {
-                let out = r.run(host, &format!("mkdir -p {}", sh_quote(&dir))).await?;
+                let out = r
+                    .run(host, &format!("umask 077 && mkdir -p {}", sh_quote(&dir)))
+                    .await?;
                 return if out.code == 0 {
                     Ok(())
                 } else {
@@ -443,7 +460,7 @@ impl Launcher for Remote {
                 .run(
                     host,
                     &format!(
-                        "mkdir -p {d} && cp -R {c}/. {d}/",
+                        "(umask 077 && mkdir -p {d}) && cp -R {c}/. {d}/",
                         d = sh_quote(&dir),
                         c = sh_quote(&cache)
                     ),
@@ -714,13 +731,19 @@ async fn attempt_once(
         Ok(s) => s,
         Err(e) => return ended(StepStatus::Failed, None, Some(e)),
     };
-    let start = match r.helper(host, &["start", &dir, id, &script, &wait]).await {
+    let start = match r.helper(host, &["start", &dir, id, "-", &wait]).await {
         Ok(c) => c,
         Err(e) => return ended(StepStatus::Failed, None, Some(e)),
     };
     let started = Stamp::now();
+    // The script goes on stdin: env values never appear on a command line.
     let pid = match r
-        .run_quick(host, &start, Duration::from_millis(START_WAIT_MS))
+        .run_with_input(
+            host,
+            &start,
+            script.as_bytes(),
+            ANSWER_WITHIN + Duration::from_millis(START_WAIT_MS),
+        )
         .await
     {
         Ok(out) if out.code == 0 => {
@@ -877,14 +900,32 @@ async fn await_ready(
     } else if let Some(p) = plan.port {
         RemoteProbe::Port(p)
     } else if let Some(c) = &plan.cmd {
-        // The probe runs in the step's dir with the step's environment.
-        match env_exports(&job.env) {
-            Ok(exports) => RemoteProbe::Cmd(format!(
-                "( cd {} && {exports}( {c} ) ) >/dev/null 2>&1 </dev/null && echo READY",
-                sh_quote(dir)
-            )),
-            Err(e) => return Some(ended(StepStatus::Failed, None, Some(e))),
+        // The probe runs in the step's dir with the step's environment,
+        // which is stored on the host once (never on a command line).
+        let stored = match env_exports(&job.env) {
+            Ok(exports) => match r.helper(host, &["env", dir, id]).await {
+                Ok(cmd) => r
+                    .run_with_input(host, &cmd, exports.as_bytes(), ANSWER_WITHIN)
+                    .await
+                    .and_then(|o| {
+                        if o.code == 0 {
+                            Ok(())
+                        } else {
+                            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+                        }
+                    }),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            return Some(ended(StepStatus::Failed, None, Some(e)));
         }
+        RemoteProbe::Cmd(format!(
+            "( cd {d} && . {env} && ( {c} ) ) >/dev/null 2>&1 </dev/null && echo READY",
+            d = sh_quote(dir),
+            env = sh_quote(&format!("./.flow/{id}.env")),
+        ))
     } else {
         return Some(ended(
             StepStatus::Failed,

@@ -252,6 +252,57 @@ steps:
         },
     },
     Case {
+        name: "env values are never on a command line; flow's files on the host are private",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    env: { SECRET: s3cr3t-4242 }
+    run: "exec sleep 30"
+    ready: { cmd: 'test "$SECRET" = s3cr3t-4242', timeout: 10s, interval: 50ms }
+  t:
+    on: h
+    env: { SECRET: s3cr3t-4242 }
+    run: "ps -eo args > ps.txt; echo $SECRET > seen.txt"
+  get: { kind: fetch, from: h, paths: [ps.txt, seen.txt] }
+"#,
+        code: 0,
+        steps: &[s("srv", "passed", ""), s("t", "passed", "")],
+        check: |_, dir| {
+            let ps = std::fs::read_to_string(dir.join("hosts/h1/ps.txt")).expect("ps.txt");
+            assert!(
+                !ps.contains("s3cr3t-4242"),
+                "a command line shows it:\n{ps}"
+            );
+            let seen = std::fs::read_to_string(dir.join("hosts/h1/seen.txt")).expect("seen.txt");
+            assert_eq!(seen.trim(), "s3cr3t-4242");
+            // Where flow keeps a step's command and logs on a host (ssh
+            // hosts), only the user may look.
+            let plan: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("plan.json")).expect("plan.json"),
+            )
+            .expect("json");
+            let cwd = plan["steps"][1]["cwd"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let home = std::env::var("HOME").unwrap_or_default();
+            let cwd = cwd.replacen('~', &home, 1);
+            let flow_dir = Path::new(&cwd).join(".flow");
+            if flow_dir.exists() {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode =
+                    |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+                assert_eq!(mode(Path::new(&cwd)), 0o700, "{cwd}");
+                assert_eq!(mode(&flow_dir), 0o700);
+                for f in ["t@h1.out", "t@h1.err", "t@h1.cmd", "srv@h1.env"] {
+                    assert_eq!(mode(&flow_dir.join(f)), 0o600, "{f}");
+                }
+            }
+        },
+    },
+    Case {
         name: "a FIFO is recorded as skipped, never opened",
         workload: r#"workload: c
 steps:
@@ -475,8 +526,10 @@ steps:
 }
 
 /// Monitors and services of several hosts are stopped at once, so every
-/// host collects for the same time: here each ignores SIGTERM for its 1 s
-/// grace, which one host after the other would spread over 3 s.
+/// host collects for the same time: here each ignores SIGTERM for its 2 s
+/// grace, which one host after the other would spread over 4 s or more.
+/// The bound is 1.5 s, not the 0.5 s of an idle machine (see
+/// docs/benchmarks.md), because the test suite loads both cores.
 fn teardown_is_parallel_across_hosts(inventory: &dyn Fn(&Path)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -494,13 +547,13 @@ steps:
     kind: monitor
     on: h
     run: "trap '' TERM; while true; do sleep 0.1; done"
-    stop: { signal: TERM, grace: 1s }
+    stop: { signal: TERM, grace: 2s }
   srv:
     kind: service
     on: h
     run: "trap '' TERM; echo up; while true; do sleep 0.1; done"
     ready: { log: up, timeout: 10s }
-    stop: { signal: TERM, grace: 1s }
+    stop: { signal: TERM, grace: 2s }
   t: { on: h, run: "sleep 0.5" }
 "#,
     )
@@ -528,8 +581,12 @@ steps:
             .collect();
         assert_eq!(ends.len(), 3, "{result}");
         let spread = ends.iter().max().unwrap_or(&0) - ends.iter().min().unwrap_or(&0);
+        eprintln!(
+            "{step}: stopped {:.3} s apart across 3 hosts",
+            spread as f64 / 1e9
+        );
         assert!(
-            spread < 500_000_000,
+            spread < 1_500_000_000,
             "{step} stopped {spread} ns apart across hosts: {result}"
         );
     }
