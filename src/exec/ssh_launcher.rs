@@ -1169,12 +1169,38 @@ async fn stop(
             Some(format!("cannot stop it: host `{host}` is not ready")),
         ));
     };
-    let sent: Vec<String> = match r.run_quick(host, &cmd, Duration::from_millis(grace)).await {
-        Ok(out) => out
-            .stdout_text()
-            .split_whitespace()
-            .map(String::from)
-            .collect(),
+    // The helper waits out the grace on the host; a second Ctrl-C meanwhile
+    // sends SIGKILL through a second call at once, and the first then ends
+    // as soon as the group is gone.
+    let graceful = r.run_quick(host, &cmd, Duration::from_millis(grace));
+    tokio::pin!(graceful);
+    let mut ctl = ctl.clone();
+    let mut killed = false;
+    let answer = loop {
+        tokio::select! {
+            out = &mut graceful => break out,
+            now = changed_to_kill(&mut ctl), if !killed => {
+                if now {
+                    killed = true;
+                    if let Ok(kill) = r.helper(host, &["stop", dir, id, "KILL", "0"]).await {
+                        let _ = r.run_quick(host, &kill, Duration::ZERO).await;
+                    }
+                }
+            }
+        }
+    };
+    let sent: Vec<String> = match answer {
+        Ok(out) => {
+            let mut sent: Vec<String> = out
+                .stdout_text()
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if killed && sent.last().is_none_or(|s| s != "KILL") {
+                sent.push("KILL".into());
+            }
+            sent
+        }
         Err(e) => {
             return Err(ended(
                 StepStatus::Failed,
@@ -1207,6 +1233,18 @@ async fn stop(
     }
     e.stop_signals = sent;
     Ok(e)
+}
+
+/// Resolves `true` once the owner asks for `Kill`; `false` when it is gone.
+async fn changed_to_kill(ctl: &mut watch::Receiver<Ctl>) -> bool {
+    loop {
+        if *ctl.borrow_and_update() == Ctl::Kill {
+            return true;
+        }
+        if ctl.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Appends a running task's output to its local log files as the host's

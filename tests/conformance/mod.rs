@@ -624,3 +624,112 @@ fn teardown_is_parallel_across_ssh_hosts() {
     let s = Sshds::start(3);
     teardown_is_parallel_across_hosts(&|inv| s.inventory(inv, &[&["h"], &["h"], &["h"]]));
 }
+
+/// Every run's journal so far.
+fn journal(dir: &Path) -> String {
+    let Ok(runs) = std::fs::read_dir(dir.join("artifacts/latest/runs")) else {
+        return String::new();
+    };
+    runs.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
+        .collect()
+}
+
+fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A first Ctrl-C stops steps with their grace (60 s here, for a service
+/// that ignores SIGTERM); a second one kills them at once, on every host.
+fn second_ctrl_c_kills_at_once(inventory: &dyn Fn(&Path)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    inventory(&d.join("inventory.yaml"));
+    std::fs::write(
+        d.join("suite.yaml"),
+        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
+    )
+    .expect("suite");
+    std::fs::write(
+        d.join("workload.yaml"),
+        r#"workload: c
+steps:
+  deaf:
+    kind: service
+    on: h
+    run: "trap '' TERM INT; echo up; while :; do sleep 0.1; done"
+    ready: { log: up, timeout: 10s, interval: 20ms }
+    stop: { signal: TERM, grace: 60s }
+  wait: { on: h, run: "sleep 300" }
+"#,
+    )
+    .expect("workload");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    let limit = std::time::Duration::from_secs(30);
+    wait_for("the task to start", limit, || {
+        journal(d)
+            .lines()
+            .any(|l| l.contains("step_started") && l.contains("wait@h1"))
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    wait_for("the service to be stopped", limit, || {
+        journal(d)
+            .lines()
+            .any(|l| l.contains("step_stopping") && l.contains("deaf@h1"))
+    });
+    let t0 = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second SIGINT");
+    let out = child.wait_with_output().expect("flow exits");
+    let took = t0.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the second Ctrl-C took {took:?}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(runs[0].join("run_result.json")).expect("run_result.json"),
+    )
+    .expect("json");
+    assert_eq!(result["status"], "interrupted", "{result}");
+    let deaf = step(&result, "deaf");
+    assert_eq!(
+        deaf["stop_signals"].as_array().and_then(|a| a.last()),
+        Some(&Value::from("KILL")),
+        "{deaf}"
+    );
+}
+
+#[test]
+fn a_second_ctrl_c_kills_at_once_on_the_local_host() {
+    second_ctrl_c_kills_at_once(&|inv| {
+        std::fs::write(inv, "hosts:\n  h1: { address: local, roles: [h] }\n").expect("inventory");
+    });
+}
+
+#[test]
+fn a_second_ctrl_c_kills_at_once_on_an_ssh_host() {
+    let s = Sshds::start(1);
+    second_ctrl_c_kills_at_once(&|inv| s.inventory(inv, &[&["h"]]));
+}
