@@ -409,6 +409,28 @@ fn base_args(t: &Target) -> Vec<String> {
     a
 }
 
+/// The master ends when flow does, however flow ends (`kill -9` included):
+/// the kernel sends it SIGTERM when the thread that started it exits (flow
+/// starts masters from its runtime's one thread, which lives as long as
+/// flow). A flow that died between the fork and this call is caught by
+/// comparing the parent's pid.
+fn tie_to_this_process(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // makes two system calls and builds errors from raw codes, which neither
+    // allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 async fn open_master(conn: &Conn) -> Result<Child, SshError> {
     let host = conn.target.name.clone();
     let mut cmd = Command::new("ssh");
@@ -428,6 +450,7 @@ async fn open_master(conn: &Conn) -> Result<Child, SshError> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    tie_to_this_process(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| SshError::Spawn {
         host: host.clone(),
         message: e.to_string(),
@@ -494,10 +517,12 @@ pub fn clean_stderr(err: &[u8]) -> String {
     }
 }
 
-/// `/tmp/flow-<pid>-<n>`, mode 0700: short enough for socket paths.
+/// `/tmp/flow-<pid>-<n>`, mode 0700: short enough for socket paths. Such
+/// folders of flows that are gone (`kill -9` leaves them) are removed first.
 fn private_dir() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = Path::new("/tmp");
+    remove_stale_private_dirs(base);
     for n in 0..100 {
         let dir = base.join(format!("flow-{}-{n}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -509,6 +534,33 @@ fn private_dir() -> std::io::Result<PathBuf> {
     Err(std::io::Error::other(
         "no free private directory under /tmp",
     ))
+}
+
+/// Removes `flow-<pid>-<n>` folders under `base` that this user owns and
+/// whose flow no longer runs (no process with that pid at all: a pid that
+/// was reused is left alone).
+fn remove_stale_private_dirs(base: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to this process's user.
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("flow-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ours = std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Quotes a word for a POSIX shell.

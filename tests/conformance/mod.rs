@@ -733,3 +733,92 @@ fn a_second_ctrl_c_kills_at_once_on_an_ssh_host() {
     let s = Sshds::start(1);
     second_ctrl_c_kills_at_once(&|inv| s.inventory(inv, &[&["h"]]));
 }
+
+/// The pids of `parent`'s children whose command is `ssh`.
+fn ssh_children(parent: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`; comm may hold spaces, so split after `)`.
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let ppid = tail
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            head.ends_with("(ssh") && ppid == Some(parent)
+        })
+        .collect()
+}
+
+/// After `kill -9` of flow, its ssh masters end with it (they used to stay,
+/// 3–4 per kill), and the next flow removes their socket folder.
+#[test]
+fn kill_9_of_flow_leaves_no_ssh_master() {
+    let s = Sshds::start(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    s.inventory(&d.join("inventory.yaml"), &[&["h"], &["h"]]);
+    std::fs::write(
+        d.join("suite.yaml"),
+        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
+    )
+    .expect("suite");
+    std::fs::write(
+        d.join("workload.yaml"),
+        "workload: c\nsteps:\n  wait: { on: h, run: \"sleep 300\" }\n",
+    )
+    .expect("workload");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flow starts");
+    let limit = std::time::Duration::from_secs(30);
+    wait_for("both tasks to start", limit, || {
+        journal(d)
+            .lines()
+            .filter(|l| l.contains("step_started") && l.contains("wait@"))
+            .count()
+            == 2
+    });
+    let flow = child.id();
+    let masters = ssh_children(flow);
+    assert!(masters.len() >= 2, "one master per host: {masters:?}");
+    let sockets = std::path::PathBuf::from(format!("/tmp/flow-{flow}-0"));
+    assert!(
+        sockets.is_dir(),
+        "{} is flow's socket folder",
+        sockets.display()
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    wait_for(
+        "the masters to end",
+        std::time::Duration::from_secs(10),
+        || {
+            masters
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        },
+    );
+    // The next flow that opens a master removes the dead one's folder.
+    let (_, _) = Flow::new()
+        .args(["hosts", "check", "--hosts", "inventory.yaml"])
+        .cwd(d)
+        .expect(0);
+    assert!(!sockets.exists(), "{} is left", sockets.display());
+    // The steps it left are reaped as before.
+    Flow::new()
+        .args(["reap", "--artifacts", "artifacts"])
+        .cwd(d)
+        .expect(0);
+}
