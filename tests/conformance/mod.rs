@@ -693,6 +693,7 @@ steps:
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second SIGINT");
     let out = child.wait_with_output().expect("flow exits");
     let took = t0.elapsed();
+    eprintln!("the second Ctrl-C took {took:?}");
     assert_eq!(
         out.status.code(),
         Some(130),
