@@ -38,6 +38,20 @@ export FLOW_WORKDIR
 
 alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
 
+# Whether process group $1 has a member that is not a zombie. A zombie
+# still answers `kill -0`, and on hosts whose init reaps lazily a stopped
+# group's processes stay zombies for a second or more after they died: a
+# stop that waited for them would wait that long. Costlier than
+# alive_group (it reads every /proc/PID/stat), so used while stopping only.
+live_group() {
+  alive_group "$1" || return 1
+  # cat, not awk, opens the files: a process that ends meanwhile is skipped.
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '{
+      s = $0; sub(/^.*\) /, "", s); split(s, f, " ");
+      if (f[3] == g && f[1] != "Z") found = 1
+    } END { exit !found }'
+}
+
 cmd_start() {
   [ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: start DIR ID CMD|- [WAIT_MS]"
   dir=$1 id=$2 run=$3 wait_ms=${4:-0}
@@ -170,16 +184,16 @@ cmd_stop() {
     kill -s "$sig" -- "-$pid" 2>/dev/null
     sent=$sig
     waited=0
-    while alive_group "$pid" && [ "$waited" -lt "$grace" ]; do
+    while live_group "$pid" && [ "$waited" -lt "$grace" ]; do
       sleep 0.02
       waited=$((waited + 20))
     done
-    if alive_group "$pid"; then
+    if live_group "$pid"; then
       kill -s KILL -- "-$pid" 2>/dev/null
       sent="$sent KILL"
       i=0
-      while alive_group "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i + 1)); done
-      alive_group "$pid" && die "process group $pid survived SIGKILL"
+      while live_group "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i + 1)); done
+      live_group "$pid" && die "process group $pid survived SIGKILL"
     fi
   fi
   echo "$sent"

@@ -265,6 +265,7 @@ impl Ssh {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
+            let began = Instant::now();
             let mut child = cmd.spawn().map_err(|e| SshError::Spawn {
                 host: host.to_string(),
                 message: e.to_string(),
@@ -293,6 +294,13 @@ impl Ssh {
                 host: host.to_string(),
                 message: e.to_string(),
             })?;
+            // `FLOW_LOG=flow::exec::ssh=trace`: every command and its time.
+            tracing::trace!(
+                host,
+                ms = began.elapsed().as_millis() as u64,
+                "{}",
+                command.chars().take(120).collect::<String>()
+            );
             match out.status.code() {
                 Some(255) => {
                     last = clean_stderr(&out.stderr);
