@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod diag;
 pub mod duration;

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use super::status::resolve;
 use super::{Error, exit};
+use crate::artifact::run_result::RunStatus;
 use crate::cli::{AnalyzeArgs, CompareArgs};
 use crate::diag::display_path;
-use crate::exec::result::RunStatus;
 use crate::plan::{RunCommand, StepInstance};
 use crate::results::{self, StoredRun};
 use crate::suite::StepKind;

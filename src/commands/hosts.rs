@@ -29,7 +29,7 @@ fn inventory(path: &std::path::Path) -> Result<Inventory, Error> {
 struct Checked {
     name: String,
     address: String,
-    result: Result<(f64, Option<crate::exec::clock::ClockOffset>, Facts), String>,
+    result: Result<(f64, Option<crate::clock::ClockOffset>, Facts), String>,
 }
 
 pub fn check(args: &HostsCheckArgs) -> Result<i32, Error> {

@@ -5,8 +5,8 @@
 
 use std::io::Write;
 
+use crate::artifact::run_result::RunResult;
 use crate::cli::{SchemaArgs, SchemaKind};
-use crate::exec::result::RunResult;
 use crate::plan::RunPlan;
 use crate::suite::raw::{RawInventory, RawSuite, RawWorkload};
 

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::artifact::run_result::{RunResult, RunStatus};
 use crate::cli::{ListArgs, StatusArgs};
 use crate::diag::display_path;
-use crate::exec::result::{RunResult, RunStatus};
 
 use super::run::LOCK_FILE;
 use super::{Error, exit};

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use serde_json::{Map, Value};
 
-use super::clock::Stamp;
+use crate::clock::Stamp;
 
 enum Msg {
     Open(u64, PathBuf),

@@ -9,11 +9,11 @@ use std::pin::Pin;
 
 use tokio::sync::{mpsc, watch};
 
-use super::clock::ClockOffset;
 use super::fetch::{Transfer, copy_tree, fetch_local};
 use super::process;
-use super::result::Leak;
 use super::step::{self, Ctl, Report, StepJob};
+use crate::artifact::run_result::Leak;
+use crate::clock::ClockOffset;
 
 /// A boxed future, so launchers can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -2,7 +2,6 @@
 //! on disjoint hosts), signal handling, and `runs.csv`. One run is owned by
 //! [`run::run_one`]; its steps by supervisors in [`step`].
 
-pub mod clock;
 pub mod controller;
 pub mod fetch;
 pub mod hosts;
@@ -12,7 +11,6 @@ pub mod process;
 pub mod progress;
 pub mod ready;
 pub mod remote;
-pub mod result;
 pub mod run;
 pub mod ssh;
 pub mod ssh_launcher;
@@ -25,11 +23,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::artifact::run_result::{RunResult, RunRow, RunStatus, runs_csv};
 use crate::artifact::{atomic_write, replace_file};
 use crate::plan::RunPlan;
 use journal::Journal;
 use progress::Progress;
-use result::{RunResult, RunRow, RunStatus, runs_csv};
 use run::{RunEnv, next_level};
 
 /// `runs.csv` is rewritten at most this often while runs go.
@@ -81,7 +79,11 @@ pub async fn execute(
     let progress = Arc::new(Progress::new(plans.len(), opts.verbose, opts.plain));
     let env = Arc::new(RunEnv {
         artifact_id: artifact_id.to_string(),
-        invocation: format!("{}-{}", std::process::id(), clock::Stamp::now().wall_ns),
+        invocation: format!(
+            "{}-{}",
+            std::process::id(),
+            crate::clock::Stamp::now().wall_ns
+        ),
         verbose: opts.verbose,
         launcher,
     });
@@ -158,7 +160,7 @@ pub async fn execute(
                         let msg = format!("internal error while running {}: {e}", plans[i].id);
                         progress.warn(&msg);
                         out.warnings.push(msg);
-                        let mut r = RunResult::new(&plans[i], clock::Stamp::now());
+                        let mut r = RunResult::new(&plans[i], crate::clock::Stamp::now());
                         r.status = RunStatus::Failed;
                         r.errors.push("internal error: see flow's output".into());
                         (i, r)

@@ -22,7 +22,7 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use super::result::Leak;
+use crate::artifact::run_result::Leak;
 use crate::plan::RunCommand;
 
 /// Pids of children tokio owns (spawned and not yet waited for). The sweep
@@ -108,32 +108,7 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Proc> {
     Ok(Proc { child, pid })
 }
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    pub fn success(self) -> bool {
-        self == Exit::Code(0)
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            Exit::Code(c) => format!("exited with {c}"),
-            Exit::Signal(s) => format!("killed by SIG{}", signal_name(s)),
-        }
-    }
-}
-
-pub fn signal_name(s: i32) -> String {
-    Signal::try_from(s).map_or_else(
-        |_| s.to_string(),
-        |sig| sig.as_str().trim_start_matches("SIG").to_string(),
-    )
-}
+pub use crate::artifact::run_result::{Exit, signal_name};
 
 /// Waits for the leader of a group to exit.
 pub async fn wait(proc: &mut Proc) -> io::Result<Exit> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
-use super::result::{RunResult, RunStatus, StepStatus};
 use crate::artifact::logs::failure_tail;
+use crate::artifact::run_result::{RunResult, RunStatus, StepStatus};
 
 /// How many log lines are quoted under a failed run.
 const FAILURE_LINES: usize = 5;

@@ -11,15 +11,15 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::clock::Stamp;
 use super::fetch::FETCH_LOG_HEADER;
 use super::journal::RunJournal;
 use super::launcher::Launcher;
 use super::process::{self, RUN_TAG_VAR};
 use super::progress::{Progress, Tail};
-use super::result::{RunResult, RunStatus, StepResult, StepStatus};
 use super::step::{Ctl, Ended, Report, StepJob};
+use crate::artifact::run_result::{RunResult, RunStatus, StepResult, StepStatus};
 use crate::artifact::{atomic_write, replace_file};
+use crate::clock::Stamp;
 use crate::plan::{CONTROLLER, RunPlan};
 use crate::suite::StepKind;
 
@@ -307,10 +307,10 @@ impl Run<'_> {
             let (b, a) = (c.before.as_ref(), c.after.as_ref());
             let started = t
                 .started_host_ns
-                .and_then(|h| super::clock::to_controller(h, b, a));
+                .and_then(|h| crate::clock::to_controller(h, b, a));
             let ended = t
                 .ended_host_ns
-                .and_then(|h| super::clock::to_controller(h, b, a));
+                .and_then(|h| crate::clock::to_controller(h, b, a));
             t.started_ns = started.map(|x| x.0);
             t.ended_ns = ended.map(|x| x.0);
             t.bound_ns = started.or(ended).map(|x| x.1);
@@ -534,7 +534,7 @@ impl Run<'_> {
         if let Some((started, ended)) = e.host_times
             && (started.is_some() || ended.is_some())
         {
-            st.host_times = Some(super::result::HostTimes {
+            st.host_times = Some(crate::artifact::run_result::HostTimes {
                 started_host_ns: started,
                 ended_host_ns: ended,
                 ..Default::default()
@@ -846,11 +846,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::artifact::run_result::Leak;
     use crate::exec::fetch::Transfer;
     use crate::exec::journal::Journal;
     use crate::exec::launcher::BoxFuture;
     use crate::exec::process::Exit;
-    use crate::exec::result::Leak;
     use crate::exec::step::stopped_status;
 
     /// What a scripted step does once started.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use super::clock::{ClockOffset, Stamp};
 use super::fetch::{Found, Transfer, hex, link_stays_inside, walk};
 use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
@@ -20,9 +19,10 @@ use super::ready::LineMatcher;
 use super::remote::{
     HELPER, helper_command, install_command, next_frame, parse_frames, remote_word, split_line,
 };
-use super::result::{Leak, StepStatus};
 use super::ssh::sh_quote;
 use super::step::{Ctl, Ended, Report, StepJob, changed, ended, fmt_duration, stopped_status};
+use crate::artifact::run_result::{Leak, StepStatus};
+use crate::clock::{ClockOffset, Stamp};
 use crate::plan::RunCommand;
 use crate::suite::{Inventory, StepKind};
 

@@ -10,10 +10,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::clock::Stamp;
 use super::process::{self, Exit, Proc, Spec};
 use super::ready::Probe;
-use super::result::{Leak, StepStatus};
+use crate::artifact::run_result::{Leak, StepStatus};
+use crate::clock::Stamp;
 use crate::plan::StepInstance;
 use crate::suite::StepKind;
 

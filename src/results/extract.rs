@@ -12,26 +12,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use super::stats::percentile_sorted;
 use crate::suite::{Metric, MetricSource};
 
-/// One metric of one run, in `run_result.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct MetricValue {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub value: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub unit: Option<String>,
-    /// How many numbers the value comes from (rows, files, matches).
-    #[serde(default)]
-    pub samples: u64,
-    /// Why there is no value.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub error: Option<String>,
-}
+pub use crate::artifact::run_result::MetricValue;
 
 /// Every metric of a run.
 pub fn extract_all(run_dir: &Path, metrics: &[Metric]) -> BTreeMap<String, MetricValue> {

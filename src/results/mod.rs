@@ -12,8 +12,8 @@ pub mod summary;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::artifact::run_result::{RunResult, RunStatus};
 use crate::artifact::{atomic_write, replace_file};
-use crate::exec::result::{RunResult, RunStatus};
 use crate::plan::RunPlan;
 use summary::RunRecord;
 
@@ -250,8 +250,8 @@ pub fn run_on_controller(
         .map_err(|e| format!("cannot start: {e}"))?;
     use std::os::unix::process::ExitStatusExt;
     let exit = match (status.code(), status.signal()) {
-        (Some(c), _) => crate::exec::process::Exit::Code(c),
-        (None, s) => crate::exec::process::Exit::Signal(s.unwrap_or(0)),
+        (Some(c), _) => crate::artifact::run_result::Exit::Code(c),
+        (None, s) => crate::artifact::run_result::Exit::Signal(s.unwrap_or(0)),
     };
     if exit.success() {
         Ok(())

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use super::StoredRun;
 use super::compare::short;
 use super::summary::Row;
-use crate::exec::result::{RunResult, StepStatus};
+use crate::artifact::run_result::{RunResult, StepStatus};
 
 /// Timelines drawn at most; later runs are listed with links only.
 pub const MAX_TIMELINES: usize = 100;

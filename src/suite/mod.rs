@@ -1,12 +1,14 @@
 //! Suite, workload and inventory files: loading (with spans), raw shapes,
 //! and the validated model.
 
+mod cycle;
 mod inventory;
 mod load;
 mod model;
 pub mod raw;
 mod workload;
 
+pub use cycle::find_cycle;
 pub use inventory::{Host, Inventory, LOCAL, invocation_folder};
 pub use load::{
     DEFAULT_MAX_RUNS, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, load, load_inventory_file,

@@ -595,7 +595,7 @@ fn check_needs(steps: &[Step], diags: &mut Diagnostics) {
             }
         }
     }
-    if ok && let Some(cycle) = crate::plan::dag::find_cycle(steps) {
+    if ok && let Some(cycle) = super::cycle::find_cycle(steps) {
         let first = &steps[cycle[0]];
         let path: Vec<&str> = cycle
             .iter()

@@ -5,9 +5,53 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::clock::{ClockOffset, Stamp};
+use crate::clock::{ClockOffset, Stamp};
 use crate::plan::{RunPlan, StepInstance};
 use crate::suite::StepKind;
+
+/// How a step's process ended: its exit code, or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Exit::Code(c) => format!("exited with {c}"),
+            Exit::Signal(s) => format!("killed by SIG{}", signal_name(s)),
+        }
+    }
+}
+
+/// `TERM` for 15; the number itself when it names no signal.
+pub fn signal_name(s: i32) -> String {
+    nix::sys::signal::Signal::try_from(s).map_or_else(
+        |_| s.to_string(),
+        |sig| sig.as_str().trim_start_matches("SIG").to_string(),
+    )
+}
+
+/// One metric of one run, in `run_result.json`: its value, or why there is
+/// none (never a made-up zero).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricValue {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unit: Option<String>,
+    /// How many numbers the value comes from (rows, files, matches).
+    #[serde(default)]
+    pub samples: u64,
+    /// Why there is no value.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
 
 /// Version of `run_result.json`.
 pub const RESULT_SCHEMA_VERSION: u32 = 1;
@@ -240,7 +284,7 @@ pub struct RunResult {
     pub clocks: BTreeMap<String, HostClock>,
     /// Metric name → value (or why there is none), extracted after the run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
-    pub metrics: BTreeMap<String, crate::results::extract::MetricValue>,
+    pub metrics: BTreeMap<String, MetricValue>,
     /// Problems of the run itself (setup, files, leaks, interruption).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<String>,
