@@ -105,6 +105,11 @@ pub struct RunArgs {
     /// Stream each step's output, prefixed with `step@host`.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Run on ssh hosts that another flow is using (in the same workdir)
+    /// instead of refusing them; the two runs may disturb each other's
+    /// measurements.
+    #[arg(long)]
+    pub share_hosts: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -265,7 +265,7 @@ pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
         )
     })?;
     let names: Vec<String> = inv.hosts.iter().map(|h| h.name.clone()).collect();
-    let remote = crate::exec::ssh_launcher::Remote::new(&inv, &names, false).map_err(|e| {
+    let remote = crate::exec::ssh_launcher::Remote::new(&inv, &names, None).map_err(|e| {
         Error::io(
             "prepare ssh connections in",
             std::path::Path::new("/tmp"),

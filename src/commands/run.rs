@@ -74,13 +74,15 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             used.push(h.clone());
         }
     }
-    let launcher = Arc::new(Mixed::new(&p.suite.inventory, &used).map_err(|e| {
-        Error::io(
-            "prepare ssh connections in",
-            std::path::Path::new("/tmp"),
-            e,
-        )
-    })?);
+    let launcher = Arc::new(
+        Mixed::new(&p.suite.inventory, &used, &artifact.id, args.share_hosts).map_err(|e| {
+            Error::io(
+                "prepare ssh connections in",
+                std::path::Path::new("/tmp"),
+                e,
+            )
+        })?,
+    );
     let plans: Vec<Arc<RunPlan>> = plans.into_iter().map(Arc::new).collect();
     let with_metrics = plans.iter().any(|p| !p.metrics.is_empty());
     let outcome = rt.block_on(async {

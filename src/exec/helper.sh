@@ -22,6 +22,9 @@
 #                                       as `out N` / `err N` frames (flow matches `ready.log` itself)
 #   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
 #   helper.sh reap VAR=VALUE...         SIGKILL every process whose environment holds every VAR=VALUE
+#   helper.sh lock OWNER                take this workdir for OWNER; exit 4, printing the holder,
+#                                       when another flow holds it
+#   helper.sh unlock OWNER              give it back (only when OWNER holds it)
 #   helper.sh leftovers                 `PID CONTROLLER ARTIFACT` of each process started from this
 #                                       workdir (by any flow, alive or not)
 #
@@ -37,6 +40,22 @@ FLOW_WORKDIR=${0%/.flow/*}
 export FLOW_WORKDIR
 
 alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
+
+# `STATE STARTTIME` of process $1 (fields 3 and 22 of /proc/PID/stat),
+# nothing when it is gone.
+proc_state() {
+  awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[1], f[20] }' \
+    "/proc/$1/stat" 2>/dev/null
+}
+
+# Whether the wrapper of step file prefix $1 still runs: its pid alone is not
+# proof (pids are reused, quickly on hosts with a small pid_max), so its
+# start time, recorded at start, must match too, and a zombie is gone.
+leader_alive() {
+  [ -s "$1.pid" ] && [ -s "$1.st" ] || return 1
+  set -- "$(proc_state "$(cat "$1.pid")")" "$(cat "$1.st")"
+  [ -n "$1" ] && [ "${1#Z }" = "$1" ] && [ "${1#* }" = "$2" ]
+}
 
 # Whether process group $1 has a member that is not a zombie. A zombie
 # still answers `kill -0`, and on hosts whose init reaps lazily a stopped
@@ -89,6 +108,8 @@ cmd_start() {
     [ $i -le 1000 ] || die "the step did not start"
     sleep 0.01
   done
+  st=$(proc_state "$(cat "$f.pid")")
+  echo "${st#* }" > "$f.st"
   cat "$f.pid"
   # A short step ends within WAIT_MS: report it and its output in this same
   # call, sparing a status poll and a log fetch.
@@ -140,7 +161,7 @@ cmd_follow() {
     fin=0
     if [ -s "$f.exit" ]; then
       fin=1
-    elif [ -s "$f.pid" ] && ! alive_group "$(cat "$f.pid")"; then
+    elif ! leader_alive "$f"; then
       fin=1
     fi
     grown "$f.out" out "$oo"
@@ -158,7 +179,7 @@ status_one() {
     echo "$2 exited $(cat "$f.exit")"
   elif [ ! -s "$f.pid" ]; then
     echo "$2 unknown"
-  elif alive_group "$(cat "$f.pid")"; then
+  elif leader_alive "$f"; then
     echo "$2 running"
   elif [ -s "$f.exit" ]; then
     echo "$2 exited $(cat "$f.exit")"
@@ -180,7 +201,9 @@ cmd_stop() {
   [ -s "$f.pid" ] || die "no step $2 in $1"
   pid=$(cat "$f.pid")
   sent=""
-  if alive_group "$pid"; then
+  # A step whose wrapper has ended (or whose pid now belongs to another
+  # process) is never signalled by number: what it left is reaped by tag.
+  if [ ! -s "$f.exit" ] && leader_alive "$f"; then
     kill -s "$sig" -- "-$pid" 2>/dev/null
     sent=$sig
     waited=0
@@ -197,6 +220,33 @@ cmd_stop() {
     fi
   fi
   echo "$sent"
+}
+
+# One flow at a time in a workdir on a machine: `.flow/lock.<host name>/`
+# (mkdir is atomic) holds its owner, `CONTROLLER ARTIFACT`. The host name is
+# part of it because a workdir in a home shared over NFS is the same folder
+# on every node of a cluster.
+lock_dir() { echo "$FLOW_WORKDIR/.flow/lock.$(uname -n)"; }
+
+cmd_lock() {
+  [ $# -eq 1 ] || die "usage: lock OWNER"
+  umask 077
+  l=$(lock_dir)
+  if mkdir "$l" 2>/dev/null; then
+    printf '%s\n' "$1" > "$l/owner.tmp" && mv "$l/owner.tmp" "$l/owner"
+    return 0
+  fi
+  holder=$(cat "$l/owner" 2>/dev/null)
+  [ "$holder" = "$1" ] && return 0
+  printf '%s\n' "${holder:-? being taken}"
+  exit 4
+}
+
+cmd_unlock() {
+  [ $# -eq 1 ] || die "usage: unlock OWNER"
+  l=$(lock_dir)
+  [ "$(cat "$l/owner" 2>/dev/null)" = "$1" ] && rm -rf "$l"
+  return 0
 }
 
 # A step's environment (`export K=V` lines, on stdin) for its `ready.cmd`
@@ -291,7 +341,7 @@ cmd_leftovers() {
   return 0
 }
 
-[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|read|env|probe-port|reap|leftovers ..."
+[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
 what=$1
 shift
 case $what in
@@ -302,6 +352,8 @@ case $what in
   follow) cmd_follow "$@" ;;
   read) cmd_read "$@" ;;
   env) cmd_env "$@" ;;
+  lock) cmd_lock "$@" ;;
+  unlock) cmd_unlock "$@" ;;
   probe-port) cmd_probe_port "$@" ;;
   reap) cmd_reap "$@" ;;
   leftovers) cmd_leftovers "$@" ;;

@@ -309,6 +309,36 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_pid_is_never_signalled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let run_s = tmp.path().join("run").to_string_lossy().into_owned();
+        let (_, out) = helper(tmp.path(), &["start", &run_s, "s", "sleep 30"]);
+        let pid: i32 = out.trim().parse().expect("a pid");
+        assert_eq!(
+            helper(tmp.path(), &["status", &run_s, "s"]).1.trim(),
+            "s running"
+        );
+        // As if the wrapper had ended and another process got its pid.
+        std::fs::write(tmp.path().join("run/.flow/s.st"), "1\n").expect("write");
+        assert_eq!(
+            helper(tmp.path(), &["status", &run_s, "s"]).1.trim(),
+            "s gone"
+        );
+        assert_eq!(
+            helper(tmp.path(), &["stop", &run_s, "s", "TERM", "100"])
+                .1
+                .trim(),
+            ""
+        );
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        assert!(alive, "the process that holds the pid was signalled");
+    }
+
+    #[test]
     fn reap_kills_what_carries_the_tag() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let tag = format!(

@@ -42,10 +42,21 @@ pub struct Mixed {
 }
 
 impl Mixed {
-    pub fn new(inventory: &Inventory, hosts: &[String]) -> std::io::Result<Mixed> {
+    /// For `flow run` of artifact `artifact`: remote hosts are taken (one
+    /// flow at a time per workdir) unless `share_hosts`.
+    pub fn new(
+        inventory: &Inventory,
+        hosts: &[String],
+        artifact: &str,
+        share_hosts: bool,
+    ) -> std::io::Result<Mixed> {
+        let owner = RunOwner {
+            artifact: artifact.to_string(),
+            lock: !share_hosts,
+        };
         Ok(Mixed {
             local: Local,
-            remote: Remote::new(inventory, hosts, true)?,
+            remote: Remote::new(inventory, hosts, Some(owner))?,
         })
     }
 
@@ -53,9 +64,9 @@ impl Mixed {
         self.remote.0.workdirs.contains_key(host)
     }
 
-    /// Closes the ssh connections.
+    /// Gives the hosts back and closes the ssh connections.
     pub async fn close(&self) {
-        self.remote.0.hosts.close().await;
+        self.remote.close().await;
     }
 }
 
@@ -122,7 +133,10 @@ struct Inner {
     homes: HashMap<String, tokio::sync::OnceCell<HostInfo>>,
     /// (host, content hash) of `files` already pushed this invocation.
     pushed: Mutex<HashSet<(String, String)>>,
-    reap_leftovers: bool,
+    /// Set for `flow run`.
+    run: Option<RunOwner>,
+    /// (host, absolute workdir) this flow took, given back at close.
+    locked: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 /// What a host's setup learnt.
@@ -147,13 +161,14 @@ fn local_rsync() -> bool {
 pub struct Remote(Arc<Inner>);
 
 impl Remote {
-    /// `reap_leftovers`: when a host is first used, kill what flows that
-    /// are no longer running left there (for runs; not for `flow reap`,
-    /// which reports what it kills itself).
+    /// `run`: for `flow run`: when a host is first used, take its workdir
+    /// (see [`RunOwner`]) and kill what flows that are no longer running
+    /// left there. `None` for `flow reap` (which reports what it kills
+    /// itself) and `flow hosts`.
     pub fn new(
         inventory: &Inventory,
         names: &[String],
-        reap_leftovers: bool,
+        run: Option<RunOwner>,
     ) -> std::io::Result<Remote> {
         let remote: Vec<String> = names
             .iter()
@@ -173,7 +188,8 @@ impl Remote {
                 .map(|n| (n.clone(), tokio::sync::OnceCell::new()))
                 .collect(),
             pushed: Mutex::new(HashSet::new()),
-            reap_leftovers,
+            run,
+            locked: std::sync::Mutex::new(Vec::new()),
         })))
     }
 }
@@ -202,12 +218,94 @@ impl Remote {
             .collect())
     }
 
+    /// Gives back the workdirs this flow took, then closes the connections.
     pub async fn close(&self) {
+        let locked: Vec<(String, String)> = self
+            .0
+            .locked
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        let owner = self.0.owner();
+        for (host, workdir) in locked {
+            let unlock = helper_command(&workdir, &["unlock", &owner]);
+            let _ = self.0.hosts.ssh().run(&host, &unlock, None).await;
+        }
         self.0.hosts.close().await;
     }
 }
 
+/// What `flow run` does on a host it uses first: kill what dead flows left
+/// there, and take the host's workdir for this flow (`lock`), so that a
+/// second flow on the same hosts is refused with the first one named,
+/// instead of both measuring each other and passing.
+#[derive(Debug, Clone)]
+pub struct RunOwner {
+    pub artifact: String,
+    /// `false` with `--share-hosts`.
+    pub lock: bool,
+}
+
 impl Inner {
+    /// `CONTROLLER ARTIFACT`, as the lock records its owner.
+    fn owner(&self) -> String {
+        format!(
+            "{} {}",
+            super::controller::identity(),
+            self.run.as_ref().map_or("-", |r| r.artifact.as_str())
+        )
+    }
+
+    /// Takes `host`'s workdir for this flow. A lock left by a flow of this
+    /// machine that is no longer running is taken over; one held by a live
+    /// flow, or by a flow of another machine (whose life cannot be told from
+    /// here), refuses the host.
+    async fn take(&self, host: &str, workdir: &str) -> Result<(), String> {
+        let me = self.owner();
+        for _ in 0..2 {
+            let lock = helper_command(workdir, &["lock", &me]);
+            let out = self
+                .hosts
+                .ssh()
+                .run(host, &lock, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.code == 0 {
+                if let Ok(mut l) = self.locked.lock() {
+                    l.push((host.to_string(), workdir.to_string()));
+                }
+                return Ok(());
+            }
+            let holder = out.stdout_text().trim().to_string();
+            let (controller, artifact) = holder.split_once(' ').unwrap_or((&holder, "?"));
+            if out.code == 4 && super::controller::is_dead(controller) {
+                let unlock = helper_command(workdir, &["unlock", &holder]);
+                let _ = self.hosts.ssh().run(host, &unlock, None).await;
+                continue;
+            }
+            if out.code != 4 {
+                return Err(format!(
+                    "host `{host}`: cannot take `{workdir}`: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let pid = controller.split(':').nth(2).unwrap_or("?");
+            let whose = if controller.split(':').next() == Some(&crate::machine::machine_id()) {
+                format!("flow (pid {pid}) on this machine")
+            } else {
+                format!("a flow on another machine (`{controller}`)")
+            };
+            return Err(format!(
+                "host `{host}` is in use: {whose} is running artifact {artifact} in `{workdir}`; \
+                 wait for it, give this suite's hosts another `workdir`, or pass --share-hosts to run beside it \
+                 (if that flow is gone for good: `rm -r {workdir}/.flow/lock.*` on the host)"
+            ));
+        }
+        Err(format!(
+            "host `{host}`: cannot take `{workdir}`: the lock keeps changing hands"
+        ))
+    }
+
     fn workdir(&self, host: &str) -> &str {
         self.workdirs.get(host).map_or("~/flow", String::as_str)
     }
@@ -256,7 +354,10 @@ impl Inner {
             Some(rest) => format!("{home}/{rest}"),
             None => self.workdir(host).to_string(),
         };
-        if self.reap_leftovers {
+        if let Some(run) = &self.run {
+            if run.lock {
+                self.take(host, &workdir).await?;
+            }
             self.reap_leftovers(host, &workdir).await;
         }
         Ok(HostInfo { home, rsync })

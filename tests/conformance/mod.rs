@@ -455,11 +455,65 @@ fn supervision_behaves_the_same_on_an_ssh_host() {
     run_table("ssh", &|inv| s.inventory(inv, &[&["h"]]));
 }
 
-/// Two invocations of the same suite on the same ssh host at once: each
-/// gets its own folder there, so neither sees the other's files nor stops
-/// the other's service.
+/// Starts `flow run` in each of `dirs` at once (with `extra`); returns each
+/// one's exit code and output, in order.
+fn run_at_once(dirs: &[tempfile::TempDir], extra: &[&str]) -> Vec<(Option<i32>, String)> {
+    let children: Vec<std::process::Child> = dirs
+        .iter()
+        .map(|d| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+                .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+                .args(extra)
+                .current_dir(d.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("flow starts")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("flow ends");
+            (
+                out.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The files a run fetched hold its own run folder, which no other
+/// invocation knows.
+fn assert_own_files(d: &Path) {
+    let art = d.join("artifacts/latest");
+    let runs: Vec<_> = std::fs::read_dir(art.join("runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let plan: Value = serde_json::from_str(
+        &std::fs::read_to_string(runs[0].join("plan.json")).expect("plan.json"),
+    )
+    .expect("json");
+    let mine = plan["dir"].as_str().expect("dir");
+    for f in ["id.txt", "mark.txt"] {
+        let got = std::fs::read_to_string(runs[0].join("hosts/h1").join(f)).expect(f);
+        assert_eq!(got.trim(), mine, "{f}");
+    }
+}
+
+/// Two invocations of the same suite on the same ssh host at once: the
+/// second is refused, naming the first, and the first keeps its data. With
+/// `--share-hosts` both run, each in a folder of its own there, so neither
+/// sees the other's files nor stops the other's service.
 #[test]
-fn two_invocations_on_the_same_ssh_host_keep_their_own_files_and_steps() {
+fn two_invocations_on_the_same_ssh_host_are_refused_or_kept_apart() {
     let s = Sshds::start(1);
     let workload = r#"workload: c
 steps:
@@ -483,45 +537,25 @@ steps:
         .expect("suite");
         std::fs::write(d.path().join("workload.yaml"), workload).expect("workload");
     }
-    let children: Vec<std::process::Child> = dirs
-        .iter()
-        .map(|d| {
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
-                .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-                .current_dir(d.path())
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("flow starts")
-        })
-        .collect();
-    for (d, child) in dirs.iter().zip(children) {
-        let out = child.wait_with_output().expect("flow ends");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The same run id in both (the same suite), but each run's own
-        // folder on the controller, which no other invocation knows.
-        let art = d.path().join("artifacts/latest");
-        let runs: Vec<_> = std::fs::read_dir(art.join("runs"))
-            .expect("runs")
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        let plan: Value = serde_json::from_str(
-            &std::fs::read_to_string(runs[0].join("plan.json")).expect("plan.json"),
-        )
-        .expect("json");
-        let mine = plan["dir"].as_str().expect("dir");
-        for f in ["id.txt", "mark.txt"] {
-            let got = std::fs::read_to_string(runs[0].join("hosts/h1").join(f)).expect(f);
-            assert_eq!(got.trim(), mine, "{f}");
-        }
+    let outs = run_at_once(&dirs, &[]);
+    let passed: Vec<usize> = (0..2).filter(|&i| outs[i].0 == Some(0)).collect();
+    assert_eq!(passed.len(), 1, "exactly one runs: {outs:?}");
+    let (winner, loser) = (passed[0], 1 - passed[0]);
+    assert_eq!(outs[loser].0, Some(1), "{}", outs[loser].1);
+    assert!(
+        outs[loser].1.contains("host `h1` is in use: flow (pid ")
+            && outs[loser]
+                .1
+                .contains("on this machine is running artifact"),
+        "{}",
+        outs[loser].1
+    );
+    assert_own_files(dirs[winner].path());
+
+    let outs = run_at_once(&dirs, &["--share-hosts"]);
+    for (d, (code, out)) in dirs.iter().zip(&outs) {
+        assert_eq!(*code, Some(0), "{out}");
+        assert_own_files(d.path());
     }
 }
 

@@ -127,7 +127,10 @@ impl Sshds {
     }
 
     /// An inventory of every host (`address` = its ssh config alias), the
-    /// roles given per host in order, written to `path`.
+    /// roles given per host in order, written to `path`. Each host works in
+    /// a workdir of its own under this set's temp dir: the hosts share this
+    /// machine's file system, and tests that run at once must not share a
+    /// workdir (flow takes a workdir for one flow at a time).
     pub fn inventory(&self, path: &Path, roles: &[&[&str]]) {
         let mut text = format!(
             "defaults:\n  ssh_config: {}\nhosts:\n",
@@ -136,10 +139,11 @@ impl Sshds {
         for (i, h) in self.hosts.iter().enumerate() {
             let r = roles.get(i).copied().unwrap_or(&[]);
             text.push_str(&format!(
-                "  {}: {{ address: {}, roles: [{}] }}\n",
+                "  {}: {{ address: {}, roles: [{}], workdir: {} }}\n",
                 h.name,
                 h.name,
-                r.join(", ")
+                r.join(", "),
+                self.dir.path().join(format!("work-{}", h.name)).display()
             ));
         }
         std::fs::write(path, text).expect("inventory");
