@@ -256,22 +256,42 @@ fn missing(host: &str, remote: &Path, status: String) -> Transfer {
     }
 }
 
-/// Copies a regular file, hashing it. The source is opened without
-/// following a link and without blocking, and refused unless it is a
-/// regular file: what was walked may have been replaced since.
-fn copy_hashing(src: &Path, dest: &Path) -> std::io::Result<(u64, String)> {
+/// Opens a file that must be a regular file, without following a link and
+/// without blocking (a FIFO put in its place would), and checks what was
+/// opened: what a walk found may have been replaced since.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut input = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
-        .open(src)?;
-    if !input.metadata()?.is_file() {
+        .open(path)?;
+    if !f.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    let mut output = std::fs::File::create(dest)?;
+    Ok(f)
+}
+
+/// Size and SHA-256 of a regular file (see [`open_regular`]).
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    copy_hashing_to(path, None)
+}
+
+/// Copies a regular file (see [`open_regular`]), hashing it.
+fn copy_hashing(src: &Path, dest: &Path) -> std::io::Result<(u64, String)> {
+    copy_hashing_to(src, Some(dest))
+}
+
+fn copy_hashing_to(src: &Path, dest: Option<&Path>) -> std::io::Result<(u64, String)> {
+    let mut input = open_regular(src)?;
+    let mut output = match dest {
+        Some(dest) => {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            Some(std::fs::File::create(dest)?)
+        }
+        None => None,
+    };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -281,10 +301,14 @@ fn copy_hashing(src: &Path, dest: &Path) -> std::io::Result<(u64, String)> {
             break;
         }
         hasher.update(&buf[..n]);
-        output.write_all(&buf[..n])?;
+        if let Some(out) = &mut output {
+            out.write_all(&buf[..n])?;
+        }
         total += n as u64;
     }
-    output.sync_all()?;
+    if let Some(out) = output {
+        out.sync_all()?;
+    }
     Ok((total, hex(&hasher.finalize())))
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use super::fetch::{Found, Transfer, hex, link_stays_inside, walk};
+use super::fetch::{Found, Transfer, hash_file, hex, link_stays_inside, walk};
 use super::hosts::Hosts;
 use super::launcher::{BoxFuture, Launcher, Local};
 use super::process::Exit;
@@ -1647,32 +1647,6 @@ async fn fetch(
         }
     }
     transfers
-}
-
-/// Size and SHA-256 of a fetched regular file, read without following a
-/// link or blocking.
-fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
-        .open(p)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((n, hex(&h.finalize())))
 }
 
 /// [`fetch`] where rsync is missing: one tar stream from the host, unpacked

@@ -375,6 +375,33 @@ fn step<'a>(result: &'a Value, step: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {step} in {result}"))
 }
 
+/// Writes a one-workload suite into `d`: its inventory (by `inventory`),
+/// `suite.yaml` and `workload.yaml`.
+fn write_project(d: &Path, inventory: &dyn Fn(&Path), workload: &str) {
+    inventory(&d.join("inventory.yaml"));
+    std::fs::write(
+        d.join("suite.yaml"),
+        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
+    )
+    .expect("suite");
+    std::fs::write(d.join("workload.yaml"), workload).expect("workload");
+}
+
+/// The folder of the only run of the latest artifact in `d`.
+fn only_run(d: &Path) -> std::path::PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().expect("a run")
+}
+
+fn json_of(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
+}
+
 /// Runs every case with the inventory written by `inventory`, and says
 /// which cases failed and how (all of them, not just the first).
 fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
@@ -382,28 +409,14 @@ fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
     for case in CASES {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        inventory(&d.join("inventory.yaml"));
-        std::fs::write(
-            d.join("suite.yaml"),
-            "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
-        )
-        .expect("suite");
-        std::fs::write(d.join("workload.yaml"), case.workload).expect("workload");
+        write_project(d, inventory, case.workload);
         let outcome = std::panic::catch_unwind(|| {
             let (stdout, stderr) = Flow::new()
                 .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
                 .cwd(d)
                 .expect(case.code);
-            let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
-                .expect("runs")
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            let run = &runs[0];
-            let result: Value = serde_json::from_str(
-                &std::fs::read_to_string(run.join("run_result.json")).expect("run_result.json"),
-            )
-            .expect("json");
+            let run = &only_run(d);
+            let result = json_of(&run.join("run_result.json"));
             for want in case.steps {
                 let got = step(&result, want.step);
                 assert_eq!(
@@ -491,19 +504,11 @@ fn run_at_once(dirs: &[tempfile::TempDir], extra: &[&str]) -> Vec<(Option<i32>, 
 /// The files a run fetched hold its own run folder, which no other
 /// invocation knows.
 fn assert_own_files(d: &Path) {
-    let art = d.join("artifacts/latest");
-    let runs: Vec<_> = std::fs::read_dir(art.join("runs"))
-        .expect("runs")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let plan: Value = serde_json::from_str(
-        &std::fs::read_to_string(runs[0].join("plan.json")).expect("plan.json"),
-    )
-    .expect("json");
+    let run = only_run(d);
+    let plan = json_of(&run.join("plan.json"));
     let mine = plan["dir"].as_str().expect("dir");
     for f in ["id.txt", "mark.txt"] {
-        let got = std::fs::read_to_string(runs[0].join("hosts/h1").join(f)).expect(f);
+        let got = std::fs::read_to_string(run.join("hosts/h1").join(f)).expect(f);
         assert_eq!(got.trim(), mine, "{f}");
     }
 }
@@ -529,13 +534,7 @@ steps:
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
     for d in &dirs {
-        s.inventory(&d.path().join("inventory.yaml"), &[&["h"]]);
-        std::fs::write(
-            d.path().join("suite.yaml"),
-            "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
-        )
-        .expect("suite");
-        std::fs::write(d.path().join("workload.yaml"), workload).expect("workload");
+        write_project(d.path(), &|inv| s.inventory(inv, &[&["h"]]), workload);
     }
     let outs = run_at_once(&dirs, &[]);
     let passed: Vec<usize> = (0..2).filter(|&i| outs[i].0 == Some(0)).collect();
@@ -567,14 +566,9 @@ steps:
 fn teardown_is_parallel_across_hosts(inventory: &dyn Fn(&Path)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    inventory(&d.join("inventory.yaml"));
-    std::fs::write(
-        d.join("suite.yaml"),
-        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
-    )
-    .expect("suite");
-    std::fs::write(
-        d.join("workload.yaml"),
+    write_project(
+        d,
+        inventory,
         r#"workload: c
 steps:
   mon:
@@ -590,21 +584,12 @@ steps:
     stop: { signal: TERM, grace: 2s }
   t: { on: h, run: "sleep 0.5" }
 "#,
-    )
-    .expect("workload");
+    );
     Flow::new()
         .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
         .cwd(d)
         .expect(0);
-    let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
-        .expect("runs")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let result: Value = serde_json::from_str(
-        &std::fs::read_to_string(runs[0].join("run_result.json")).expect("run_result.json"),
-    )
-    .expect("json");
+    let result = json_of(&only_run(d).join("run_result.json"));
     for step in ["mon", "srv"] {
         let ends: Vec<u64> = result["steps"]
             .as_array()
@@ -682,14 +667,9 @@ fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool
 fn second_ctrl_c_kills_at_once(inventory: &dyn Fn(&Path)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    inventory(&d.join("inventory.yaml"));
-    std::fs::write(
-        d.join("suite.yaml"),
-        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
-    )
-    .expect("suite");
-    std::fs::write(
-        d.join("workload.yaml"),
+    write_project(
+        d,
+        inventory,
         r#"workload: c
 steps:
   deaf:
@@ -700,8 +680,7 @@ steps:
     stop: { signal: TERM, grace: 60s }
   wait: { on: h, run: "sleep 300" }
 "#,
-    )
-    .expect("workload");
+    );
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
         .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
         .current_dir(d)
@@ -738,15 +717,7 @@ steps:
         took < std::time::Duration::from_secs(10),
         "the second Ctrl-C took {took:?}"
     );
-    let runs: Vec<_> = std::fs::read_dir(d.join("artifacts/latest/runs"))
-        .expect("runs")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let result: Value = serde_json::from_str(
-        &std::fs::read_to_string(runs[0].join("run_result.json")).expect("run_result.json"),
-    )
-    .expect("json");
+    let result = json_of(&only_run(d).join("run_result.json"));
     assert_eq!(result["status"], "interrupted", "{result}");
     let deaf = step(&result, "deaf");
     assert_eq!(
@@ -798,17 +769,11 @@ fn kill_9_of_flow_leaves_no_ssh_master() {
     let s = Sshds::start(2);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    s.inventory(&d.join("inventory.yaml"), &[&["h"], &["h"]]);
-    std::fs::write(
-        d.join("suite.yaml"),
-        "suite: t\nhosts: inventory.yaml\nworkloads:\n  - workload: workload.yaml\n",
-    )
-    .expect("suite");
-    std::fs::write(
-        d.join("workload.yaml"),
+    write_project(
+        d,
+        &|inv| s.inventory(inv, &[&["h"], &["h"]]),
         "workload: c\nsteps:\n  wait: { on: h, run: \"sleep 300\" }\n",
-    )
-    .expect("workload");
+    );
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
         .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
         .current_dir(d)
