@@ -314,18 +314,34 @@ impl RunResult {
 
     /// The step whose failure failed the run, if a step did.
     pub fn failing_step(&self) -> Option<&StepResult> {
+        let failed = |s: &&StepResult| s.fails_run() && !s.errors.is_empty();
+        // A fetch that failed after a failed setup only repeats the setup's
+        // error: a step that ran comes first, then the run's own errors.
         self.steps
             .iter()
-            .find(|s| s.fails_run() && !s.errors.is_empty())
+            .filter(|s| s.kind != StepKind::Fetch)
+            .find(failed)
+            .or_else(|| {
+                self.errors
+                    .is_empty()
+                    .then(|| self.steps.iter().find(failed))
+                    .flatten()
+            })
     }
 
-    /// The first failure worth a line: `broadcast@coord: exited with 1`.
+    /// The first failure worth a line: `broadcast@coord: exited with 1`, or
+    /// the run's own error (a host that could not be set up) when no step
+    /// but a fetch failed.
     pub fn first_error(&self) -> Option<String> {
-        self.steps
-            .iter()
-            .filter(|s| s.fails_run())
-            .find_map(|s| s.errors.last().map(|e| format!("{}: {e}", s.id)))
+        self.failing_step()
+            .and_then(|s| s.errors.last().map(|e| format!("{}: {e}", s.id)))
             .or_else(|| self.errors.first().cloned())
+            .or_else(|| {
+                self.steps
+                    .iter()
+                    .filter(|s| s.fails_run())
+                    .find_map(|s| s.errors.last().map(|e| format!("{}: {e}", s.id)))
+            })
     }
 }
 

@@ -541,6 +541,12 @@ steps:
     assert_eq!(passed.len(), 1, "exactly one runs: {outs:?}");
     let (winner, loser) = (passed[0], 1 - passed[0]);
     assert_eq!(outs[loser].0, Some(1), "{}", outs[loser].1);
+    // The FAIL line names the cause (the host in use), not a fetch after it.
+    assert!(
+        outs[loser].1.contains(")\n      host `h1` is in use: "),
+        "{}",
+        outs[loser].1
+    );
     assert!(
         outs[loser].1.contains("host `h1` is in use: flow (pid ")
             && outs[loser]
