@@ -282,13 +282,15 @@ fn a_param_named_like_a_column_never_shadows_it() {
         );
     p.run(&[], 0);
     let art = p.artifact();
+    let headers = |r: &mut csv::Reader<std::fs::File>| -> Vec<String> {
+        r.headers()
+            .expect("header")
+            .iter()
+            .map(String::from)
+            .collect()
+    };
     let mut runs = csv::Reader::from_path(art.join("runs.csv")).expect("runs.csv");
-    let header: Vec<String> = runs
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    let header = headers(&mut runs);
     assert_eq!(
         header,
         [
@@ -309,12 +311,7 @@ fn a_param_named_like_a_column_never_shadows_it() {
         .collect();
     assert_eq!(statuses, ["passed", "passed"]);
     let mut summary = csv::Reader::from_path(art.join("summary.csv")).expect("summary.csv");
-    let header: Vec<String> = summary
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    let header = headers(&mut summary);
     assert_eq!(
         &header[..6],
         ["workload", "mode", "variant", "param.n", "status", "metric"]
