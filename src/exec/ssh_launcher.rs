@@ -227,10 +227,15 @@ impl Remote {
             .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
         let owner = self.0.owner();
+        let mut set = tokio::task::JoinSet::new();
         for (host, workdir) in locked {
+            let inner = Arc::clone(&self.0);
             let unlock = helper_command(&workdir, &["unlock", &owner]);
-            let _ = self.0.hosts.ssh().run(&host, &unlock, None).await;
+            set.spawn(async move {
+                let _ = inner.hosts.ssh().run(&host, &unlock, None).await;
+            });
         }
+        while set.join_next().await.is_some() {}
         self.0.hosts.close().await;
     }
 }
@@ -260,34 +265,48 @@ impl Inner {
     /// machine that is no longer running is taken over; one held by a live
     /// flow, or by a flow of another machine (whose life cannot be told from
     /// here), refuses the host.
-    async fn take(&self, host: &str, workdir: &str) -> Result<(), String> {
+    /// `first`: the lock's answer (exit code, holder) when it was asked
+    /// for in the setup's own round trip.
+    async fn take(
+        &self,
+        host: &str,
+        workdir: &str,
+        mut first: Option<(i32, String)>,
+    ) -> Result<(), String> {
         let me = self.owner();
         for _ in 0..2 {
-            let lock = helper_command(workdir, &["lock", &me]);
-            let out = self
-                .hosts
-                .ssh()
-                .run(host, &lock, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if out.code == 0 {
+            let (code, holder, stderr) = match first.take() {
+                Some((code, holder)) => (code, holder, String::new()),
+                None => {
+                    let lock = helper_command(workdir, &["lock", &me]);
+                    let out = self
+                        .hosts
+                        .ssh()
+                        .run(host, &lock, None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    (
+                        out.code,
+                        out.stdout_text().trim().to_string(),
+                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    )
+                }
+            };
+            if code == 0 {
                 if let Ok(mut l) = self.locked.lock() {
                     l.push((host.to_string(), workdir.to_string()));
                 }
                 return Ok(());
             }
-            let holder = out.stdout_text().trim().to_string();
+            let holder = holder.trim().to_string();
             let (controller, artifact) = holder.split_once(' ').unwrap_or((&holder, "?"));
-            if out.code == 4 && super::controller::is_dead(controller) {
+            if code == 4 && super::controller::is_dead(controller) {
                 let unlock = helper_command(workdir, &["unlock", &holder]);
                 let _ = self.hosts.ssh().run(host, &unlock, None).await;
                 continue;
             }
-            if out.code != 4 {
-                return Err(format!(
-                    "host `{host}`: cannot take `{workdir}`: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+            if code != 4 {
+                return Err(format!("host `{host}`: cannot take `{workdir}`: {stderr}"));
             }
             let pid = controller.split(':').nth(2).unwrap_or("?");
             let whose = if controller.split(':').next() == Some(&crate::machine::machine_id()) {
@@ -324,10 +343,16 @@ impl Inner {
     }
 
     async fn set_up(&self, host: &str) -> Result<HostInfo, String> {
-        let cmd = format!(
+        let mut cmd = format!(
             "{} && printf '%s\\n' \"$HOME\" && {{ command -v rsync >/dev/null 2>&1 && echo rsync || echo no-rsync; }}",
             install_command(self.workdir(host))
         );
+        // The workdir is taken in the same round trip.
+        let locking = self.run.as_ref().is_some_and(|r| r.lock);
+        if locking {
+            let lock = helper_command(self.workdir(host), &["lock", &self.owner()]);
+            cmd.push_str(&format!(" && {{ {lock}; echo \"lock-exit $?\"; }}"));
+        }
         let text = match self
             .hosts
             .ssh()
@@ -347,6 +372,17 @@ impl Inner {
         let mut lines = text.lines();
         let home = lines.next().unwrap_or_default().to_string();
         let rsync = lines.next() == Some("rsync") && local_rsync();
+        let rest: Vec<&str> = lines.collect();
+        let first_lock = rest.iter().rev().find_map(|l| {
+            let code = l.strip_prefix("lock-exit ")?.trim().parse::<i32>().ok()?;
+            let holder = rest
+                .iter()
+                .take_while(|x| !x.starts_with("lock-exit "))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n");
+            Some((code, holder))
+        });
         if !rsync {
             tracing::debug!(host, "no rsync on one end: files move with tar over ssh");
         }
@@ -356,7 +392,7 @@ impl Inner {
         };
         if let Some(run) = &self.run {
             if run.lock {
-                self.take(host, &workdir).await?;
+                self.take(host, &workdir, first_lock).await?;
             }
             self.reap_leftovers(host, &workdir).await;
         }
