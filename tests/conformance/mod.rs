@@ -112,9 +112,9 @@ steps:
   srv:
     kind: service
     on: h
-    run: "echo up; sleep 2; exit 1"
+    run: "echo up; sleep 4; exit 1"
     ready: { log: up, timeout: 10s }
-  t: { on: h, run: "sleep 6" }
+  t: { on: h, run: "sleep 10" }
 "#,
         code: 1,
         steps: &[s("srv", "failed", "exited with 1 while the run was going")],
