@@ -210,6 +210,29 @@ impl Found {
     }
 }
 
+/// A symlink was fetched as a symlink; if its target was not fetched too,
+/// the data it names is not in the artifact, and a run must not pass on it.
+/// Each such transfer (of any transport, any fetch step of the run) becomes
+/// an error. Links are checked once every fetch of the run is done.
+pub fn check_fetched_links(transfers: &mut [&mut Transfer], run_dir: &Path) {
+    for t in transfers.iter_mut() {
+        if !t.ok() || t.local.is_empty() {
+            continue;
+        }
+        let local = run_dir.join(&t.local);
+        let Ok(meta) = std::fs::symlink_metadata(&local) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() && std::fs::metadata(&local).is_err() {
+            let target = std::fs::read_link(&local).unwrap_or_default();
+            t.status = format!(
+                "error: a link to what was not fetched (to {}); fetch its target too",
+                target.display()
+            );
+        }
+    }
+}
+
 /// Copies what `patterns` match under `host_dir` into `run_dir/hosts/<host>/`.
 pub fn fetch_local(
     host: &str,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::fetch::FETCH_LOG_HEADER;
+use super::fetch::{FETCH_LOG_HEADER, Transfer, check_fetched_links};
 use super::journal::RunJournal;
 use super::launcher::Launcher;
 use super::process::{self, RUN_TAG_VAR};
@@ -689,6 +689,10 @@ impl Run<'_> {
         }
         let log_path = self.dir.join("fetch.log");
         let mut log = String::from(FETCH_LOG_HEADER);
+        // Every fetch first, then the check of the links they brought (a
+        // link may point at what a later fetch step brings), then the
+        // record of each step.
+        let mut done: Vec<(usize, Stamp, Vec<Transfer>)> = Vec::new();
         for i in fetches {
             let s = self.plan.steps[i].clone();
             let started = Stamp::now();
@@ -706,13 +710,20 @@ impl Run<'_> {
                 .launcher
                 .fetch(&s.host, &s.cwd, &s.paths, &self.dir)
                 .await;
+            done.push((i, started, transfers));
+        }
+        let mut all: Vec<&mut Transfer> =
+            done.iter_mut().flat_map(|(_, _, t)| t.iter_mut()).collect();
+        check_fetched_links(&mut all, &self.dir);
+        for (i, started, transfers) in done {
+            let id = self.plan.steps[i].id.clone();
             let mut errors = Vec::new();
             let mut failed = false;
             for t in &transfers {
                 log.push_str(&t.line());
                 self.event(
                     "fetched",
-                    json!({"step": s.id, "remote": t.remote, "local": t.local, "bytes": t.bytes, "status": t.status}),
+                    json!({"step": id, "remote": t.remote, "local": t.local, "bytes": t.bytes, "status": t.status}),
                 );
                 if t.ok() {
                     self.result.fetch.files += 1;
@@ -744,7 +755,6 @@ impl Run<'_> {
             st.ended = Some(ended);
             st.duration_ms = Some(started.ms_until(&ended));
             st.errors.extend(errors);
-            let id = st.id.clone();
             self.event("step_ended", json!({"step": id, "status": status.as_str()}));
             self.progress.step_ended(&self.plan.id, &id, status);
         }

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::Flow;
+use super::run::wait_for;
 use super::sshd::Sshds;
 
 /// What one step instance must end as.
@@ -335,6 +336,40 @@ steps:
         },
     },
     Case {
+        name: "a link whose target was not fetched fails the fetch (the data is not there)",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "mkdir out && echo 1 > out/r.csv && ln -s out/r.csv r.csv" }
+  get: { kind: fetch, from: h, paths: [r.csv] }
+"#,
+        code: 1,
+        steps: &[s(
+            "get",
+            "failed",
+            "a link to what was not fetched (to out/r.csv)",
+        )],
+        check: |result, dir| {
+            assert_eq!(result["fetch"]["failed"], 1, "{result}");
+            assert!(!dir.join("hosts/h1/r.csv").exists());
+        },
+    },
+    Case {
+        name: "a link whose target another fetch step brings reads as the file",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "mkdir out && echo 1 > out/r.csv && ln -s out/r.csv r.csv" }
+  link: { kind: fetch, from: h, paths: [r.csv] }
+  data: { kind: fetch, from: h, paths: [out] }
+"#,
+        code: 0,
+        steps: &[s("link", "passed", ""), s("data", "passed", "")],
+        check: |_, dir| {
+            let got =
+                std::fs::read_to_string(dir.join("hosts/h1/r.csv")).expect("through the link");
+            assert_eq!(got, "1\n");
+        },
+    },
+    Case {
         name: "a link out of the run dir is never followed",
         workload: r#"workload: c
 steps:
@@ -650,22 +685,9 @@ fn teardown_is_parallel_across_ssh_hosts() {
     teardown_is_parallel_across_hosts(&|inv| s.inventory(inv, &[&["h"], &["h"], &["h"]]));
 }
 
-/// Every run's journal so far.
+/// Every run's journal so far, in the project at `dir`.
 fn journal(dir: &Path) -> String {
-    let Ok(runs) = std::fs::read_dir(dir.join("artifacts/latest/runs")) else {
-        return String::new();
-    };
-    runs.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("events.jsonl")).ok())
-        .collect()
-}
-
-fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
-    let t0 = std::time::Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < limit, "waited {limit:?} for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    super::remote::journal(&dir.join("artifacts"))
 }
 
 /// A first Ctrl-C stops steps with their grace (60 s here, for a service
@@ -696,14 +718,14 @@ steps:
         .spawn()
         .expect("flow starts");
     let limit = std::time::Duration::from_secs(30);
-    wait_for("the task to start", limit, || {
+    wait_for(limit, "the task to start", || {
         journal(d)
             .lines()
             .any(|l| l.contains("step_started") && l.contains("wait@h1"))
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
-    wait_for("the service to be stopped", limit, || {
+    wait_for(limit, "the service to be stopped", || {
         journal(d)
             .lines()
             .any(|l| l.contains("step_stopping") && l.contains("deaf@h1"))
@@ -789,7 +811,7 @@ fn kill_9_of_flow_leaves_no_ssh_master() {
         .spawn()
         .expect("flow starts");
     let limit = std::time::Duration::from_secs(30);
-    wait_for("both tasks to start", limit, || {
+    wait_for(limit, "both tasks to start", || {
         journal(d)
             .lines()
             .filter(|l| l.contains("step_started") && l.contains("wait@"))
@@ -808,8 +830,8 @@ fn kill_9_of_flow_leaves_no_ssh_master() {
     child.kill().expect("kill -9");
     let _ = child.wait();
     wait_for(
-        "the masters to end",
         std::time::Duration::from_secs(10),
+        "the masters to end",
         || {
             masters
                 .iter()

@@ -323,7 +323,7 @@ fn run_tag(artifacts: &std::path::Path) -> String {
     format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"))
 }
 
-fn journal(artifacts: &std::path::Path) -> String {
+pub(crate) fn journal(artifacts: &std::path::Path) -> String {
     let Ok(runs) = std::fs::read_dir(artifacts.join("latest/runs")) else {
         return String::new();
     };
