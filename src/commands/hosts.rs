@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::{ExecArgs, HostsCheckArgs};
 use crate::diag::{Diagnostic, Diagnostics, Sources};
-use crate::exec::hosts::{FACTS_SCRIPT, Facts, Hosts, parse_facts};
+use crate::exec::host::shell::{FACTS_SCRIPT, Facts, Hosts, parse_facts};
 use crate::suite::{Inventory, load_inventory_file};
 
 use super::{Error, exit};
@@ -265,7 +265,7 @@ pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
         )
     })?;
     let names: Vec<String> = inv.hosts.iter().map(|h| h.name.clone()).collect();
-    let remote = crate::exec::ssh_launcher::Remote::new(&inv, &names, None).map_err(|e| {
+    let remote = crate::exec::host::ssh::Remote::new(&inv, &names, None).map_err(|e| {
         Error::io(
             "prepare ssh connections in",
             std::path::Path::new("/tmp"),

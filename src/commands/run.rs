@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::cli::{PlanArgs, RunArgs};
 use crate::diag::{Diagnostic, Diagnostics, Sources, display_path};
-use crate::exec::ssh_launcher::Mixed;
+use crate::exec::host::HostSet;
 use crate::exec::{self, Options};
 use crate::plan::RunPlan;
 
@@ -75,7 +75,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         }
     }
     let launcher = Arc::new(
-        Mixed::new(&p.suite.inventory, &used, &artifact.id, args.share_hosts).map_err(|e| {
+        HostSet::new(&p.suite.inventory, &used, &artifact.id, args.share_hosts).map_err(|e| {
             Error::io(
                 "prepare ssh connections in",
                 std::path::Path::new("/tmp"),
@@ -91,7 +91,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             &artifact.id,
             artifact.path.clone(),
             &opts,
-            Arc::clone(&launcher) as Arc<dyn exec::launcher::Launcher>,
+            Arc::clone(&launcher) as Arc<dyn exec::host::Launcher>,
         )
         .await;
         launcher.close().await;

@@ -27,6 +27,19 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// A transfer that could not be made (`remote`: the path or pattern).
+    pub fn failed(host: &str, remote: &str, error: &str) -> Transfer {
+        Transfer {
+            host: host.to_string(),
+            remote: remote.to_string(),
+            local: String::new(),
+            bytes: 0,
+            sha256: String::new(),
+            ms: 0,
+            status: format!("error: {error}"),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.status == "ok"
     }

@@ -20,6 +20,11 @@
 #   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
 #   helper.sh read DIR ID OUT_OFF ERR_OFF  what stdout and stderr gained past those offsets,
 #                                       as `out N` / `err N` frames (flow matches `ready.log` itself)
+#   helper.sh signal DIR ID SIG         SIG to the step's group while its wrapper runs (`sent`/`none`)
+#   helper.sh finish DIR ID             kill what is left of the step's group (a `leaks` frame), then `logs`
+#   helper.sh prepare DIR [CACHE]      create the run dir (and copy the files cached in CACHE into it)
+#   helper.sh now                       the host's wall clock, ns
+#   helper.sh agent                     serve the commands above, one request per line (see cmd_agent)
 #   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
 #   helper.sh reap VAR=VALUE...         SIGKILL every process whose environment holds every VAR=VALUE
 #   helper.sh lock OWNER                take this workdir for OWNER; exit 4, printing the holder,
@@ -41,20 +46,38 @@ export FLOW_WORKDIR
 
 alive_group() { kill -s 0 -- "-$1" 2>/dev/null; }
 
-# `STATE STARTTIME` of process $1 (fields 3 and 22 of /proc/PID/stat),
-# nothing when it is gone.
+# `STATE STARTTIME` of process $1 (fields 3 and 22 of /proc/PID/stat) into
+# $pstate, empty when it is gone. Shell built-ins only: the agent asks this
+# on every status poll.
 proc_state() {
-  awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[1], f[20] }' \
-    "/proc/$1/stat" 2>/dev/null
+  pstate=""
+  st=""
+  read -r st 2>/dev/null < "/proc/$1/stat" || [ -n "$st" ] || return 0
+  # The command name (field 2) may hold spaces and parentheses: cut after
+  # its last `) `.
+  st=${st##*) }
+  # shellcheck disable=SC2086
+  set -- $st
+  [ $# -ge 20 ] || return 0
+  eval "pstate=\"\$1 \${20}\""
+}
+
+# The first line of file $1 into $val (empty when it cannot be read).
+first_line() {
+  val=""
+  read -r val 2>/dev/null < "$1" || true
 }
 
 # Whether the wrapper of step file prefix $1 still runs: its pid alone is not
 # proof (pids are reused, quickly on hosts with a small pid_max), so its
 # start time, recorded at start, must match too, and a zombie is gone.
 leader_alive() {
-  [ -s "$1.pid" ] && [ -s "$1.st" ] || return 1
-  set -- "$(proc_state "$(cat "$1.pid")")" "$(cat "$1.st")"
-  [ -n "$1" ] && [ "${1#Z }" = "$1" ] && [ "${1#* }" = "$2" ]
+  first_line "$1.pid"
+  lp=$val
+  first_line "$1.st"
+  [ -n "$lp" ] && [ -n "$val" ] || return 1
+  proc_state "$lp"
+  [ -n "$pstate" ] && [ "${pstate#Z }" = "$pstate" ] && [ "${pstate#* }" = "$val" ]
 }
 
 # Whether process group $1 has a member that is not a zombie. A zombie
@@ -108,8 +131,9 @@ cmd_start() {
     [ $i -le 1000 ] || die "the step did not start"
     sleep 0.01
   done
-  st=$(proc_state "$(cat "$f.pid")")
-  echo "${st#* }" > "$f.st"
+  first_line "$f.pid"
+  proc_state "$val"
+  echo "${pstate#* }" > "$f.st"
   cat "$f.pid"
   # A short step ends within WAIT_MS: report it and its output in this same
   # call, sparing a status poll and a log fetch.
@@ -175,16 +199,17 @@ cmd_follow() {
 
 status_one() {
   f="$1/.flow/$2"
-  if [ -s "$f.exit" ]; then
-    echo "$2 exited $(cat "$f.exit")"
+  first_line "$f.exit"
+  if [ -n "$val" ]; then
+    echo "$2 exited $val"
   elif [ ! -s "$f.pid" ]; then
     echo "$2 unknown"
   elif leader_alive "$f"; then
     echo "$2 running"
-  elif [ -s "$f.exit" ]; then
-    echo "$2 exited $(cat "$f.exit")"
   else
-    echo "$2 gone"
+    # It may have ended between the two looks.
+    first_line "$f.exit"
+    if [ -n "$val" ]; then echo "$2 exited $val"; else echo "$2 gone"; fi
   fi
 }
 
@@ -341,21 +366,119 @@ cmd_leftovers() {
   return 0
 }
 
-[ $# -ge 1 ] || die "usage: helper.sh start|status|stop|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
-what=$1
-shift
-case $what in
-  start) cmd_start "$@" ;;
-  status) cmd_status "$@" ;;
-  stop) cmd_stop "$@" ;;
-  logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
-  follow) cmd_follow "$@" ;;
-  read) cmd_read "$@" ;;
-  env) cmd_env "$@" ;;
-  lock) cmd_lock "$@" ;;
-  unlock) cmd_unlock "$@" ;;
-  probe-port) cmd_probe_port "$@" ;;
-  reap) cmd_reap "$@" ;;
-  leftovers) cmd_leftovers "$@" ;;
-  *) die "unknown command: $what" ;;
-esac
+# What is left of step $2's process group (the wrapper has ended) is
+# killed, one `PID COMMAND LINE` line per process in a `leaks` frame; then
+# the step's logs, as `logs` prints them.
+cmd_finish() {
+  [ $# -eq 2 ] || die "usage: finish DIR ID"
+  f="$1/.flow/$2"
+  first_line "$f.pid"
+  pid=$val
+  if [ -n "$pid" ] && ! leader_alive "$f" && live_group "$pid"; then
+    leaks=""
+    for p in $(group_pids "$pid"); do
+      c=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)
+      leaks="$leaks$p $c
+"
+    done
+    kill -s KILL -- "-$pid" 2>/dev/null
+    i=0
+    while live_group "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i + 1)); done
+    echo "leaks $(printf '%s' "$leaks" | wc -c | tr -d ' ')"
+    printf '%s' "$leaks"
+  fi
+  cmd_logs "$1" "$2"
+}
+
+# The live (not zombie) members of process group $1.
+group_pids() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '{
+      p = $1; s = $0; sub(/^.*\) /, "", s); split(s, f, " ");
+      if (f[3] == g && f[1] != "Z") print p
+    }'
+}
+
+# SIG to step $2's process group, while its wrapper runs; prints `sent`, or
+# `none` when the wrapper has ended (what is left of its group is killed by
+# `finish`, never signalled by a number that may have been reused).
+cmd_signal() {
+  [ $# -eq 3 ] || die "usage: signal DIR ID SIG"
+  f="$1/.flow/$2"
+  first_line "$f.pid"
+  [ -n "$val" ] || die "no step $2 in $1"
+  if leader_alive "$f" && kill -s "$3" -- "-$val" 2>/dev/null; then
+    echo sent
+  else
+    echo none
+  fi
+}
+
+# The agent: one long-lived session that serves requests, one per line, so
+# that each costs a round trip instead of an ssh session. A request is
+# `RID INPUT COMMAND ARGS...` as shell words; INPUT is `-` (no input) or
+# `=` and the input in printf %b escapes. The answer is
+# `R RID STATUS OUT_LEN ERR_LEN`, then that many bytes of stdout and stderr.
+# Steps never depend on the agent: they run under setsid.
+cmd_agent() {
+  [ $# -eq 0 ] || die "usage: agent"
+  umask 077
+  t="$FLOW_WORKDIR/.flow/agent.$$"
+  trap 'rm -f "$t.o" "$t.e"' EXIT
+  trap 'exit 0' HUP TERM
+  echo "flow-agent 1"
+  while IFS= read -r line; do
+    eval "set -- $line"
+    [ $# -ge 3 ] || { echo "R 0 2 0 0"; continue; }
+    rid=$1 input=$2
+    shift 2
+    if [ "$input" = - ]; then
+      ( dispatch "$@" ) > "$t.o" 2> "$t.e" < /dev/null
+    else
+      printf '%b' "${input#=}" | ( dispatch "$@" ) > "$t.o" 2> "$t.e"
+    fi
+    rc=$?
+    printf 'R %s %s %s %s\n' "$rid" "$rc" $(wc -c < "$t.o") $(wc -c < "$t.e")
+    cat "$t.o" "$t.e"
+  done
+}
+
+# A step's run dir (0700), and with CACHE the workload's files copied into
+# it from the content-addressed cache; exit 5 when CACHE is not there yet.
+cmd_prepare() {
+  [ $# -eq 1 ] || [ $# -eq 2 ] || die "usage: prepare DIR [CACHE]"
+  umask 077
+  if [ $# -eq 2 ] && [ ! -d "$2" ]; then
+    echo "$2 is not on this host yet" >&2
+    exit 5
+  fi
+  mkdir -p "$1" || exit 1
+  [ $# -eq 1 ] || cp -R "$2/." "$1/"
+}
+
+dispatch() {
+  [ $# -ge 1 ] || die "usage: helper.sh agent|start|status|signal|finish|prepare|now|stop|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
+  what=$1
+  shift
+  case $what in
+    agent) cmd_agent "$@" ;;
+    start) cmd_start "$@" ;;
+    status) cmd_status "$@" ;;
+    signal) cmd_signal "$@" ;;
+    finish) cmd_finish "$@" ;;
+    stop) cmd_stop "$@" ;;
+    logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
+    follow) cmd_follow "$@" ;;
+    read) cmd_read "$@" ;;
+    env) cmd_env "$@" ;;
+    lock) cmd_lock "$@" ;;
+    unlock) cmd_unlock "$@" ;;
+    probe-port) cmd_probe_port "$@" ;;
+    prepare) cmd_prepare "$@" ;;
+    now) date +%s%N ;;
+    reap) cmd_reap "$@" ;;
+    leftovers) cmd_leftovers "$@" ;;
+    *) die "unknown command: $what" ;;
+  esac
+}
+
+dispatch "$@"

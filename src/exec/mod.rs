@@ -4,16 +4,14 @@
 
 pub mod controller;
 pub mod fetch;
-pub mod hosts;
+pub mod host;
 pub mod journal;
-pub mod launcher;
 pub mod process;
 pub mod progress;
 pub mod ready;
 pub mod remote;
 pub mod run;
 pub mod ssh;
-pub mod ssh_launcher;
 pub mod step;
 
 use std::collections::HashMap;
@@ -70,7 +68,7 @@ pub async fn execute(
     artifact_id: &str,
     artifact_dir: PathBuf,
     opts: &Options,
-    launcher: Arc<dyn launcher::Launcher>,
+    launcher: Arc<dyn host::Launcher>,
 ) -> Outcome {
     process::become_subreaper();
     let (int_tx, int_rx) = watch::channel(0u8);

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::fetch::{FETCH_LOG_HEADER, Transfer, check_fetched_links};
 use super::journal::RunJournal;
-use super::launcher::Launcher;
+use super::host::Launcher;
 use super::process::{self, RUN_TAG_VAR};
 use super::progress::{Progress, Tail};
 use super::step::{Ctl, Ended, Report, StepJob};
@@ -859,7 +859,7 @@ mod tests {
     use crate::artifact::run_result::Leak;
     use crate::exec::fetch::Transfer;
     use crate::exec::journal::Journal;
-    use crate::exec::launcher::BoxFuture;
+    use crate::exec::host::BoxFuture;
     use crate::exec::process::Exit;
     use crate::exec::step::stopped_status;
 

@@ -1,6 +1,9 @@
-//! Step supervisors: one tokio task per started step instance. A supervisor
-//! owns its process, probes readiness, enforces the timeout, retries tasks,
-//! obeys stop requests, and reports every change to the run's owner.
+//! The step supervisor, the one for every host: one tokio task per started
+//! step instance. It owns the step's attempts, probes readiness (log
+//! patterns are matched here, on bytes the host returns), enforces the
+//! timeout, stops (signal to the group, grace, SIGKILL), and reports every
+//! change to the run's owner. What differs between hosts is below the
+//! [`Running`] primitives it drives.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +13,9 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::process::{self, Exit, Proc, Spec};
-use super::ready::Probe;
+use super::host::{Host, HostError, Running};
+use super::process::{self, Exit};
+use super::ready::LineMatcher;
 use crate::artifact::run_result::{Leak, StepStatus};
 use crate::clock::Stamp;
 use crate::plan::StepInstance;
@@ -82,14 +86,32 @@ pub struct StepJob {
     pub live: bool,
 }
 
-/// Starts a supervisor; returns the handle that steers it.
-pub fn start(job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
+/// Starts a supervisor for a step on `host`; returns the handle that
+/// steers it.
+pub fn start(
+    job: StepJob,
+    host: Arc<dyn Host>,
+    tx: mpsc::UnboundedSender<Report>,
+) -> watch::Sender<Ctl> {
     let (ctl_tx, ctl_rx) = watch::channel(Ctl::Run);
     tokio::spawn(async move {
         let idx = job.idx;
-        let ended = supervise(Arc::new(job), &tx, ctl_rx).await;
+        let ended = supervise(&job, host.as_ref(), &tx, ctl_rx).await;
         let _ = tx.send(Report::Ended(Box::new(Ended { idx, ..ended })));
     });
+    ctl_tx
+}
+
+/// A step that cannot be started at all (its host is unknown): reported as
+/// failed at once.
+pub fn refuse(
+    job: StepJob,
+    error: String,
+    tx: mpsc::UnboundedSender<Report>,
+) -> watch::Sender<Ctl> {
+    let (ctl_tx, _) = watch::channel(Ctl::Run);
+    let e = ended(StepStatus::Failed, None, Some(error));
+    let _ = tx.send(Report::Ended(Box::new(Ended { idx: job.idx, ..e })));
     ctl_tx
 }
 
@@ -106,6 +128,10 @@ pub(crate) fn ended(status: StepStatus, exit: Option<Exit>, error: Option<String
     }
 }
 
+fn lost(e: HostError) -> Ended {
+    ended(StepStatus::Failed, None, Some(e.to_string()))
+}
+
 /// The status a step gets when flow stops it for `ctl`.
 pub(crate) fn stopped_status(ctl: Ctl) -> StepStatus {
     match ctl {
@@ -119,30 +145,34 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     crate::duration::format(d)
 }
 
+/// How long "until it exits" is.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// After SIGKILL, the leader is waited for this long at most.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The stop signal and grace of a step.
+fn stop_policy(job: &StepJob) -> (Signal, Duration) {
+    match (&job.step.stop, job.step.kind) {
+        (Some(p), _) => (
+            process::parse_signal(&p.signal),
+            Duration::from_millis(p.grace_ms),
+        ),
+        (None, StepKind::Service | StepKind::Monitor) => (Signal::SIGTERM, Duration::from_secs(10)),
+        (None, _) => (Signal::SIGTERM, TASK_GRACE),
+    }
+}
+
 async fn supervise(
-    job: Arc<StepJob>,
+    job: &StepJob,
+    host: &dyn Host,
     tx: &mpsc::UnboundedSender<Report>,
     mut ctl: watch::Receiver<Ctl>,
 ) -> Ended {
     let s = &job.step;
-    let Some(run) = &s.run else {
-        return ended(
-            StepStatus::Failed,
-            None,
-            Some("the step has no command".into()),
-        );
-    };
     let attempts = if matches!(s.kind, StepKind::Task | StepKind::Analyze) {
         s.retries + 1
     } else {
         1
-    };
-    let spec = Spec {
-        run,
-        cwd: &job.cwd,
-        env: job.env.clone(),
-        stdout: &job.out,
-        stderr: &job.err,
     };
     let mut last = ended(StepStatus::Failed, None, None);
     for attempt in 1..=attempts {
@@ -150,15 +180,11 @@ async fn supervise(
         if now != Ctl::Run {
             return ended(stopped_status(now), None, None);
         }
-        let mut proc = match process::spawn(&spec) {
-            Ok(p) => p,
+        let mut running = match host.spawn(job, attempt).await {
+            Ok(r) => r,
             Err(e) => {
-                let msg = format!(
-                    "cannot start `{}` in `{}`: {e}",
-                    run.display(),
-                    job.cwd.display()
-                );
-                if attempt < attempts {
+                let msg = e.to_string();
+                if attempt < attempts && *ctl.borrow() == Ctl::Run {
                     let _ = tx.send(Report::Retrying {
                         idx: job.idx,
                         error: msg,
@@ -170,55 +196,119 @@ async fn supervise(
         };
         let _ = tx.send(Report::Started {
             idx: job.idx,
-            pid: proc.pid,
+            pid: running.pid(),
             attempt,
             at: Stamp::now(),
         });
         last = match s.kind {
             StepKind::Service | StepKind::Monitor => {
-                return background(&job, &mut proc, tx, &mut ctl).await;
+                background(job, running.as_mut(), tx, &mut ctl).await
             }
-            _ => foreground(&job, &mut proc, &mut ctl).await,
+            _ => foreground(job, running.as_mut(), &mut ctl).await,
         };
-        last.leaked = process::sweep_group(proc.pid);
-        if last.status != StepStatus::Failed {
-            return last;
-        }
-        if attempt < attempts {
-            let _ = tx.send(Report::Retrying {
-                idx: job.idx,
-                error: last.error.clone().unwrap_or_default(),
+        let fin = running.finish().await;
+        last.leaked = fin.leaked;
+        last.host_times = fin.host_times;
+        if let Some(e) = fin.error {
+            // Whatever the step did, its record is not complete.
+            last.status = StepStatus::Failed;
+            last.error = Some(match last.error.take() {
+                Some(first) => format!("{first}; {e}"),
+                None => e,
             });
         }
+        if last.status != StepStatus::Failed
+            || attempt == attempts
+            || *ctl.borrow() != Ctl::Run
+            || s.kind == StepKind::Service
+            || s.kind == StepKind::Monitor
+        {
+            return last;
+        }
+        let _ = tx.send(Report::Retrying {
+            idx: job.idx,
+            error: last.error.clone().unwrap_or_default(),
+        });
     }
     last
 }
 
 /// A task or analyze step: wait for it to exit, within its timeout.
-async fn foreground(job: &StepJob, proc: &mut Proc, ctl: &mut watch::Receiver<Ctl>) -> Ended {
+async fn foreground(job: &StepJob, proc: &mut dyn Running, ctl: &mut watch::Receiver<Ctl>) -> Ended {
     let timeout = job.step.timeout_ms.map(Duration::from_millis);
     let deadline = timeout.map(|t| Instant::now() + t);
+    let (sig, grace) = stop_policy(job);
     tokio::select! {
-        r = process::wait(proc) => match r {
-            Ok(exit) if exit.success() => ended(StepStatus::Passed, Some(exit), None),
-            Ok(exit) => ended(StepStatus::Failed, Some(exit), Some(exit.describe())),
-            Err(e) => ended(StepStatus::Failed, None, Some(format!("cannot wait for the process: {e}"))),
+        r = proc.wait(FOREVER) => match r {
+            Ok(Some(exit)) if exit.success() => ended(StepStatus::Passed, Some(exit), None),
+            Ok(Some(exit)) => ended(StepStatus::Failed, Some(exit), Some(exit.describe())),
+            Ok(None) => ended(StepStatus::Failed, None, Some("lost track of the process".into())),
+            Err(e) => lost(e),
         },
         () = sleep_until(deadline) => {
-            let (exit, signals) = stop_with(proc, Signal::SIGTERM, TASK_GRACE, ctl).await;
-            let mut e = ended(
-                StepStatus::Failed,
-                exit,
-                Some(format!("timed out after {}", fmt_duration(timeout.unwrap_or_default()))),
-            );
-            e.stop_signals = signals;
+            let mut e = stop_with(proc, sig, grace, ctl).await;
+            e.status = StepStatus::Failed;
+            let why = format!("timed out after {}", fmt_duration(timeout.unwrap_or_default()));
+            e.error = Some(match e.error.take() {
+                Some(more) => format!("{why}; {more}"),
+                None => why,
+            });
             e
         }
         why = changed(ctl) => {
-            let (exit, signals) = stop_with(proc, Signal::SIGTERM, TASK_GRACE, ctl).await;
-            let mut e = ended(stopped_status(why), exit, None);
-            e.stop_signals = signals;
+            let mut e = stop_with(proc, sig, grace, ctl).await;
+            if e.error.is_none() || e.status != StepStatus::Failed {
+                e.status = stopped_status(why);
+            }
             e
+        }
+    }
+}
+
+/// How a service's readiness is probed, with its state between tries.
+enum Probe {
+    /// `ready.log`: matched here on the bytes the host returns.
+    Log(LineMatcher),
+    Port(u16),
+    Cmd(String),
+}
+
+impl Probe {
+    fn new(plan: &crate::plan::ReadyPlan) -> Result<Probe, String> {
+        if let Some(pattern) = &plan.log {
+            let re = regex::bytes::Regex::new(pattern)
+                .map_err(|e| format!("bad `ready.log` regex: {e}"))?;
+            return Ok(Probe::Log(LineMatcher::new(re, 2)));
+        }
+        if let Some(port) = plan.port {
+            return Ok(Probe::Port(port));
+        }
+        if let Some(cmd) = &plan.cmd {
+            return Ok(Probe::Cmd(cmd.clone()));
+        }
+        Err("`ready` has no probe".into())
+    }
+
+    /// One try: whether the service is ready now.
+    async fn check(&mut self, proc: &mut dyn Running, interval: Duration) -> Result<bool, HostError> {
+        match self {
+            Probe::Log(m) => {
+                let [out, err] = proc.read_new().await?;
+                Ok(m.feed(0, &out) | m.feed(1, &err))
+            }
+            Probe::Port(p) => proc.probe_port(*p, interval.max(Duration::from_millis(100))).await,
+            // A probe command gets at least a second, and its interval when
+            // that is longer.
+            Probe::Cmd(c) => proc.probe_cmd(c, interval.max(Duration::from_secs(1))).await,
+        }
+    }
+
+    /// For messages: `log /Worker ready/`, `port 8080`, `cmd \`…\``.
+    fn describe(&self) -> String {
+        match self {
+            Probe::Log(m) => format!("log /{}/", m.pattern()),
+            Probe::Port(p) => format!("port {p}"),
+            Probe::Cmd(c) => format!("cmd `{c}`"),
         }
     }
 }
@@ -226,40 +316,22 @@ async fn foreground(job: &StepJob, proc: &mut Proc, ctl: &mut watch::Receiver<Ct
 /// A service or monitor: probe readiness, then run until stopped.
 async fn background(
     job: &StepJob,
-    proc: &mut Proc,
+    proc: &mut dyn Running,
     tx: &mpsc::UnboundedSender<Report>,
     ctl: &mut watch::Receiver<Ctl>,
 ) -> Ended {
     let s = &job.step;
-    let (sig, grace) = s
-        .stop
-        .as_ref()
-        .map_or((Signal::SIGTERM, Duration::from_secs(10)), |p| {
-            (
-                process::parse_signal(&p.signal),
-                Duration::from_millis(p.grace_ms),
-            )
-        });
-    let mut result = match &s.ready {
-        Some(plan) if s.kind == StepKind::Service => {
-            let probe = Probe::new(
-                plan,
-                &job.out,
-                &job.err,
-                &job.cwd,
-                &job.env,
-                job.out.with_extension("ready"),
-            );
-            match probe {
-                Ok(probe) => await_ready(job, proc, probe, tx, ctl, sig, grace).await,
-                Err(e) => {
-                    let (exit, signals) = stop_with(proc, sig, grace, ctl).await;
-                    let mut r = ended(StepStatus::Failed, exit, Some(e));
-                    r.stop_signals = signals;
-                    r
-                }
+    let (sig, grace) = stop_policy(job);
+    match &s.ready {
+        Some(plan) if s.kind == StepKind::Service => match Probe::new(plan) {
+            Ok(probe) => await_ready(job, proc, probe, plan, tx, ctl, sig, grace).await,
+            Err(e) => {
+                let mut r = stop_with(proc, sig, grace, ctl).await;
+                r.status = StepStatus::Failed;
+                r.error = Some(e);
+                r
             }
-        }
+        },
         _ => {
             let _ = tx.send(Report::Ready {
                 idx: job.idx,
@@ -267,74 +339,76 @@ async fn background(
             });
             run_until_stopped(job, proc, ctl, sig, grace).await
         }
-    };
-    result.leaked = process::sweep_group(proc.pid);
-    result
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn await_ready(
     job: &StepJob,
-    proc: &mut Proc,
+    proc: &mut dyn Running,
     mut probe: Probe,
+    plan: &crate::plan::ReadyPlan,
     tx: &mpsc::UnboundedSender<Report>,
     ctl: &mut watch::Receiver<Ctl>,
     sig: Signal,
     grace: Duration,
 ) -> Ended {
-    let Some(plan) = &job.step.ready else {
-        return ended(StepStatus::Failed, None, Some("no readiness probe".into()));
-    };
     let interval = Duration::from_millis(plan.interval_ms.max(1));
     let timeout = Duration::from_millis(plan.timeout_ms);
     let deadline = Instant::now() + timeout;
-    let mut next_try = Instant::now();
     loop {
+        let ready = match probe.check(proc, interval).await {
+            Ok(r) => r,
+            Err(e) => return lost(e),
+        };
+        if ready {
+            let _ = tx.send(Report::Ready {
+                idx: job.idx,
+                at: Stamp::now(),
+            });
+            return run_until_stopped(job, proc, ctl, sig, grace).await;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let mut e = stop_with(proc, sig, grace, ctl).await;
+            e.status = StepStatus::Failed;
+            e.error = Some(format!(
+                "not ready after {} (probe: {})",
+                fmt_duration(timeout),
+                probe.describe()
+            ));
+            return e;
+        }
+        let pause = interval.min(deadline - now);
         tokio::select! {
-            r = process::wait(proc) => {
-                // It may have printed its line and exited at once: one last look.
-                let ready_anyway = probe.check(interval).await;
-                let exit = r.ok();
-                let what = exit.map_or_else(|| "ended".to_string(), Exit::describe);
-                let status = if ready_anyway && exit.is_some_and(Exit::success) {
-                    StepStatus::Passed
-                } else {
-                    StepStatus::Failed
-                };
-                let error = (status == StepStatus::Failed).then(|| {
-                    let when = if ready_anyway { "just after" } else { "before" };
-                    format!("{what} {when} it was ready (probe: {})", probe.describe())
-                });
-                return ended(status, exit, error);
-            }
-            () = tokio::time::sleep_until(next_try) => {
-                if probe.check(interval).await {
-                    let _ = tx.send(Report::Ready { idx: job.idx, at: Stamp::now() });
-                    return run_until_stopped(job, proc, ctl, sig, grace).await;
+            r = proc.wait(pause) => match r {
+                Ok(None) => {}
+                Ok(Some(exit)) => {
+                    // It may have printed its line and exited at once: one
+                    // last look.
+                    let ready_anyway = probe.check(proc, interval).await.unwrap_or(false);
+                    let status = if ready_anyway && exit.success() {
+                        StepStatus::Passed
+                    } else {
+                        StepStatus::Failed
+                    };
+                    let error = (status == StepStatus::Failed).then(|| {
+                        let when = if ready_anyway { "just after" } else { "before" };
+                        format!("{} {when} it was ready (probe: {})", exit.describe(), probe.describe())
+                    });
+                    return ended(status, Some(exit), error);
                 }
-                next_try = Instant::now() + interval;
-                if next_try > deadline {
-                    next_try = deadline;
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                let (exit, signals) = stop_with(proc, sig, grace, ctl).await;
-                let mut e = ended(
-                    StepStatus::Failed,
-                    exit,
-                    Some(format!("not ready after {} (probe: {})", fmt_duration(timeout), probe.describe())),
-                );
-                e.stop_signals = signals;
-                return e;
-            }
+                Err(e) => return lost(e),
+            },
             why = changed(ctl) => {
-                let (exit, signals) = stop_with(proc, sig, grace, ctl).await;
+                let mut e = stop_with(proc, sig, grace, ctl).await;
                 // Stopped before it was ready: never a pass.
-                let status = match stopped_status(why) {
-                    StepStatus::Passed => StepStatus::Cancelled,
-                    s => s,
-                };
-                let mut e = ended(status, exit, None);
-                e.stop_signals = signals;
+                if e.status != StepStatus::Failed || e.error.is_none() {
+                    e.status = match stopped_status(why) {
+                        StepStatus::Passed => StepStatus::Cancelled,
+                        s => s,
+                    };
+                }
                 return e;
             }
         }
@@ -343,7 +417,7 @@ async fn await_ready(
 
 async fn run_until_stopped(
     job: &StepJob,
-    proc: &mut Proc,
+    proc: &mut dyn Running,
     ctl: &mut watch::Receiver<Ctl>,
     sig: Signal,
     grace: Duration,
@@ -351,33 +425,25 @@ async fn run_until_stopped(
     let timeout = job.step.timeout_ms.map(Duration::from_millis);
     let deadline = timeout.map(|t| Instant::now() + t);
     tokio::select! {
-        r = process::wait(proc) => match r {
-            Ok(exit) if exit.success() => ended(StepStatus::Passed, Some(exit), None),
-            Ok(exit) => ended(
+        r = proc.wait(FOREVER) => match r {
+            Ok(Some(exit)) if exit.success() => ended(StepStatus::Passed, Some(exit), None),
+            Ok(Some(exit)) => ended(
                 StepStatus::Failed,
                 Some(exit),
                 Some(format!("{} while the run was going", exit.describe())),
             ),
-            Err(e) => ended(StepStatus::Failed, None, Some(format!("cannot wait for the process: {e}"))),
+            Ok(None) => ended(StepStatus::Failed, None, Some("lost track of the process".into())),
+            Err(e) => lost(e),
         },
         () = sleep_until(deadline) => {
             // A timeout on a service or monitor is how long it runs.
-            let (exit, signals) = stop_with(proc, sig, grace, ctl).await;
-            let mut e = ended(StepStatus::Passed, exit, None);
-            e.stop_signals = signals;
-            e
+            stop_with(proc, sig, grace, ctl).await
         }
         why = changed(ctl) => {
-            let (exit, signals) = stop_with(proc, sig, grace, ctl).await;
-            let mut e = ended(stopped_status(why), exit, None);
-            if signals.len() > 1 {
-                e.error = Some(format!(
-                    "did not exit within {} of SIG{}; killed",
-                    fmt_duration(grace),
-                    signals[0]
-                ));
+            let mut e = stop_with(proc, sig, grace, ctl).await;
+            if e.status != StepStatus::Failed || e.error.is_none() {
+                e.status = stopped_status(why);
             }
-            e.stop_signals = signals;
             e
         }
     }
@@ -404,39 +470,78 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `sig` to the group, then SIGKILL after `grace` (or at once when the owner
-/// asks for `Kill` meanwhile).
+/// Resolves once the owner asks for `Kill`; never when it is gone.
+async fn kill_asked(ctl: &mut watch::Receiver<Ctl>) {
+    loop {
+        if *ctl.borrow_and_update() == Ctl::Kill {
+            return;
+        }
+        if ctl.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Stops a step: `sig` to its group, then SIGKILL after `grace` (or at once
+/// when the owner asks for `Kill` meanwhile). The result is a pass with the
+/// exit and the signals sent; the caller sets the status it means. A host
+/// that cannot be reached makes it a failure with the reason.
 async fn stop_with(
-    proc: &mut Proc,
+    proc: &mut dyn Running,
     sig: Signal,
     grace: Duration,
     ctl: &mut watch::Receiver<Ctl>,
-) -> (Option<Exit>, Vec<String>) {
+) -> Ended {
     let sig = if *ctl.borrow() == Ctl::Kill {
         Signal::SIGKILL
     } else {
         sig
     };
-    let mut sent = vec![sig.as_str().trim_start_matches("SIG").to_string()];
-    process::signal_group(proc.pid, sig);
+    let name = |s: Signal| s.as_str().trim_start_matches("SIG").to_string();
+    let mut sent = vec![name(sig)];
+    let fail = |e: HostError, sent: Vec<String>| {
+        let mut e = ended(StepStatus::Failed, None, Some(format!("cannot stop it: {e}")));
+        e.stop_signals = sent;
+        e
+    };
+    if let Err(e) = proc.signal(sig).await {
+        return fail(e, sent);
+    }
     if sig != Signal::SIGKILL {
-        let killed = async {
-            loop {
-                if *ctl.borrow_and_update() == Ctl::Kill {
-                    return;
-                }
-                if ctl.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
+        let mut ctl = ctl.clone();
         tokio::select! {
-            r = process::wait(proc) => return (r.ok(), sent),
-            () = tokio::time::sleep(grace) => {}
-            () = killed => {}
+            r = proc.wait(grace) => match r {
+                Ok(Some(exit)) => {
+                    let mut e = ended(StepStatus::Passed, Some(exit), None);
+                    e.stop_signals = sent;
+                    return e;
+                }
+                Ok(None) => {}
+                Err(e) => return fail(e, sent),
+            },
+            () = kill_asked(&mut ctl) => {}
         }
         sent.push("KILL".into());
-        process::signal_group(proc.pid, Signal::SIGKILL);
+        if let Err(e) = proc.signal(Signal::SIGKILL).await {
+            return fail(e, sent);
+        }
     }
-    (process::wait(proc).await.ok(), sent)
+    let mut e = match proc.wait(KILL_WAIT).await {
+        Ok(Some(exit)) => ended(StepStatus::Passed, Some(exit), None),
+        Ok(None) => ended(
+            StepStatus::Failed,
+            None,
+            Some(format!("still running {} after SIGKILL", fmt_duration(KILL_WAIT))),
+        ),
+        Err(e) => return fail(e, sent),
+    };
+    if sent.len() > 1 && e.error.is_none() {
+        e.error = Some(format!(
+            "did not exit within {} of SIG{}; killed",
+            fmt_duration(grace),
+            sent[0]
+        ));
+    }
+    e.stop_signals = sent;
+    e
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::ssh::{Output, Ssh, SshError, Target};
+use crate::exec::ssh::{Output, Ssh, SshError, Target};
 use crate::clock::{ClockOffset, Probe, Stamp, best_offset};
 use crate::suite::Inventory;
 

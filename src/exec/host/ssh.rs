@@ -1,127 +1,41 @@
-//! Steps on remote hosts: the [`Launcher`] that speaks to each host's
-//! helper (see [`super::remote`]) over its ssh master, pushes `files` and
-//! fetches results with rsync, and [`Mixed`], which sends each host to the
-//! local or the remote launcher.
+//! ssh hosts: the helper (see [`crate::exec::remote`]) installed in each
+//! host's workdir and driven over one [`Agent`] channel per host; `files`
+//! pushed and results fetched with rsync (tar where rsync is missing) over
+//! the host's ssh master. [`SshHost`] is the [`Host`]; a started step is a
+//! [`RemoteRunning`], which knows it by its run dir and step id only, so a
+//! new channel picks it up where a lost one left it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::Mutex;
 
-use super::fetch::{Found, Transfer, hash_file, hex, link_stays_inside, walk};
-use super::hosts::Hosts;
-use super::launcher::{BoxFuture, Launcher, Local};
-use super::process::Exit;
-use super::ready::LineMatcher;
-use super::remote::{
-    HELPER, helper_command, install_command, next_frame, parse_frames, remote_word, split_line,
+use super::agent::{Agent, Reply};
+use super::shell::{Hosts, OFFSET_PROBES};
+use super::{BoxFuture, Finish, Host, HostError, Running, StartEnd};
+use crate::artifact::run_result::{Exit, Leak};
+use crate::clock::{ClockOffset, Probe, best_offset};
+use crate::exec::fetch::{Found, Transfer, hash_file, hex, link_stays_inside, walk};
+use crate::exec::remote::{
+    HELPER, helper_command, install_command, next_frame, parse_frames, remote_word,
 };
-use super::ssh::sh_quote;
-use super::step::{Ctl, Ended, Report, StepJob, changed, ended, fmt_duration, stopped_status};
-use crate::artifact::run_result::{Leak, StepStatus};
-use crate::clock::{ClockOffset, Stamp};
+use crate::exec::ssh::sh_quote;
+use crate::exec::step::StepJob;
 use crate::plan::RunCommand;
 use crate::suite::{Inventory, StepKind};
 
-/// How long the start call waits for a task to end (and then reports it at
-/// once, with its output).
-const START_WAIT_MS: u64 = 200;
-/// A quick command (a status poll, a probe) unanswered for this long means
-/// the connection is dead.
+/// A request to the agent (a status poll, a start, a log read) unanswered
+/// for this long means the channel is dead.
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
-/// Grace of a remote task that is cancelled or timed out.
-const TASK_GRACE_MS: u64 = 5000;
-
-/// Local hosts to [`Local`], the others to [`Remote`].
-pub struct Mixed {
-    local: Local,
-    remote: Remote,
-}
-
-impl Mixed {
-    /// For `flow run` of artifact `artifact`: remote hosts are taken (one
-    /// flow at a time per workdir) unless `share_hosts`.
-    pub fn new(
-        inventory: &Inventory,
-        hosts: &[String],
-        artifact: &str,
-        share_hosts: bool,
-    ) -> std::io::Result<Mixed> {
-        let owner = RunOwner {
-            artifact: artifact.to_string(),
-            lock: !share_hosts,
-        };
-        Ok(Mixed {
-            local: Local,
-            remote: Remote::new(inventory, hosts, Some(owner))?,
-        })
-    }
-
-    fn is_remote(&self, host: &str) -> bool {
-        self.remote.0.workdirs.contains_key(host)
-    }
-
-    /// Gives the hosts back and closes the ssh connections.
-    pub async fn close(&self) {
-        self.remote.close().await;
-    }
-}
-
-impl Launcher for Mixed {
-    fn prepare<'a>(
-        &'a self,
-        host: &'a str,
-        dir: &'a str,
-        files: &'a [String],
-    ) -> BoxFuture<'a, Result<(), String>> {
-        if self.is_remote(host) {
-            self.remote.prepare(host, dir, files)
-        } else {
-            self.local.prepare(host, dir, files)
-        }
-    }
-
-    fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
-        if self.is_remote(&job.step.host) {
-            self.remote.start(job, tx)
-        } else {
-            self.local.start(job, tx)
-        }
-    }
-
-    fn fetch<'a>(
-        &'a self,
-        host: &'a str,
-        dir: &'a str,
-        patterns: &'a [String],
-        run_dir: &'a Path,
-    ) -> BoxFuture<'a, Vec<Transfer>> {
-        if self.is_remote(host) {
-            self.remote.fetch(host, dir, patterns, run_dir)
-        } else {
-            self.local.fetch(host, dir, patterns, run_dir)
-        }
-    }
-
-    fn clock<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Option<ClockOffset>> {
-        if self.is_remote(host) {
-            self.remote.clock(host)
-        } else {
-            self.local.clock(host)
-        }
-    }
-
-    fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
-        Box::pin(async move {
-            let mut leaks = self.local.sweep(tag).await;
-            leaks.extend(self.remote.sweep(tag).await);
-            leaks
-        })
-    }
-}
+/// Status polls of a running step start this often and slow down to
+/// [`POLL_TASK`] (tasks) or [`POLL_BACKGROUND`] (services and monitors).
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_TASK: Duration = Duration::from_millis(250);
+const POLL_BACKGROUND: Duration = Duration::from_secs(1);
 
 struct Inner {
     hosts: Hosts,
@@ -137,6 +51,8 @@ struct Inner {
     run: Option<RunOwner>,
     /// (host, absolute workdir) this flow took, given back at close.
     locked: std::sync::Mutex<Vec<(String, String)>>,
+    /// One agent channel per host, opened at its first request.
+    agents: HashMap<String, Agent>,
 }
 
 /// What a host's setup learnt.
@@ -180,8 +96,24 @@ impl Remote {
             .filter_map(|n| inventory.host(n))
             .map(|h| (h.name.clone(), h.workdir_for(Path::new(""))))
             .collect();
+        let hosts = Hosts::new(inventory, &remote)?;
+        let agents = remote
+            .iter()
+            .filter_map(|n| inventory.host(n))
+            .map(|h| {
+                let ssh = Arc::clone(hosts.ssh());
+                let (name, workdir) = (h.name.clone(), h.workdir_for(Path::new("")));
+                let open: super::agent::Opener = Box::new(move || {
+                    let (ssh, name) = (Arc::clone(&ssh), name.clone());
+                    let cmd = helper_command(&workdir, &["agent"]);
+                    Box::pin(async move { ssh.spawn(&name, &cmd).await.map_err(|e| e.to_string()) })
+                });
+                (h.name.clone(), Agent::new(&h.name, open))
+            })
+            .collect();
         Ok(Remote(Arc::new(Inner {
-            hosts: Hosts::new(inventory, &remote)?,
+            hosts,
+            agents,
             workdirs,
             homes: remote
                 .iter()
@@ -218,8 +150,19 @@ impl Remote {
             .collect())
     }
 
+    /// `name` as a [`Host`].
+    pub fn host(&self, name: &str) -> SshHost {
+        SshHost {
+            name: name.to_string(),
+            r: Arc::clone(&self.0),
+        }
+    }
+
     /// Gives back the workdirs this flow took, then closes the connections.
     pub async fn close(&self) {
+        for a in self.0.agents.values() {
+            a.close().await;
+        }
         let locked: Vec<(String, String)> = self
             .0
             .locked
@@ -256,7 +199,7 @@ impl Inner {
     fn owner(&self) -> String {
         format!(
             "{} {}",
-            super::controller::identity(),
+            crate::exec::controller::identity(),
             self.run.as_ref().map_or("-", |r| r.artifact.as_str())
         )
     }
@@ -300,7 +243,7 @@ impl Inner {
             }
             let holder = holder.trim().to_string();
             let (controller, artifact) = holder.split_once(' ').unwrap_or((&holder, "?"));
-            if code == 4 && super::controller::is_dead(controller) {
+            if code == 4 && crate::exec::controller::is_dead(controller) {
                 let unlock = helper_command(workdir, &["unlock", &holder]);
                 let _ = self.hosts.ssh().run(host, &unlock, None).await;
                 continue;
@@ -409,8 +352,8 @@ impl Inner {
             return;
         };
         let mut dead: Vec<(String, String)> = Vec::new();
-        for l in super::controller::parse_leftovers(&out.stdout_text()) {
-            if super::controller::is_dead(&l.controller)
+        for l in crate::exec::controller::parse_leftovers(&out.stdout_text()) {
+            if crate::exec::controller::is_dead(&l.controller)
                 && !dead.iter().any(|(c, _)| *c == l.controller)
             {
                 dead.push((l.controller, l.artifact));
@@ -421,7 +364,7 @@ impl Inner {
                 workdir,
                 &[
                     "reap",
-                    &format!("{}={controller}", super::controller::VAR),
+                    &format!("{}={controller}", crate::exec::controller::VAR),
                     &format!("FLOW_WORKDIR={workdir}"),
                 ],
             );
@@ -454,48 +397,29 @@ impl Inner {
         Ok(helper_command(&workdir, args))
     }
 
-    async fn run(&self, host: &str, cmd: &str) -> Result<super::ssh::Output, String> {
-        self.run_within(host, cmd, None).await
-    }
-
-    /// A command that answers at once (a status poll, a probe, a start)
-    /// or within `extra` more; see [`super::ssh::Ssh::run_within`].
-    async fn run_quick(
-        &self,
-        host: &str,
-        cmd: &str,
-        extra: Duration,
-    ) -> Result<super::ssh::Output, String> {
-        self.run_within(host, cmd, Some(ANSWER_WITHIN + extra))
-            .await
-    }
-
-    /// A quick command fed `input` on its stdin.
-    async fn run_with_input(
-        &self,
-        host: &str,
-        cmd: &str,
-        input: &[u8],
-        limit: Duration,
-    ) -> Result<super::ssh::Output, String> {
+    async fn run(&self, host: &str, cmd: &str) -> Result<crate::exec::ssh::Output, String> {
         self.hosts
             .ssh()
-            .run_within(host, cmd, Some(input), Some(limit))
+            .run_within(host, cmd, None, None)
             .await
             .map_err(|e| e.to_string())
     }
 
-    async fn run_within(
-        &self,
-        host: &str,
-        cmd: &str,
-        limit: Option<Duration>,
-    ) -> Result<super::ssh::Output, String> {
-        self.hosts
-            .ssh()
-            .run_within(host, cmd, None, limit)
-            .await
-            .map_err(|e| e.to_string())
+    /// Sets the host up (once), so that its agent can be asked.
+    async fn ready(&self, host: &str) -> Result<(), HostError> {
+        self.host_info(host).await.map(drop).map_err(HostError::Failed)
+    }
+
+    fn agent(&self, host: &str) -> Result<&Agent, HostError> {
+        self.agents
+            .get(host)
+            .ok_or_else(|| HostError::Failed(format!("host `{host}` is not a remote host")))
+    }
+
+    /// A request to the host's helper that may be served twice.
+    async fn call(&self, host: &str, args: &[&str]) -> Result<Reply, HostError> {
+        self.ready(host).await?;
+        self.agent(host)?.call(args, None, ANSWER_WITHIN).await
     }
 
     /// `rsync -e '<ssh over the master>'`.
@@ -554,125 +478,178 @@ fn files_hash(files: &[String]) -> String {
     hex(&h.finalize())[..16].to_string()
 }
 
-impl Launcher for Remote {
+/// One ssh host of an invocation.
+pub struct SshHost {
+    name: String,
+    r: Arc<Inner>,
+}
+
+impl Host for SshHost {
     fn prepare<'a>(
         &'a self,
-        host: &'a str,
         dir: &'a str,
         files: &'a [String],
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let r = &self.0;
+            let (r, host) = (&self.r, self.name.as_str());
             let dir = r.absolute(host, dir).await?;
+            let fail = |what: &str, reply: &Reply| {
+                format!("host `{host}`: cannot {what} `{dir}`: {}", reply.stderr_text())
+            };
             if files.is_empty() {
-                let out = r
-                    .run(host, &format!("umask 077 && mkdir -p {}", sh_quote(&dir)))
-                    .await?;
-                return if out.code == 0 {
+                let reply = r.call(host, &["prepare", &dir]).await.map_err(|e| e.to_string())?;
+                return if reply.code == 0 {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "host `{host}`: cannot create `{dir}`: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ))
+                    Err(fail("create", &reply))
                 };
             }
             let hash = files_hash(files);
             let workdir = r.absolute(host, r.workdir(host)).await?;
             let cache = format!("{workdir}/.flow/files/{hash}");
             let key = (host.to_string(), hash.clone());
-            {
-                let mut pushed = r.pushed.lock().await;
-                if !pushed.contains(&key) {
-                    let probe = r
-                        .run(host, &format!("test -d {}", sh_quote(&cache)))
-                        .await?;
-                    if probe.code != 0 {
-                        push(r, host, files, &cache).await?;
-                    }
-                    pushed.insert(key);
-                }
+            let mut pushed = r.pushed.lock().await;
+            // Exit 5: the cache is not there yet (another invocation may
+            // have left it: files are content-addressed).
+            let mut reply = r
+                .call(host, &["prepare", &dir, &cache])
+                .await
+                .map_err(|e| e.to_string())?;
+            if reply.code == 5 && !pushed.contains(&key) {
+                push(r, host, files, &cache).await?;
+                reply = r
+                    .call(host, &["prepare", &dir, &cache])
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
-            let out = r
-                .run(
-                    host,
-                    &format!(
-                        "(umask 077 && mkdir -p {d}) && cp -R {c}/. {d}/",
-                        d = sh_quote(&dir),
-                        c = sh_quote(&cache)
-                    ),
-                )
-                .await?;
-            if out.code == 0 {
+            pushed.insert(key);
+            if reply.code == 0 {
                 Ok(())
             } else {
-                Err(format!(
-                    "host `{host}`: cannot copy the workload's files into `{dir}`: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
+                Err(fail("copy the workload's files into", &reply))
             }
         })
     }
 
-    fn start(&self, job: StepJob, tx: mpsc::UnboundedSender<Report>) -> watch::Sender<Ctl> {
-        let (ctl_tx, ctl_rx) = watch::channel(Ctl::Run);
-        let inner = Arc::clone(&self.0);
-        tokio::spawn(async move {
-            let idx = job.idx;
-            let e = supervise(&inner, &job, &tx, ctl_rx).await;
-            let _ = tx.send(Report::Ended(Box::new(Ended { idx, ..e })));
-        });
-        ctl_tx
+    fn spawn<'a>(
+        &'a self,
+        job: &'a StepJob,
+        _attempt: u32,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, HostError>> {
+        Box::pin(async move {
+            let (r, host) = (&self.r, self.name.as_str());
+            let id = job.step.id.as_str();
+            let dir = r
+                .absolute(host, &job.cwd.to_string_lossy())
+                .await
+                .map_err(HostError::Failed)?;
+            let script = remote_script(job).map_err(HostError::Failed)?;
+            // This attempt's output goes after what earlier attempts wrote.
+            let base = (file_len(&job.out), file_len(&job.err));
+            // Not retried on a new channel: a start must not run twice.
+            r.ready(host).await?;
+            let reply = r
+                .agent(host)?
+                .call_once(&["start", &dir, id, "-"], Some(script.as_bytes()), ANSWER_WITHIN)
+                .await?;
+            if reply.code != 0 {
+                return Err(HostError::Failed(format!(
+                    "cannot start on host `{host}`: {}",
+                    reply.stderr_text()
+                )));
+            }
+            let pid = reply
+                .stdout_text()
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse::<i32>().ok())
+                .unwrap_or(0);
+            let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
+            // `-v`: a task's output comes back as it is written.
+            let follower = (job.live && !background).then(|| {
+                tokio::spawn(follow(
+                    Arc::clone(r),
+                    host.to_string(),
+                    dir.clone(),
+                    id.to_string(),
+                    job.out.clone(),
+                    job.err.clone(),
+                ))
+            });
+            Ok(Box::new(RemoteRunning {
+                r: Arc::clone(r),
+                host: host.to_string(),
+                dir,
+                id: id.to_string(),
+                pid,
+                out: job.out.clone(),
+                err: job.err.clone(),
+                base,
+                offsets: [0, 0],
+                exit: None,
+                killed: false,
+                poll: POLL_FIRST,
+                max_poll: if background { POLL_BACKGROUND } else { POLL_TASK },
+                env: job.env.clone(),
+                env_stored: false,
+                follower,
+            }) as Box<dyn Running>)
+        })
     }
 
     fn fetch<'a>(
         &'a self,
-        host: &'a str,
         dir: &'a str,
         patterns: &'a [String],
         run_dir: &'a Path,
     ) -> BoxFuture<'a, Vec<Transfer>> {
-        Box::pin(async move { fetch(&self.0, host, dir, patterns, run_dir).await })
+        Box::pin(async move { fetch(&self.r, &self.name, dir, patterns, run_dir).await })
     }
 
-    fn clock<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Option<ClockOffset>> {
-        Box::pin(async move { self.0.hosts.clock_offset(host).await.ok().flatten() })
+    fn clock(&self) -> BoxFuture<'_, Option<ClockOffset>> {
+        Box::pin(async move {
+            let (r, host) = (&self.r, self.name.as_str());
+            r.ready(host).await.ok()?;
+            let agent = r.agent(host).ok()?;
+            let mut probes = Vec::with_capacity(OFFSET_PROBES);
+            for _ in 0..OFFSET_PROBES {
+                let before = crate::clock::Stamp::now().wall_ns;
+                let Ok(reply) = agent.call_once(&["now"], None, ANSWER_WITHIN).await else {
+                    break;
+                };
+                let after = crate::clock::Stamp::now().wall_ns;
+                if let Ok(remote) = reply.stdout_text().trim().parse::<u64>() {
+                    probes.push(Probe {
+                        before_ns: before,
+                        remote_ns: remote,
+                        after_ns: after,
+                    });
+                }
+            }
+            best_offset(&probes)
+        })
     }
 
     fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
         Box::pin(async move {
-            let r = &self.0;
-            let mut leaks = Vec::new();
-            let hosts: Vec<String> = r
-                .homes
-                .iter()
-                .filter(|(_, v)| v.initialized())
-                .map(|(k, _)| k.clone())
-                .collect();
-            for host in hosts {
-                let Ok(cmd) = r
-                    .helper(
-                        &host,
-                        &["reap", &format!("{}={tag}", super::process::RUN_TAG_VAR)],
-                    )
-                    .await
-                else {
-                    continue;
-                };
-                if let Ok(out) = r.run(&host, &cmd).await {
-                    for pid in out
-                        .stdout_text()
-                        .lines()
-                        .filter_map(|l| l.trim().parse::<i32>().ok())
-                    {
-                        leaks.push(Leak {
-                            pid,
-                            cmdline: format!("(on host `{host}`)"),
-                        });
-                    }
-                }
+            let (r, host) = (&self.r, self.name.as_str());
+            // A host never set up ran nothing of this invocation.
+            if !r.homes.get(host).is_some_and(|c| c.initialized()) {
+                return Vec::new();
             }
-            leaks
+            let tag = format!("{}={tag}", crate::exec::process::RUN_TAG_VAR);
+            let Ok(reply) = r.call(host, &["reap", &tag]).await else {
+                return Vec::new();
+            };
+            reply
+                .stdout_text()
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .map(|pid| Leak {
+                    pid,
+                    cmdline: format!("(on host `{host}`)"),
+                })
+                .collect()
         })
     }
 }
@@ -790,6 +767,214 @@ fn remote_script(job: &StepJob) -> Result<String, String> {
     Ok(s)
 }
 
+/// A step attempt started by a host's helper, known by its run dir and id.
+struct RemoteRunning {
+    r: Arc<Inner>,
+    host: String,
+    /// The step's run dir on the host (absolute).
+    dir: String,
+    id: String,
+    pid: i32,
+    out: PathBuf,
+    err: PathBuf,
+    /// The local log files' lengths before this attempt.
+    base: (u64, u64),
+    /// Read so far of the host's output files (`read_new`).
+    offsets: [u64; 2],
+    exit: Option<Exit>,
+    /// SIGKILL was sent: a wrapper that vanished was killed by it.
+    killed: bool,
+    poll: Duration,
+    max_poll: Duration,
+    env: Vec<(String, String)>,
+    /// The environment is stored on the host for `ready.cmd`.
+    env_stored: bool,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RemoteRunning {
+    async fn call(&self, args: &[&str]) -> Result<Reply, HostError> {
+        self.r.call(&self.host, args).await
+    }
+
+    fn failed(&self, what: &str, reply: &Reply) -> HostError {
+        HostError::Failed(format!(
+            "host `{}`: cannot {what}: {}",
+            self.host,
+            reply.stderr_text()
+        ))
+    }
+}
+
+impl Running for RemoteRunning {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn wait(&mut self, within: Duration) -> BoxFuture<'_, Result<Option<Exit>, HostError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            loop {
+                if let Some(e) = self.exit {
+                    return Ok(Some(e));
+                }
+                let reply = self.call(&["status", &self.dir, &self.id]).await?;
+                match reply.stdout_text().lines().next().and_then(parse_state) {
+                    Some(State::Exited(c)) => self.exit = Some(exit_of(c)),
+                    Some(State::Gone) if self.killed => self.exit = Some(Exit::Signal(9)),
+                    Some(State::Gone) => {
+                        return Err(HostError::Failed(format!(
+                            "vanished from host `{}` (no exit status was written)",
+                            self.host
+                        )));
+                    }
+                    Some(State::Running) => {}
+                    None => return Err(self.failed("ask for the step's status", &reply)),
+                }
+                if self.exit.is_some() {
+                    continue;
+                }
+                let left = within.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                tokio::time::sleep(self.poll.min(left)).await;
+                self.poll = (self.poll * 3 / 2).min(self.max_poll);
+            }
+        })
+    }
+
+    fn signal(&mut self, sig: Signal) -> BoxFuture<'_, Result<(), HostError>> {
+        Box::pin(async move {
+            if self.exit.is_some() {
+                return Ok(());
+            }
+            let name = sig.as_str().trim_start_matches("SIG");
+            let reply = self.call(&["signal", &self.dir, &self.id, name]).await?;
+            if reply.code != 0 {
+                return Err(self.failed("signal the step", &reply));
+            }
+            if sig == Signal::SIGKILL {
+                self.killed = true;
+            }
+            // It is expected to end now: look again soon.
+            self.poll = POLL_FIRST;
+            Ok(())
+        })
+    }
+
+    fn read_new(&mut self) -> BoxFuture<'_, Result<[Vec<u8>; 2], HostError>> {
+        Box::pin(async move {
+            let (oo, eo) = (self.offsets[0].to_string(), self.offsets[1].to_string());
+            let reply = self.call(&["read", &self.dir, &self.id, &oo, &eo]).await?;
+            if reply.code != 0 {
+                return Err(self.failed("read the step's output", &reply));
+            }
+            let mut got = [Vec::new(), Vec::new()];
+            for (name, bytes) in parse_frames(&reply.stdout) {
+                let i = usize::from(name == "err");
+                self.offsets[i] += bytes.len() as u64;
+                got[i].extend_from_slice(&bytes);
+            }
+            Ok(got)
+        })
+    }
+
+    fn probe_port(&mut self, port: u16, _limit: Duration) -> BoxFuture<'_, Result<bool, HostError>> {
+        Box::pin(async move {
+            let reply = self.call(&["probe-port", &port.to_string()]).await?;
+            Ok(reply.code == 0)
+        })
+    }
+
+    fn probe_cmd<'a>(
+        &'a mut self,
+        cmd: &'a str,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<bool, HostError>> {
+        Box::pin(async move {
+            // The step's environment is stored on the host once (never on a
+            // command line); the probe runs in a session of its own, so that
+            // a slow one holds up no other request.
+            if !self.env_stored {
+                let exports = env_exports(&self.env).map_err(HostError::Failed)?;
+                self.r.ready(&self.host).await?;
+                let reply = self
+                    .r
+                    .agent(&self.host)?
+                    .call(&["env", &self.dir, &self.id], Some(exports.as_bytes()), ANSWER_WITHIN)
+                    .await?;
+                if reply.code != 0 {
+                    return Err(self.failed("store the step's environment", &reply));
+                }
+                self.env_stored = true;
+            }
+            let line = format!(
+                "( cd {d} && . {env} && ( {cmd} ) ) >/dev/null 2>&1 </dev/null && echo READY",
+                d = sh_quote(&self.dir),
+                env = sh_quote(&format!("./.flow/{}.env", self.id)),
+            );
+            match self
+                .r
+                .hosts
+                .ssh()
+                .run_within(&self.host, &line, None, Some(limit + ANSWER_WITHIN))
+                .await
+            {
+                Ok(out) => Ok(out.stdout_text().lines().any(|l| l.trim() == "READY")),
+                Err(e) => Err(HostError::Lost {
+                    host: self.host.clone(),
+                    reason: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Finish> {
+        Box::pin(async move {
+            if let Some(f) = self.follower.take() {
+                f.abort();
+                let _ = f.await;
+            }
+            let reply = match self.call(&["finish", &self.dir, &self.id]).await {
+                Ok(r) if r.code == 0 => r,
+                Ok(r) => {
+                    return Finish {
+                        error: Some(self.failed("bring the step's logs back", &r).to_string()),
+                        ..Finish::default()
+                    };
+                }
+                Err(e) => {
+                    return Finish {
+                        error: Some(format!("cannot bring the step's logs back: {e}")),
+                        ..Finish::default()
+                    };
+                }
+            };
+            let mut leaked = Vec::new();
+            for (name, body) in parse_frames(&reply.stdout) {
+                if name == "leaks" {
+                    for l in String::from_utf8_lossy(&body).lines() {
+                        let (pid, cmd) = l.split_once(' ').unwrap_or((l, ""));
+                        if let Ok(pid) = pid.parse() {
+                            leaked.push(Leak {
+                                pid,
+                                cmdline: format!("{} (on host `{}`)", cmd.trim(), self.host),
+                            });
+                        }
+                    }
+                }
+            }
+            let times = write_logs(&self.out, &self.err, &reply.stdout, self.base);
+            Finish {
+                leaked,
+                host_times: Some(times),
+                error: None,
+            }
+        })
+    }
+}
+
 /// What `helper status` said about a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -817,179 +1002,6 @@ fn exit_of(code: i32) -> Exit {
     }
 }
 
-/// A remote step's attempts: tasks and analyze steps are tried again after
-/// a failure, `retries` times, as on a local host.
-async fn supervise(
-    r: &Arc<Inner>,
-    job: &StepJob,
-    tx: &mpsc::UnboundedSender<Report>,
-    mut ctl: watch::Receiver<Ctl>,
-) -> Ended {
-    let attempts = if matches!(job.step.kind, StepKind::Task | StepKind::Analyze) {
-        job.step.retries + 1
-    } else {
-        1
-    };
-    let mut attempt = 1;
-    loop {
-        let e = attempt_once(r, job, tx, &mut ctl, attempt).await;
-        if e.status != StepStatus::Failed || attempt >= attempts || *ctl.borrow() != Ctl::Run {
-            return e;
-        }
-        let _ = tx.send(Report::Retrying {
-            idx: job.idx,
-            error: e.error.clone().unwrap_or_default(),
-        });
-        attempt += 1;
-    }
-}
-
-/// One attempt of a remote step. Its output is appended to the step's log
-/// files, after what earlier attempts wrote.
-async fn attempt_once(
-    r: &Arc<Inner>,
-    job: &StepJob,
-    tx: &mpsc::UnboundedSender<Report>,
-    ctl: &mut watch::Receiver<Ctl>,
-    attempt: u32,
-) -> Ended {
-    let base = (file_len(&job.out), file_len(&job.err));
-    let host = job.step.host.as_str();
-    let id = job.step.id.as_str();
-    let dir = match r.absolute(host, &job.cwd.to_string_lossy()).await {
-        Ok(d) => d,
-        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
-    };
-    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
-    // A task that ends quickly is reported, with its output, by the start
-    // call itself.
-    let wait = if background { 0 } else { START_WAIT_MS }.to_string();
-    let script = match remote_script(job) {
-        Ok(s) => s,
-        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
-    };
-    let start = match r.helper(host, &["start", &dir, id, "-", &wait]).await {
-        Ok(c) => c,
-        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
-    };
-    let started = Stamp::now();
-    // The script goes on stdin: env values never appear on a command line.
-    let pid = match r
-        .run_with_input(
-            host,
-            &start,
-            script.as_bytes(),
-            ANSWER_WITHIN + Duration::from_millis(START_WAIT_MS),
-        )
-        .await
-    {
-        Ok(out) if out.code == 0 => {
-            let (head, rest) = split_line(&out.stdout);
-            let pid = String::from_utf8_lossy(head)
-                .trim()
-                .parse::<i32>()
-                .unwrap_or(0);
-            let (status, logs) = split_line(rest);
-            if let Some(State::Exited(c)) = parse_state(&String::from_utf8_lossy(status)) {
-                let _ = tx.send(Report::Started {
-                    idx: job.idx,
-                    pid,
-                    attempt,
-                    at: started,
-                });
-                let times = write_logs(job, logs, base);
-                let exit = exit_of(c);
-                let mut e = if exit.success() {
-                    ended(StepStatus::Passed, Some(exit), None)
-                } else {
-                    ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
-                };
-                e.host_times = Some(times);
-                return e;
-            }
-            pid
-        }
-        Ok(out) => {
-            return ended(
-                StepStatus::Failed,
-                None,
-                Some(format!(
-                    "cannot start on host `{host}`: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-            );
-        }
-        Err(e) => return ended(StepStatus::Failed, None, Some(e)),
-    };
-    let _ = tx.send(Report::Started {
-        idx: job.idx,
-        pid,
-        attempt,
-        at: started,
-    });
-    let (sig, grace_ms) = match (&job.step.stop, job.step.kind) {
-        (Some(s), _) => (s.signal.clone(), s.grace_ms),
-        (None, StepKind::Service | StepKind::Monitor) => ("TERM".to_string(), 10_000),
-        (None, _) => ("TERM".to_string(), TASK_GRACE_MS),
-    };
-    // `-v`: a task's output comes back as it is written.
-    let follower = (job.live && !background).then(|| {
-        tokio::spawn(follow(
-            Arc::clone(r),
-            host.to_string(),
-            dir.clone(),
-            id.to_string(),
-            job.out.clone(),
-            job.err.clone(),
-        ))
-    });
-    let mut result = if job.step.kind == StepKind::Service && job.step.ready.is_some() {
-        await_ready(r, job, &dir, tx, ctl, &sig, grace_ms).await
-    } else {
-        if background {
-            let _ = tx.send(Report::Ready {
-                idx: job.idx,
-                at: Stamp::now(),
-            });
-        }
-        None
-    };
-    if result.is_none() {
-        result = Some(watch_until_end(r, job, &dir, ctl, &sig, grace_ms).await);
-    }
-    let mut e = result.unwrap_or_else(|| ended(StepStatus::Failed, None, None));
-    if let Some(f) = follower {
-        f.abort();
-        let _ = f.await;
-    }
-    e.host_times = Some(pull_logs(r, job, &dir, base).await);
-    e
-}
-
-/// How a remote service's readiness is probed.
-enum RemoteProbe {
-    /// `ready.log`: the bytes past these offsets (stdout, stderr) are read
-    /// from the host and matched here.
-    Log(LineMatcher, [u64; 2]),
-    /// A log probe that has matched.
-    Matched,
-    Port(u16),
-    /// The whole probe command (`… && echo READY`).
-    Cmd(String),
-}
-
-impl RemoteProbe {
-    fn describe(&self, plan: &crate::plan::ReadyPlan) -> String {
-        match self {
-            RemoteProbe::Log(..) | RemoteProbe::Matched => {
-                format!("log /{}/", plan.log.as_deref().unwrap_or_default())
-            }
-            RemoteProbe::Port(p) => format!("port {p}"),
-            RemoteProbe::Cmd(_) => format!("cmd `{}`", plan.cmd.as_deref().unwrap_or_default()),
-        }
-    }
-}
-
 /// `export K='v'` lines for a step's environment. A key that is not a shell
 /// variable name (validation refuses them; a hand-edited `plan.json` may
 /// still hold one) is refused, never exported.
@@ -1005,383 +1017,6 @@ fn env_exports(env: &[(String, String)]) -> Result<String, String> {
         s.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
     Ok(s)
-}
-
-/// Polls until the service's probe passes (`None`: go on watching it), it
-/// dies, its time runs out, or flow stops it.
-async fn await_ready(
-    r: &Arc<Inner>,
-    job: &StepJob,
-    dir: &str,
-    tx: &mpsc::UnboundedSender<Report>,
-    ctl: &mut watch::Receiver<Ctl>,
-    sig: &str,
-    grace_ms: u64,
-) -> Option<Ended> {
-    let host = job.step.host.as_str();
-    let id = job.step.id.as_str();
-    let plan = job.step.ready.as_ref()?;
-    // The host only returns bytes and exit codes: a log pattern is matched
-    // here, with the same matcher as on a local host.
-    let mut probe = if let Some(re) = &plan.log {
-        match regex::bytes::Regex::new(re) {
-            Ok(re) => RemoteProbe::Log(LineMatcher::new(re, 2), [0, 0]),
-            Err(e) => {
-                return Some(ended(
-                    StepStatus::Failed,
-                    None,
-                    Some(format!("bad `ready.log` regex: {e}")),
-                ));
-            }
-        }
-    } else if let Some(p) = plan.port {
-        RemoteProbe::Port(p)
-    } else if let Some(c) = &plan.cmd {
-        // The probe runs in the step's dir with the step's environment,
-        // which is stored on the host once (never on a command line).
-        let stored = match env_exports(&job.env) {
-            Ok(exports) => match r.helper(host, &["env", dir, id]).await {
-                Ok(cmd) => r
-                    .run_with_input(host, &cmd, exports.as_bytes(), ANSWER_WITHIN)
-                    .await
-                    .and_then(|o| {
-                        if o.code == 0 {
-                            Ok(())
-                        } else {
-                            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-                        }
-                    }),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            return Some(ended(StepStatus::Failed, None, Some(e)));
-        }
-        RemoteProbe::Cmd(format!(
-            "( cd {d} && . {env} && ( {c} ) ) >/dev/null 2>&1 </dev/null && echo READY",
-            d = sh_quote(dir),
-            env = sh_quote(&format!("./.flow/{id}.env")),
-        ))
-    } else {
-        return Some(ended(
-            StepStatus::Failed,
-            None,
-            Some("`ready` has no probe".into()),
-        ));
-    };
-    let what = probe.describe(plan);
-    let status = r.helper(host, &["status", dir, id]).await.ok()?;
-    let port_probe = match &probe {
-        RemoteProbe::Port(p) => Some(r.helper(host, &["probe-port", &p.to_string()]).await.ok()?),
-        _ => None,
-    };
-    // A user's probe command may take its time; the built-in ones answer at once.
-    let probe_extra = if plan.cmd.is_some() {
-        ANSWER_WITHIN
-    } else {
-        Duration::ZERO
-    };
-    let interval = Duration::from_millis(plan.interval_ms.max(10));
-    let timeout = Duration::from_millis(plan.timeout_ms);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let now = *ctl.borrow();
-        if now != Ctl::Run {
-            return Some(match stop(r, job, dir, sig, grace_ms, ctl).await {
-                Ok(mut e) => {
-                    e.status = match stopped_status(now) {
-                        StepStatus::Passed => StepStatus::Cancelled,
-                        s => s,
-                    };
-                    e
-                }
-                Err(e) => e,
-            });
-        }
-        let check = match &probe {
-            RemoteProbe::Log(_, [oo, eo]) => {
-                let read = r
-                    .helper(host, &["read", dir, id, &oo.to_string(), &eo.to_string()])
-                    .await
-                    .ok()?;
-                format!("{status}; {read}")
-            }
-            RemoteProbe::Port(_) => {
-                format!(
-                    "{status}; {} && echo READY",
-                    port_probe.as_deref().unwrap_or("false")
-                )
-            }
-            RemoteProbe::Cmd(c) => format!("{status}; {c}"),
-            RemoteProbe::Matched => status.clone(),
-        };
-        match r.run_quick(host, &check, probe_extra).await {
-            Ok(out) => {
-                let (first, rest) = split_line(&out.stdout);
-                let state = parse_state(&String::from_utf8_lossy(first));
-                let ready = match &mut probe {
-                    RemoteProbe::Log(matcher, offsets) => {
-                        let mut matched = false;
-                        for (name, bytes) in parse_frames(rest) {
-                            let stream = usize::from(name == "err");
-                            offsets[stream] += bytes.len() as u64;
-                            matched |= matcher.feed(stream, &bytes);
-                        }
-                        matched
-                    }
-                    _ => String::from_utf8_lossy(rest)
-                        .lines()
-                        .any(|l| l.trim() == "READY"),
-                };
-                // Once matched, a log stays matched.
-                if ready && let RemoteProbe::Log(..) = probe {
-                    probe = RemoteProbe::Matched;
-                }
-                let ready = ready || matches!(probe, RemoteProbe::Matched);
-                match state {
-                    Some(State::Running) if ready => {
-                        let _ = tx.send(Report::Ready {
-                            idx: job.idx,
-                            at: Stamp::now(),
-                        });
-                        return None;
-                    }
-                    Some(State::Exited(c)) => {
-                        let exit = exit_of(c);
-                        let (status, error) = if ready && exit.success() {
-                            (StepStatus::Passed, None)
-                        } else {
-                            let when = if ready { "just after" } else { "before" };
-                            (
-                                StepStatus::Failed,
-                                Some(format!(
-                                    "{} {when} it was ready (probe: {what})",
-                                    exit.describe()
-                                )),
-                            )
-                        };
-                        return Some(ended(status, Some(exit), error));
-                    }
-                    Some(State::Gone) => {
-                        return Some(ended(
-                            StepStatus::Failed,
-                            None,
-                            Some(format!("vanished before it was ready (probe: {what})")),
-                        ));
-                    }
-                    _ => {}
-                }
-            }
-            // ssh itself has retried and tried to reconnect: the host is lost.
-            Err(e) => return Some(ended(StepStatus::Failed, None, Some(e))),
-        }
-        if Instant::now() >= deadline {
-            let mut e = stop(r, job, dir, sig, grace_ms, ctl)
-                .await
-                .unwrap_or_else(|e| e);
-            e.status = StepStatus::Failed;
-            e.error = Some(format!(
-                "not ready after {} (probe: {what})",
-                fmt_duration(timeout)
-            ));
-            return Some(e);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = changed(ctl) => {}
-        }
-    }
-}
-
-/// Polls a started step until it ends, its timeout passes, or flow stops it.
-async fn watch_until_end(
-    r: &Arc<Inner>,
-    job: &StepJob,
-    dir: &str,
-    ctl: &mut watch::Receiver<Ctl>,
-    sig: &str,
-    grace_ms: u64,
-) -> Ended {
-    let host = job.step.host.as_str();
-    let id = job.step.id.as_str();
-    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
-    let Ok(status) = r.helper(host, &["status", dir, id]).await else {
-        return ended(
-            StepStatus::Failed,
-            None,
-            Some(format!("host `{host}` is not ready")),
-        );
-    };
-    let deadline = job
-        .step
-        .timeout_ms
-        .map(|t| Instant::now() + Duration::from_millis(t));
-    let mut poll = Duration::from_millis(20);
-    loop {
-        let now = *ctl.borrow();
-        if now != Ctl::Run {
-            return match stop(r, job, dir, sig, grace_ms, ctl).await {
-                Ok(mut e) => {
-                    e.status = stopped_status(now);
-                    e
-                }
-                Err(e) => e,
-            };
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let mut e = stop(r, job, dir, sig, grace_ms, ctl)
-                .await
-                .unwrap_or_else(|e| e);
-            if !background {
-                e.status = StepStatus::Failed;
-                e.error = Some(format!(
-                    "timed out after {}",
-                    fmt_duration(Duration::from_millis(job.step.timeout_ms.unwrap_or(0)))
-                ));
-            }
-            return e;
-        }
-        match r.run_quick(host, &status, Duration::ZERO).await {
-            Ok(out) => match out.stdout_text().lines().next().and_then(parse_state) {
-                Some(State::Exited(c)) => {
-                    let exit = exit_of(c);
-                    return if exit.success() {
-                        ended(StepStatus::Passed, Some(exit), None)
-                    } else if background {
-                        ended(
-                            StepStatus::Failed,
-                            Some(exit),
-                            Some(format!("{} while the run was going", exit.describe())),
-                        )
-                    } else {
-                        ended(StepStatus::Failed, Some(exit), Some(exit.describe()))
-                    };
-                }
-                Some(State::Gone) => {
-                    return ended(
-                        StepStatus::Failed,
-                        None,
-                        Some(format!("vanished from host `{host}`")),
-                    );
-                }
-                _ => {}
-            },
-            Err(e) => return ended(StepStatus::Failed, None, Some(e)),
-        }
-        let wait = deadline.map_or(poll, |d| {
-            poll.min(d.saturating_duration_since(Instant::now()))
-        });
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = changed(ctl) => {}
-        }
-        poll = (poll * 3 / 2).min(Duration::from_millis(if background { 1000 } else { 250 }));
-    }
-}
-
-/// Stops a remote step through its helper; the status is the caller's.
-/// `Err`: it could not be stopped (its host is lost), a failure whatever
-/// the reason for stopping.
-async fn stop(
-    r: &Arc<Inner>,
-    job: &StepJob,
-    dir: &str,
-    sig: &str,
-    grace_ms: u64,
-    ctl: &watch::Receiver<Ctl>,
-) -> Result<Ended, Ended> {
-    let host = job.step.host.as_str();
-    let id = job.step.id.as_str();
-    let (sig, grace) = if *ctl.borrow() == Ctl::Kill {
-        ("KILL", 0)
-    } else {
-        (sig, grace_ms)
-    };
-    let grace_s = grace.to_string();
-    let Ok(cmd) = r.helper(host, &["stop", dir, id, sig, &grace_s]).await else {
-        return Err(ended(
-            StepStatus::Failed,
-            None,
-            Some(format!("cannot stop it: host `{host}` is not ready")),
-        ));
-    };
-    // The helper waits out the grace on the host; a second Ctrl-C meanwhile
-    // sends SIGKILL through a second call at once, and the first then ends
-    // as soon as the group is gone.
-    let graceful = r.run_quick(host, &cmd, Duration::from_millis(grace));
-    tokio::pin!(graceful);
-    let mut ctl = ctl.clone();
-    let mut killed = false;
-    let answer = loop {
-        tokio::select! {
-            out = &mut graceful => break out,
-            now = changed_to_kill(&mut ctl), if !killed => {
-                if now {
-                    killed = true;
-                    if let Ok(kill) = r.helper(host, &["stop", dir, id, "KILL", "0"]).await {
-                        let _ = r.run_quick(host, &kill, Duration::ZERO).await;
-                    }
-                }
-            }
-        }
-    };
-    let sent: Vec<String> = match answer {
-        Ok(out) => {
-            let mut sent: Vec<String> = out
-                .stdout_text()
-                .split_whitespace()
-                .map(String::from)
-                .collect();
-            if killed && sent.last().is_none_or(|s| s != "KILL") {
-                sent.push("KILL".into());
-            }
-            sent
-        }
-        Err(e) => {
-            return Err(ended(
-                StepStatus::Failed,
-                None,
-                Some(format!("cannot stop it: {e}")),
-            ));
-        }
-    };
-    // The exit status, when the wrapper lived to write it.
-    let state = match r.helper(host, &["status", dir, id]).await {
-        Ok(c) => r
-            .run(host, &c)
-            .await
-            .ok()
-            .and_then(|o| o.stdout_text().lines().next().and_then(parse_state)),
-        Err(_) => None,
-    };
-    let exit = match state {
-        Some(State::Exited(c)) => Some(exit_of(c)),
-        _ if sent.last().is_some_and(|s| s == "KILL") => Some(Exit::Signal(9)),
-        _ => None,
-    };
-    let mut e = ended(StepStatus::Passed, exit, None);
-    if sent.len() > 1 {
-        e.error = Some(format!(
-            "did not exit within {} of SIG{}; killed",
-            fmt_duration(Duration::from_millis(grace)),
-            sent[0]
-        ));
-    }
-    e.stop_signals = sent;
-    Ok(e)
-}
-
-/// Resolves `true` once the owner asks for `Kill`; `false` when it is gone.
-async fn changed_to_kill(ctl: &mut watch::Receiver<Ctl>) -> bool {
-    loop {
-        if *ctl.borrow_and_update() == Ctl::Kill {
-            return true;
-        }
-        if ctl.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// Appends a running task's output to its local log files as the host's
@@ -1436,18 +1071,6 @@ async fn follow(r: Arc<Inner>, host: String, dir: String, id: String, out: PathB
     let _ = child.wait().await;
 }
 
-/// Copies the step's output files from the host into `logs/`; returns the
-/// host's start and end times of the step.
-async fn pull_logs(r: &Arc<Inner>, job: &StepJob, dir: &str, base: (u64, u64)) -> StartEnd {
-    let host = job.step.host.as_str();
-    if let Ok(cmd) = r.helper(host, &["logs", dir, &job.step.id]).await
-        && let Ok(out) = r.run(host, &cmd).await
-    {
-        return write_logs(job, &out.stdout, base);
-    }
-    (None, None)
-}
-
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -1455,12 +1078,12 @@ fn file_len(p: &Path) -> u64 {
 /// Writes an attempt's output after what earlier attempts wrote (`base`:
 /// the files' lengths when the attempt started; what `-v` appended since is
 /// replaced by the exact output); returns the host's start and end times.
-fn write_logs(job: &StepJob, framed: &[u8], base: (u64, u64)) -> StartEnd {
+fn write_logs(out: &Path, err: &Path, framed: &[u8], base: (u64, u64)) -> StartEnd {
     let mut times = (None, None);
     for (name, bytes) in parse_frames(framed) {
         let path = match name.as_str() {
-            "out" => &job.out,
-            "err" => &job.err,
+            "out" => out,
+            "err" => err,
             "t0" => {
                 times.0 = parse_ns(&bytes);
                 continue;
@@ -1490,9 +1113,6 @@ fn write_logs(job: &StepJob, framed: &[u8], base: (u64, u64)) -> StartEnd {
     }
     times
 }
-
-/// `(start, end)` of a step on its host's wall clock, nanoseconds.
-type StartEnd = (Option<u64>, Option<u64>);
 
 /// `date +%s%N` output; `None` where `%N` is not supported.
 fn parse_ns(b: &[u8]) -> Option<u64> {
@@ -1780,6 +1400,7 @@ fn glob_word(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::remote::split_line;
 
     #[test]
     fn helper_states_parse() {
@@ -1807,7 +1428,7 @@ mod tests {
         assert_eq!(next_frame(b"out 6"), None);
         assert_eq!(
             next_frame(b"out 6\na\nb\nc\nerr 0\n"),
-            Some(Ok(super::super::remote::Frame {
+            Some(Ok(crate::exec::remote::Frame {
                 name: "out",
                 body: b"a\nb\nc\n",
                 len: 12
