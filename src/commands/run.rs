@@ -69,7 +69,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         .map_err(|e| Error::io("start the runtime in", &artifact.path, e))?;
     let started = std::time::Instant::now();
     let mut used: Vec<String> = Vec::new();
-    for h in plans.iter().flat_map(|r| r.hosts.iter()) {
+    // Analyze steps run on the controller, which is not among a run's hosts.
+    for h in plans
+        .iter()
+        .flat_map(|r| r.hosts.iter().chain(r.steps.iter().map(|s| &s.host)))
+    {
         if !used.contains(h) {
             used.push(h.clone());
         }

@@ -11,13 +11,11 @@
 #   D/.flow/S.exit  the command's exit status (128+N: killed by signal N)
 #   D/.flow/S.t0    the host's wall clock (ns) as the command starts; S.t1 as it ends
 #
-#   helper.sh start DIR ID CMD|- [WAIT_MS]  start CMD (`-`: read it from stdin); prints the pid
-#                                       (and, when it ends within WAIT_MS, its status and logs)
+#   helper.sh start DIR ID CMD|-        start CMD (`-`: read it from stdin); prints the pid
 #   helper.sh env DIR ID                store `export` lines from stdin for the step's ready.cmd
 #   helper.sh logs DIR ID               `out N`, N bytes of stdout, `err N`, N bytes of stderr
 #   helper.sh follow DIR ID             the output as it grows, as `logs` frames, until the step ends
 #   helper.sh status DIR ID...          per id: `ID running`, `ID exited N`, `ID gone`, `ID unknown`
-#   helper.sh stop DIR ID SIG GRACE_MS  SIG to the group, SIGKILL after GRACE_MS; prints signals sent
 #   helper.sh read DIR ID OUT_OFF ERR_OFF  what stdout and stderr gained past those offsets,
 #                                       as `out N` / `err N` frames (flow matches `ready.log` itself)
 #   helper.sh signal DIR ID SIG         SIG to the step's group while its wrapper runs (`sent`/`none`)
@@ -95,8 +93,8 @@ live_group() {
 }
 
 cmd_start() {
-  [ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: start DIR ID CMD|- [WAIT_MS]"
-  dir=$1 id=$2 run=$3 wait_ms=${4:-0}
+  [ $# -eq 3 ] || die "usage: start DIR ID CMD|-"
+  dir=$1 id=$2 run=$3
   # flow's own files (the command, its environment, the logs) are the
   # user's alone; the command itself runs with the session's umask.
   step_umask=$(umask)
@@ -128,24 +126,13 @@ cmd_start() {
   i=0
   while [ ! -s "$f.pid" ]; do
     i=$((i + 1))
-    [ $i -le 1000 ] || die "the step did not start"
-    sleep 0.01
+    [ $i -le 5000 ] || die "the step did not start"
+    sleep 0.002
   done
   first_line "$f.pid"
   proc_state "$val"
   echo "${pstate#* }" > "$f.st"
-  cat "$f.pid"
-  # A short step ends within WAIT_MS: report it and its output in this same
-  # call, sparing a status poll and a log fetch.
-  waited=0
-  while [ "$waited" -lt "$wait_ms" ] && [ ! -s "$f.exit" ]; do
-    sleep 0.01
-    waited=$((waited + 10))
-  done
-  if [ "$wait_ms" -gt 0 ] && [ -s "$f.exit" ]; then
-    echo "$id exited $(cat "$f.exit")"
-    cmd_logs "$dir" "$id"
-  fi
+  echo "$val"
 }
 
 # Both output files, each as `out N` / `err N` and then N bytes, and the
@@ -218,33 +205,6 @@ cmd_status() {
   dir=$1
   shift
   for id in "$@"; do status_one "$dir" "$id"; done
-}
-
-cmd_stop() {
-  [ $# -eq 4 ] || die "usage: stop DIR ID SIG GRACE_MS"
-  f="$1/.flow/$2" sig=$3 grace=$4
-  [ -s "$f.pid" ] || die "no step $2 in $1"
-  pid=$(cat "$f.pid")
-  sent=""
-  # A step whose wrapper has ended (or whose pid now belongs to another
-  # process) is never signalled by number: what it left is reaped by tag.
-  if [ ! -s "$f.exit" ] && leader_alive "$f"; then
-    kill -s "$sig" -- "-$pid" 2>/dev/null
-    sent=$sig
-    waited=0
-    while live_group "$pid" && [ "$waited" -lt "$grace" ]; do
-      sleep 0.02
-      waited=$((waited + 20))
-    done
-    if live_group "$pid"; then
-      kill -s KILL -- "-$pid" 2>/dev/null
-      sent="$sent KILL"
-      i=0
-      while live_group "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i + 1)); done
-      live_group "$pid" && die "process group $pid survived SIGKILL"
-    fi
-  fi
-  echo "$sent"
 }
 
 # One flow at a time in a workdir on a machine: `.flow/lock.<host name>/`
@@ -405,8 +365,9 @@ cmd_signal() {
   [ $# -eq 3 ] || die "usage: signal DIR ID SIG"
   f="$1/.flow/$2"
   first_line "$f.pid"
-  [ -n "$val" ] || die "no step $2 in $1"
-  if leader_alive "$f" && kill -s "$3" -- "-$val" 2>/dev/null; then
+  pid=$val
+  [ -n "$pid" ] || die "no step $2 in $1"
+  if leader_alive "$f" && kill -s "$3" -- "-$pid" 2>/dev/null; then
     echo sent
   else
     echo none
@@ -456,7 +417,7 @@ cmd_prepare() {
 }
 
 dispatch() {
-  [ $# -ge 1 ] || die "usage: helper.sh agent|start|status|signal|finish|prepare|now|stop|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
+  [ $# -ge 1 ] || die "usage: helper.sh agent|start|status|signal|finish|prepare|now|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
   what=$1
   shift
   case $what in
@@ -465,7 +426,6 @@ dispatch() {
     status) cmd_status "$@" ;;
     signal) cmd_signal "$@" ;;
     finish) cmd_finish "$@" ;;
-    stop) cmd_stop "$@" ;;
     logs) [ $# -eq 2 ] || die "usage: logs DIR ID"; cmd_logs "$@" ;;
     follow) cmd_follow "$@" ;;
     read) cmd_read "$@" ;;

@@ -221,25 +221,29 @@ mod tests {
     }
 
     #[test]
-    fn stop_signals_the_group_and_escalates_to_kill() {
+    fn signal_reaches_the_group_and_finish_kills_what_is_left() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let run_s = tmp.path().join("run").to_string_lossy().into_owned();
         // Polite: exits on TERM (the status of a signalled command is 128+N).
         helper(tmp.path(), &["start", &run_s, "polite", "sleep 60"]);
-        let (_, sent) = helper(tmp.path(), &["stop", &run_s, "polite", "TERM", "5000"]);
-        assert_eq!(sent, "TERM\n");
+        let (_, sent) = helper(tmp.path(), &["signal", &run_s, "polite", "TERM"]);
+        assert_eq!(sent, "sent\n");
         assert_eq!(
             wait_status(tmp.path(), &run_s, "polite", "exited"),
             "polite exited 143"
         );
-        // Deaf: ignores TERM, and has a child in its group.
+        // Once the wrapper has ended, nothing is signalled by number.
+        let (_, sent) = helper(tmp.path(), &["signal", &run_s, "polite", "KILL"]);
+        assert_eq!(sent, "none\n");
+        // A command that ends on TERM but leaves a TERM-deaf child in its
+        // group: the wrapper ends, `finish` kills the child and says so.
         helper(
             tmp.path(),
             &[
                 "start",
                 &run_s,
                 "deaf",
-                "trap '' TERM; echo up; sleep 61 & while :; do sleep 0.05; done",
+                "sh -c 'trap \"\" TERM; echo up; exec sleep 61' & wait",
             ],
         );
         let t0 = Instant::now();
@@ -250,10 +254,20 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (code, sent) = helper(tmp.path(), &["stop", &run_s, "deaf", "TERM", "200"]);
-        assert_eq!((code, sent.as_str()), (0, "TERM KILL\n"));
-        // The wrapper died with the group: no exit status, and nothing left.
-        assert_eq!(wait_status(tmp.path(), &run_s, "deaf", "gone"), "deaf gone");
+        helper(tmp.path(), &["signal", &run_s, "deaf", "TERM"]);
+        assert!(wait_status(tmp.path(), &run_s, "deaf", "exited").starts_with("deaf exited"));
+        let (code, framed) = helper(tmp.path(), &["finish", &run_s, "deaf"]);
+        assert_eq!(code, 0);
+        let frames = parse_frames(framed.as_bytes());
+        let leaks = frames
+            .iter()
+            .find(|(n, _)| n == "leaks")
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        assert!(leaks.contains("sleep 61"), "{framed:?}");
+        assert!(frames.iter().any(|(n, b)| n == "out" && b == b"up\n"), "{framed:?}");
+        let (_, again) = helper(tmp.path(), &["finish", &run_s, "deaf"]);
+        assert!(!again.contains("leaks"), "nothing is left: {again:?}");
     }
 
     #[test]
@@ -299,7 +313,7 @@ mod tests {
         );
         let (_, text) = helper(tmp.path(), &["read", &run_s, "svc", "5", "37"]);
         assert_eq!(text, "");
-        helper(tmp.path(), &["stop", &run_s, "svc", "KILL", "0"]);
+        helper(tmp.path(), &["signal", &run_s, "svc", "KILL"]);
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port().to_string();
@@ -325,10 +339,10 @@ mod tests {
             "s gone"
         );
         assert_eq!(
-            helper(tmp.path(), &["stop", &run_s, "s", "TERM", "100"])
+            helper(tmp.path(), &["signal", &run_s, "s", "TERM"])
                 .1
                 .trim(),
-            ""
+            "none"
         );
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
         let _ = nix::sys::signal::kill(
@@ -380,9 +394,9 @@ mod tests {
         );
         assert!(helper_name().len() == "helper-.sh".len() + 12);
         assert_eq!(
-            helper_command("/w", &["stop", "/w/runs/x", "a@b", "TERM", "10000"]),
+            helper_command("/w", &["signal", "/w/runs/x", "a@b", "TERM"]),
             format!(
-                "sh /w/.flow/{} stop /w/runs/x a@b TERM 10000",
+                "sh /w/.flow/{} signal /w/runs/x a@b TERM",
                 helper_name()
             )
         );

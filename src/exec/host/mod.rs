@@ -186,13 +186,11 @@ impl HostSet {
         let remote = ssh::Remote::new(inventory, names, Some(owner))?;
         let mut hosts: HashMap<String, Arc<dyn Host>> = HashMap::new();
         for name in names {
-            let Some(h) = inventory.host(name) else {
-                continue;
-            };
-            let host: Arc<dyn Host> = if h.is_local() {
-                Arc::new(local::LocalHost::new(name))
-            } else {
-                Arc::new(remote.host(name))
+            // A name the inventory does not hold is the controller's own
+            // (where analyze steps run): this machine.
+            let host: Arc<dyn Host> = match inventory.host(name) {
+                Some(h) if !h.is_local() => Arc::new(remote.host(name)),
+                _ => Arc::new(local::LocalHost::new(name)),
             };
             hosts.insert(name.clone(), host);
         }
