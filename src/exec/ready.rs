@@ -68,7 +68,10 @@ mod tests {
     fn each_stream_keeps_its_own_unfinished_line() {
         let mut m = matcher("^listening$");
         assert!(!m.feed(0, b"listen"));
-        assert!(!m.feed(1, b"ing\n"), "halves on two streams are not one line");
+        assert!(
+            !m.feed(1, b"ing\n"),
+            "halves on two streams are not one line"
+        );
         assert!(m.feed(1, b"listening\n"));
     }
 

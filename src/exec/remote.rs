@@ -265,7 +265,10 @@ mod tests {
             .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
         assert!(leaks.contains("sleep 61"), "{framed:?}");
-        assert!(frames.iter().any(|(n, b)| n == "out" && b == b"up\n"), "{framed:?}");
+        assert!(
+            frames.iter().any(|(n, b)| n == "out" && b == b"up\n"),
+            "{framed:?}"
+        );
         let (_, again) = helper(tmp.path(), &["finish", &run_s, "deaf"]);
         assert!(!again.contains("leaks"), "nothing is left: {again:?}");
     }
@@ -395,10 +398,7 @@ mod tests {
         assert!(helper_name().len() == "helper-.sh".len() + 12);
         assert_eq!(
             helper_command("/w", &["signal", "/w/runs/x", "a@b", "TERM"]),
-            format!(
-                "sh /w/.flow/{} signal /w/runs/x a@b TERM",
-                helper_name()
-            )
+            format!("sh /w/.flow/{} signal /w/runs/x a@b TERM", helper_name())
         );
     }
 }

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::fetch::{FETCH_LOG_HEADER, Transfer, check_fetched_links};
-use super::journal::RunJournal;
 use super::host::Launcher;
+use super::journal::RunJournal;
 use super::process::{self, RUN_TAG_VAR};
 use super::progress::{Progress, Tail};
 use super::step::{Ctl, Ended, Report, StepJob};
@@ -858,8 +858,8 @@ mod tests {
     use super::*;
     use crate::artifact::run_result::Leak;
     use crate::exec::fetch::Transfer;
-    use crate::exec::journal::Journal;
     use crate::exec::host::BoxFuture;
+    use crate::exec::journal::Journal;
     use crate::exec::process::Exit;
     use crate::exec::step::stopped_status;
 

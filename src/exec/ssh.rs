@@ -88,7 +88,10 @@ impl Target {
             user: host.user.clone(),
             port: host.port,
             jump,
-            identity: host.identity.as_deref().map(super::host::local::expand_home),
+            identity: host
+                .identity
+                .as_deref()
+                .map(super::host::local::expand_home),
             options: host
                 .ssh_options
                 .iter()

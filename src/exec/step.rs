@@ -180,6 +180,9 @@ async fn supervise(
         if now != Ctl::Run {
             return ended(stopped_status(now), None, None);
         }
+        // The attempt started within [at, the answer]: its host's own
+        // start time falls after `at`.
+        let at = Stamp::now();
         let mut running = match host.spawn(job, attempt).await {
             Ok(r) => r,
             Err(e) => {
@@ -198,7 +201,7 @@ async fn supervise(
             idx: job.idx,
             pid: running.pid(),
             attempt,
-            at: Stamp::now(),
+            at,
         });
         last = match s.kind {
             StepKind::Service | StepKind::Monitor => {
@@ -234,7 +237,11 @@ async fn supervise(
 }
 
 /// A task or analyze step: wait for it to exit, within its timeout.
-async fn foreground(job: &StepJob, proc: &mut dyn Running, ctl: &mut watch::Receiver<Ctl>) -> Ended {
+async fn foreground(
+    job: &StepJob,
+    proc: &mut dyn Running,
+    ctl: &mut watch::Receiver<Ctl>,
+) -> Ended {
     let timeout = job.step.timeout_ms.map(Duration::from_millis);
     let deadline = timeout.map(|t| Instant::now() + t);
     let (sig, grace) = stop_policy(job);
@@ -290,16 +297,26 @@ impl Probe {
     }
 
     /// One try: whether the service is ready now.
-    async fn check(&mut self, proc: &mut dyn Running, interval: Duration) -> Result<bool, HostError> {
+    async fn check(
+        &mut self,
+        proc: &mut dyn Running,
+        interval: Duration,
+    ) -> Result<bool, HostError> {
         match self {
             Probe::Log(m) => {
                 let [out, err] = proc.read_new().await?;
                 Ok(m.feed(0, &out) | m.feed(1, &err))
             }
-            Probe::Port(p) => proc.probe_port(*p, interval.max(Duration::from_millis(100))).await,
+            Probe::Port(p) => {
+                proc.probe_port(*p, interval.max(Duration::from_millis(100)))
+                    .await
+            }
             // A probe command gets at least a second, and its interval when
             // that is longer.
-            Probe::Cmd(c) => proc.probe_cmd(c, interval.max(Duration::from_secs(1))).await,
+            Probe::Cmd(c) => {
+                proc.probe_cmd(c, interval.max(Duration::from_secs(1)))
+                    .await
+            }
         }
     }
 
@@ -500,7 +517,11 @@ async fn stop_with(
     let name = |s: Signal| s.as_str().trim_start_matches("SIG").to_string();
     let mut sent = vec![name(sig)];
     let fail = |e: HostError, sent: Vec<String>| {
-        let mut e = ended(StepStatus::Failed, None, Some(format!("cannot stop it: {e}")));
+        let mut e = ended(
+            StepStatus::Failed,
+            None,
+            Some(format!("cannot stop it: {e}")),
+        );
         e.stop_signals = sent;
         e
     };
@@ -531,7 +552,10 @@ async fn stop_with(
         Ok(None) => ended(
             StepStatus::Failed,
             None,
-            Some(format!("still running {} after SIGKILL", fmt_duration(KILL_WAIT))),
+            Some(format!(
+                "still running {} after SIGKILL",
+                fmt_duration(KILL_WAIT)
+            )),
         ),
         Err(e) => return fail(e, sent),
     };
@@ -544,4 +568,256 @@ async fn stop_with(
     }
     e.stop_signals = sent;
     e
+}
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor's policy against the scripted host, on tokio's paused
+    //! clock: every case is exact and takes no real time.
+    use super::*;
+    use crate::exec::host::fake::{Attempt, FakeHost};
+    use crate::plan::{ReadyPlan, RunCommand, StopPlan};
+
+    fn job(kind: StepKind) -> StepJob {
+        StepJob {
+            idx: 0,
+            step: StepInstance {
+                id: "s@h".into(),
+                step: "s".into(),
+                host: "h".into(),
+                kind,
+                cwd: "/nonexistent".into(),
+                run: Some(RunCommand::Shell("true".into())),
+                env: Default::default(),
+                ready: None,
+                timeout_ms: None,
+                stop: None,
+                retries: 0,
+                allow_failure: false,
+                paths: vec![],
+            },
+            cwd: "/nonexistent".into(),
+            out: "/nonexistent/out".into(),
+            err: "/nonexistent/err".into(),
+            env: vec![],
+            live: false,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Runs a supervisor to its end; `stop_at`: the owner asks for this
+    /// (at these times after the start).
+    async fn drive(
+        job: StepJob,
+        host: Arc<FakeHost>,
+        asks: &[(Duration, Ctl)],
+    ) -> (Ended, Vec<String>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctl = start(job, host.clone(), tx);
+        let t0 = Instant::now();
+        let mut asks = asks.to_vec();
+        let mut reports = Vec::new();
+        loop {
+            let next = asks.first().map(|(d, _)| t0 + *d);
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(Report::Ended(e)) => return (*e, reports),
+                    Some(Report::Started { attempt, .. }) => reports.push(format!("started {attempt}")),
+                    Some(Report::Ready { .. }) => reports.push(format!("ready at {}s", (Instant::now() - t0).as_secs())),
+                    Some(Report::Retrying { error, .. }) => reports.push(format!("retrying: {error}")),
+                    None => panic!("the supervisor ended without a report"),
+                },
+                () = sleep_until(next) => {
+                    let (_, c) = asks.remove(0);
+                    let _ = ctl.send(c);
+                }
+            }
+        }
+    }
+
+    fn calls(h: &FakeHost) -> Vec<String> {
+        h.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_task_is_tried_again_and_its_pass_counts() {
+        let mut j = job(StepKind::Task);
+        j.step.retries = 2;
+        let host = Arc::new(FakeHost::new(vec![
+            Attempt {
+                exits: Some((secs(1), 3)),
+                ..Default::default()
+            },
+            Attempt {
+                exits: Some((secs(1), 0)),
+                ..Default::default()
+            },
+        ]));
+        let (e, reports) = drive(j, host.clone(), &[]).await;
+        assert_eq!(e.status, StepStatus::Passed);
+        assert_eq!(
+            reports,
+            ["started 1", "retrying: exited with 3", "started 2"]
+        );
+        assert_eq!(calls(&host), ["spawn 1", "finish", "spawn 2", "finish"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_over_its_timeout_gets_term_then_kill_after_the_grace() {
+        let mut j = job(StepKind::Task);
+        j.step.timeout_ms = Some(2000);
+        let host = Arc::new(FakeHost::new(vec![Attempt {
+            deaf: true,
+            ..Default::default()
+        }]));
+        let t0 = Instant::now();
+        let (e, _) = drive(j, host.clone(), &[]).await;
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(e.stop_signals, ["TERM", "KILL"]);
+        assert_eq!(e.exit, Some(Exit::Signal(9)));
+        assert!(
+            e.error
+                .as_deref()
+                .is_some_and(|m| m.starts_with("timed out after 2s")),
+            "{e:?}"
+        );
+        assert_eq!(Instant::now() - t0, secs(2) + TASK_GRACE);
+        assert_eq!(
+            calls(&host),
+            ["spawn 1", "signal SIGTERM", "signal SIGKILL", "finish"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_is_ready_when_its_line_comes_and_passes_when_stopped() {
+        let mut j = job(StepKind::Service);
+        j.step.ready = Some(ReadyPlan {
+            log: Some("^listening on \\d+$".into()),
+            port: None,
+            cmd: None,
+            timeout_ms: 30_000,
+            interval_ms: 500,
+        });
+        j.step.stop = Some(StopPlan {
+            signal: "INT".into(),
+            grace_ms: 3000,
+        });
+        let host = Arc::new(FakeHost::new(vec![Attempt {
+            output: vec![(secs(1), b"starting\nlisten"), (secs(3), b"ing on 80\n")],
+            ..Default::default()
+        }]));
+        let (e, reports) = drive(j, host.clone(), &[(secs(10), Ctl::Stop)]).await;
+        assert_eq!(reports, ["started 1", "ready at 3s"]);
+        assert_eq!(e.status, StepStatus::Passed);
+        assert_eq!(e.stop_signals, ["INT"]);
+        assert_eq!(e.error, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_exits_before_ready_fails_at_once() {
+        let mut j = job(StepKind::Service);
+        j.step.ready = Some(ReadyPlan {
+            log: None,
+            port: Some(80),
+            cmd: None,
+            timeout_ms: 60_000,
+            interval_ms: 1000,
+        });
+        let host = Arc::new(FakeHost::new(vec![Attempt {
+            exits: Some((Duration::from_millis(2500), 3)),
+            ..Default::default()
+        }]));
+        let t0 = Instant::now();
+        let (e, _) = drive(j, host, &[]).await;
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(
+            e.error.as_deref(),
+            Some("exited with 3 before it was ready (probe: port 80)")
+        );
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_millis(2500),
+            "not after its timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_never_ready_is_stopped_at_its_ready_timeout() {
+        let mut j = job(StepKind::Service);
+        j.step.ready = Some(ReadyPlan {
+            log: None,
+            port: Some(80),
+            cmd: None,
+            timeout_ms: 5000,
+            interval_ms: 1000,
+        });
+        let host = Arc::new(FakeHost::new(vec![Attempt::default()]));
+        let (e, _) = drive(j, host, &[]).await;
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(
+            e.error.as_deref(),
+            Some("not ready after 5s (probe: port 80)")
+        );
+        assert_eq!(e.stop_signals, ["TERM"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kill_during_the_grace_kills_at_once() {
+        let mut j = job(StepKind::Monitor);
+        j.step.stop = Some(StopPlan {
+            signal: "TERM".into(),
+            grace_ms: 60_000,
+        });
+        let host = Arc::new(FakeHost::new(vec![Attempt {
+            deaf: true,
+            ..Default::default()
+        }]));
+        let t0 = Instant::now();
+        let (e, _) = drive(j, host, &[(secs(1), Ctl::Interrupt), (secs(2), Ctl::Kill)]).await;
+        assert_eq!(e.status, StepStatus::Interrupted);
+        assert_eq!(e.stop_signals, ["TERM", "KILL"]);
+        assert_eq!(Instant::now() - t0, secs(2), "the grace was not waited out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_host_fails_the_step_with_its_name_and_no_retry_of_a_service() {
+        let j = job(StepKind::Monitor);
+        let host = Arc::new(FakeHost::new(vec![Attempt {
+            lost: Some(secs(3)),
+            ..Default::default()
+        }]));
+        let (e, reports) = drive(j, host, &[]).await;
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(e.error.as_deref(), Some("lost host `fake`: scripted"));
+        assert_eq!(reports, ["started 1", "ready at 0s"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_refuses_every_start_uses_up_the_retries() {
+        let mut j = job(StepKind::Task);
+        j.step.retries = 1;
+        let no = || Attempt {
+            refuse: Some(HostError::Failed("cannot start: no".into())),
+            ..Default::default()
+        };
+        let host = Arc::new(FakeHost::new(vec![no(), no()]));
+        let (e, reports) = drive(j, host.clone(), &[]).await;
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(e.error.as_deref(), Some("cannot start: no"));
+        assert_eq!(reports, ["retrying: cannot start: no"]);
+        assert_eq!(calls(&host), ["spawn 1", "spawn 2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_task_is_cancelled_not_failed() {
+        let j = job(StepKind::Task);
+        let host = Arc::new(FakeHost::new(vec![Attempt::default()]));
+        let (e, _) = drive(j, host, &[(secs(1), Ctl::Cancel)]).await;
+        assert_eq!(e.status, StepStatus::Cancelled);
+        assert_eq!(e.stop_signals, ["TERM"]);
+        assert_eq!(e.exit, Some(Exit::Signal(15)));
+    }
 }

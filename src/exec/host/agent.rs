@@ -135,11 +135,9 @@ impl Agent {
             let _ = child.start_kill();
             let mut why = String::new();
             if let Some(mut err) = child.stderr.take() {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    err.read_to_string(&mut why),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), err.read_to_string(&mut why))
+                        .await;
             }
             let why = crate::exec::ssh::clean_stderr(why.as_bytes());
             return Err(self.lost(if why.is_empty() {
@@ -411,7 +409,11 @@ mod tests {
         script.extend_from_slice(b"\n\\\\n %b %s '\"\nEOF\n");
         let full = [b"export X='a b'\n".as_slice(), &script].concat();
         let r = agent
-            .call_once(&["start", &run, "s", "-"], Some(&full), Duration::from_secs(10))
+            .call_once(
+                &["start", &run, "s", "-"],
+                Some(&full),
+                Duration::from_secs(10),
+            )
             .await
             .expect("start");
         assert_eq!(r.code, 0, "{}", r.stderr_text());

@@ -208,17 +208,19 @@ impl Running for LocalRunning {
             let Ok(mut p) = process::spawn(&spec) else {
                 return Ok(false);
             };
-            Ok(match tokio::time::timeout(limit, process::wait(&mut p)).await {
-                Ok(r) => {
-                    process::sweep_group(p.pid);
-                    matches!(r, Ok(Exit::Code(0)))
-                }
-                Err(_) => {
-                    process::signal_group(p.pid, Signal::SIGKILL);
-                    let _ = process::wait(&mut p).await;
-                    false
-                }
-            })
+            Ok(
+                match tokio::time::timeout(limit, process::wait(&mut p)).await {
+                    Ok(r) => {
+                        process::sweep_group(p.pid);
+                        matches!(r, Ok(Exit::Code(0)))
+                    }
+                    Err(_) => {
+                        process::signal_group(p.pid, Signal::SIGKILL);
+                        let _ = process::wait(&mut p).await;
+                        false
+                    }
+                },
+            )
         })
     }
 

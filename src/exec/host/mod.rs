@@ -15,6 +15,8 @@
 //! decides which host is which.
 
 pub mod agent;
+#[cfg(test)]
+pub mod fake;
 pub mod local;
 pub mod shell;
 pub mod ssh;
@@ -70,8 +72,11 @@ pub struct Finish {
 pub trait Host: Send + Sync {
     /// Creates the run dir (`dir` as the plan says it: `~` is the host
     /// user's home) and copies `files` (controller paths) into it.
-    fn prepare<'a>(&'a self, dir: &'a str, files: &'a [String])
-    -> BoxFuture<'a, Result<(), String>>;
+    fn prepare<'a>(
+        &'a self,
+        dir: &'a str,
+        files: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>>;
 
     /// Starts one attempt of a step, detached from flow's own life on hosts
     /// that can outlive it. Output goes to the step's log files (local) or
@@ -273,7 +278,9 @@ impl Launcher for HostSet {
 }
 
 /// Awaits boxed futures together, in order of the input.
-async fn futures_join_all<'a, T: Send + 'a>(futs: impl Iterator<Item = BoxFuture<'a, T>>) -> Vec<T> {
+async fn futures_join_all<'a, T: Send + 'a>(
+    futs: impl Iterator<Item = BoxFuture<'a, T>>,
+) -> Vec<T> {
     let futs: Vec<_> = futs.collect();
     let mut out = Vec::with_capacity(futs.len());
     // Each sweep is a few system calls or one round trip: start them all,

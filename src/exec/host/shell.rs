@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::exec::ssh::{Output, Ssh, SshError, Target};
 use crate::clock::{ClockOffset, Probe, Stamp, best_offset};
+use crate::exec::ssh::{Output, Ssh, SshError, Target};
 use crate::suite::Inventory;
 
 /// Probes per clock-offset measurement.

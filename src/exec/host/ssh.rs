@@ -407,7 +407,10 @@ impl Inner {
 
     /// Sets the host up (once), so that its agent can be asked.
     async fn ready(&self, host: &str) -> Result<(), HostError> {
-        self.host_info(host).await.map(drop).map_err(HostError::Failed)
+        self.host_info(host)
+            .await
+            .map(drop)
+            .map_err(HostError::Failed)
     }
 
     fn agent(&self, host: &str) -> Result<&Agent, HostError> {
@@ -494,10 +497,16 @@ impl Host for SshHost {
             let (r, host) = (&self.r, self.name.as_str());
             let dir = r.absolute(host, dir).await?;
             let fail = |what: &str, reply: &Reply| {
-                format!("host `{host}`: cannot {what} `{dir}`: {}", reply.stderr_text())
+                format!(
+                    "host `{host}`: cannot {what} `{dir}`: {}",
+                    reply.stderr_text()
+                )
             };
             if files.is_empty() {
-                let reply = r.call(host, &["prepare", &dir]).await.map_err(|e| e.to_string())?;
+                let reply = r
+                    .call(host, &["prepare", &dir])
+                    .await
+                    .map_err(|e| e.to_string())?;
                 return if reply.code == 0 {
                     Ok(())
                 } else {
@@ -550,7 +559,11 @@ impl Host for SshHost {
             r.ready(host).await?;
             let reply = r
                 .agent(host)?
-                .call_once(&["start", &dir, id, "-"], Some(script.as_bytes()), ANSWER_WITHIN)
+                .call_once(
+                    &["start", &dir, id, "-"],
+                    Some(script.as_bytes()),
+                    ANSWER_WITHIN,
+                )
                 .await?;
             if reply.code != 0 {
                 return Err(HostError::Failed(format!(
@@ -589,7 +602,11 @@ impl Host for SshHost {
                 exit: None,
                 killed: false,
                 poll: POLL_FIRST,
-                max_poll: if background { POLL_BACKGROUND } else { POLL_TASK },
+                max_poll: if background {
+                    POLL_BACKGROUND
+                } else {
+                    POLL_TASK
+                },
                 env: job.env.clone(),
                 env_stored: false,
                 follower,
@@ -880,7 +897,11 @@ impl Running for RemoteRunning {
         })
     }
 
-    fn probe_port(&mut self, port: u16, _limit: Duration) -> BoxFuture<'_, Result<bool, HostError>> {
+    fn probe_port(
+        &mut self,
+        port: u16,
+        _limit: Duration,
+    ) -> BoxFuture<'_, Result<bool, HostError>> {
         Box::pin(async move {
             let reply = self.call(&["probe-port", &port.to_string()]).await?;
             Ok(reply.code == 0)
@@ -902,7 +923,11 @@ impl Running for RemoteRunning {
                 let reply = self
                     .r
                     .agent(&self.host)?
-                    .call(&["env", &self.dir, &self.id], Some(exports.as_bytes()), ANSWER_WITHIN)
+                    .call(
+                        &["env", &self.dir, &self.id],
+                        Some(exports.as_bytes()),
+                        ANSWER_WITHIN,
+                    )
                     .await?;
                 if reply.code != 0 {
                     return Err(self.failed("store the step's environment", &reply));
