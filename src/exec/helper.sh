@@ -139,15 +139,21 @@ cmd_start() {
 # host's wall clock (ns) at the command's start and end (`t0`, `t1`) when
 # they were read.
 cmd_logs() {
-  for e in out err t0 t1; do
+  for e in out err; do
     p="$1/.flow/$2.$e"
-    if [ -f "$p" ]; then
+    if [ -s "$p" ]; then
       echo "$e $(wc -c < "$p" | tr -d ' ')"
       cat "$p"
-    elif [ "$e" = out ] || [ "$e" = err ]; then
+    else
       echo "$e 0"
     fi
   done
+  # One line of digits each: counted without a program.
+  for e in t0 t1; do
+    first_line "$1/.flow/$2.$e"
+    [ -n "$val" ] && printf '%s %s\n%s\n' "$e" "$((${#val} + 1))" "$val"
+  done
+  return 0
 }
 
 # Prints what FILE gained past OFF as a NAME frame; prints nothing else.
@@ -398,8 +404,14 @@ cmd_agent() {
       printf '%b' "${input#=}" | ( dispatch "$@" ) > "$t.o" 2> "$t.e"
     fi
     rc=$?
-    printf 'R %s %s %s %s\n' "$rid" "$rc" $(wc -c < "$t.o") $(wc -c < "$t.e")
-    cat "$t.o" "$t.e"
+    # Most answers are short and have no stderr: no program is started
+    # for what is empty.
+    lo=0 le=0
+    [ -s "$t.o" ] && lo=$(wc -c < "$t.o")
+    [ -s "$t.e" ] && le=$(wc -c < "$t.e")
+    printf 'R %s %s %s %s\n' "$rid" "$rc" $lo $le
+    [ "$lo" = 0 ] || cat "$t.o"
+    [ "$le" = 0 ] || cat "$t.e"
   done
 }
 

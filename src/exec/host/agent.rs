@@ -60,7 +60,8 @@ impl Reply {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
 struct Conn {
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    /// Taken (closed) when the channel is closed.
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     pending: Pending,
     dead: Arc<AtomicBool>,
     child: Mutex<Option<Child>>,
@@ -157,7 +158,7 @@ impl Agent {
             Arc::clone(&dead),
         ));
         let conn = Arc::new(Conn {
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
             pending,
             dead,
             child: Mutex::new(Some(child)),
@@ -189,9 +190,12 @@ impl Agent {
         let started = std::time::Instant::now();
         let sent = {
             let mut w = conn.stdin.lock().await;
-            match w.write_all(line.as_bytes()).await {
-                Ok(()) => w.flush().await,
-                Err(e) => Err(e),
+            match w.as_mut() {
+                Some(w) => match w.write_all(line.as_bytes()).await {
+                    Ok(()) => w.flush().await,
+                    Err(e) => Err(e),
+                },
+                None => Err(std::io::Error::other("the channel is closed")),
             }
         };
         if let Err(e) = sent {
@@ -248,10 +252,8 @@ impl Agent {
     /// Ends the channel (the helper exits at end of input).
     pub async fn close(&self) {
         if let Some(c) = self.conn.lock().await.take() {
-            {
-                let mut w = c.stdin.lock().await;
-                let _ = w.shutdown().await;
-            }
+            // End of input: the helper's loop ends and so does the session.
+            drop(c.stdin.lock().await.take());
             let child = c.child.lock().ok().and_then(|mut c| c.take());
             if let Some(mut child) = child {
                 let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
