@@ -22,6 +22,7 @@
 #   helper.sh finish DIR ID             kill what is left of the step's group (a `leaks` frame), then `logs`
 #   helper.sh prepare DIR [CACHE]      create the run dir (and copy the files cached in CACHE into it)
 #   helper.sh now                       the host's wall clock, ns
+#   helper.sh script                    run the shell script on stdin (a fetch's listing)
 #   helper.sh agent                     serve the commands above, one request per line (see cmd_agent)
 #   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
 #   helper.sh reap VAR=VALUE...         SIGKILL every process whose environment holds every VAR=VALUE
@@ -429,7 +430,7 @@ cmd_prepare() {
 }
 
 dispatch() {
-  [ $# -ge 1 ] || die "usage: helper.sh agent|start|status|signal|finish|prepare|now|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
+  [ $# -ge 1 ] || die "usage: helper.sh agent|start|status|signal|finish|prepare|now|script|logs|follow|read|env|lock|unlock|probe-port|reap|leftovers ..."
   what=$1
   shift
   case $what in
@@ -447,6 +448,7 @@ dispatch() {
     probe-port) cmd_probe_port "$@" ;;
     prepare) cmd_prepare "$@" ;;
     now) date +%s%N ;;
+    script) sh -s ;;
     reap) cmd_reap "$@" ;;
     leftovers) cmd_leftovers "$@" ;;
     *) die "unknown command: $what" ;;

@@ -692,8 +692,10 @@ impl Run<'_> {
         // Every fetch first, then the check of the links they brought (a
         // link may point at what a later fetch step brings), then the
         // record of each step.
-        let mut done: Vec<(usize, Stamp, Vec<Transfer>)> = Vec::new();
-        for i in fetches {
+        // The fetch steps run at once (each host's transfer is its own
+        // session).
+        let mut started_at = Vec::new();
+        for &i in &fetches {
             let s = self.plan.steps[i].clone();
             let started = Stamp::now();
             {
@@ -705,13 +707,21 @@ impl Run<'_> {
             self.result.current_step = Some(s.id.clone());
             self.progress.step(&self.plan.id, &s.id);
             self.event("step_started", json!({"step": s.id, "attempt": 1}));
-            let transfers = self
-                .env
-                .launcher
-                .fetch(&s.host, &s.cwd, &s.paths, &self.dir)
-                .await;
-            done.push((i, started, transfers));
+            started_at.push(started);
         }
+        let launcher = Arc::clone(&self.env.launcher);
+        let steps = &self.plan.steps;
+        let results = super::host::join_all(fetches.iter().map(|&i| {
+            let s = &steps[i];
+            launcher.fetch(&s.host, &s.cwd, &s.paths, &self.dir)
+        }))
+        .await;
+        let mut done: Vec<(usize, Stamp, Vec<Transfer>)> = fetches
+            .into_iter()
+            .zip(started_at)
+            .zip(results)
+            .map(|((i, at), t)| (i, at, t))
+            .collect();
         let mut all: Vec<&mut Transfer> =
             done.iter_mut().flat_map(|(_, _, t)| t.iter_mut()).collect();
         check_fetched_links(&mut all, &self.dir);

@@ -262,7 +262,7 @@ impl Launcher for HostSet {
         Box::pin(async move {
             let sweeps = self.hosts.values().map(|h| h.sweep(tag));
             let mut leaks = Vec::new();
-            for l in futures_join_all(sweeps).await {
+            for l in join_all(sweeps).await {
                 leaks.extend(l);
             }
             leaks
@@ -277,10 +277,8 @@ impl Launcher for HostSet {
     }
 }
 
-/// Awaits boxed futures together, in order of the input.
-async fn futures_join_all<'a, T: Send + 'a>(
-    futs: impl Iterator<Item = BoxFuture<'a, T>>,
-) -> Vec<T> {
+/// Awaits boxed futures together; their outputs in the order of the input.
+pub async fn join_all<'a, T: Send + 'a>(futs: impl Iterator<Item = BoxFuture<'a, T>>) -> Vec<T> {
     let futs: Vec<_> = futs.collect();
     let mut out = Vec::with_capacity(futs.len());
     // Each sweep is a few system calls or one round trip: start them all,

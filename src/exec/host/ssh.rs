@@ -347,8 +347,12 @@ impl Inner {
     /// there. Leftovers of a flow still running, or of one on another
     /// machine, are left alone. Says what it did on stderr.
     async fn reap_leftovers(&self, host: &str, workdir: &str) {
-        let list = helper_command(workdir, &["leftovers"]);
-        let Ok(out) = self.hosts.ssh().run(host, &list, None).await else {
+        // Over the agent channel, which the run needs next anyway (the
+        // helper is installed by now; `ready` would wait for this setup).
+        let Ok(agent) = self.agent(host) else {
+            return;
+        };
+        let Ok(out) = agent.call(&["leftovers"], None, ANSWER_WITHIN).await else {
             return;
         };
         let mut dead: Vec<(String, String)> = Vec::new();
@@ -360,15 +364,13 @@ impl Inner {
             }
         }
         for (controller, artifact) in dead {
-            let reap = helper_command(
-                workdir,
-                &[
-                    "reap",
-                    &format!("{}={controller}", crate::exec::controller::VAR),
-                    &format!("FLOW_WORKDIR={workdir}"),
-                ],
-            );
-            if let Ok(out) = self.hosts.ssh().run(host, &reap, None).await {
+            let reap = [
+                "reap".to_string(),
+                format!("{}={controller}", crate::exec::controller::VAR),
+                format!("FLOW_WORKDIR={workdir}"),
+            ];
+            let reap: Vec<&str> = reap.iter().map(String::as_str).collect();
+            if let Ok(out) = agent.call(&reap, None, ANSWER_WITHIN).await {
                 let n = out.stdout_text().lines().count();
                 if n > 0 {
                     let pid = controller.split(':').nth(2).unwrap_or("?");
@@ -423,6 +425,14 @@ impl Inner {
     async fn call(&self, host: &str, args: &[&str]) -> Result<Reply, HostError> {
         self.ready(host).await?;
         self.agent(host)?.call(args, None, ANSWER_WITHIN).await
+    }
+
+    /// [`Inner::call`] with `input` on the command's stdin.
+    async fn call_with(&self, host: &str, args: &[&str], input: &[u8]) -> Result<Reply, HostError> {
+        self.ready(host).await?;
+        self.agent(host)?
+            .call(args, Some(input), ANSWER_WITHIN)
+            .await
     }
 
     /// `rsync -e '<ssh over the master>'`.
@@ -1194,13 +1204,10 @@ async fn fetch(
         ));
     }
     list.push_str("true\n");
-    let listed = match r.run(host, &list).await {
+    let listed = match r.call_with(host, &["script"], list.as_bytes()).await {
         Ok(out) if out.code == 0 => out.stdout_text(),
         Ok(out) => {
-            let why = format!(
-                "error: cannot list `{dir}`: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            let why = format!("error: cannot list `{dir}`: {}", out.stderr_text());
             return patterns.iter().map(|p| missing(p, why.clone())).collect();
         }
         Err(e) => {
