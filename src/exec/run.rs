@@ -709,13 +709,36 @@ impl Run<'_> {
             self.event("step_started", json!({"step": s.id, "attempt": 1}));
             started_at.push(started);
         }
+        // Hosts at once; one host's fetch steps one after another (they
+        // may write into the same folder of the artifact).
         let launcher = Arc::clone(&self.env.launcher);
         let steps = &self.plan.steps;
-        let results = super::host::join_all(fetches.iter().map(|&i| {
-            let s = &steps[i];
-            launcher.fetch(&s.host, &s.cwd, &s.paths, &self.dir)
+        let dir = &self.dir;
+        let mut by_host: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (k, &i) in fetches.iter().enumerate() {
+            let host = steps[i].host.as_str();
+            match by_host.iter_mut().find(|(h, _)| *h == host) {
+                Some((_, ks)) => ks.push(k),
+                None => by_host.push((host, vec![k])),
+            }
+        }
+        let per_host = super::host::join_all(by_host.into_iter().map(|(_, ks)| {
+            let launcher = &launcher;
+            let fetches = &fetches;
+            Box::pin(async move {
+                let mut got = Vec::new();
+                for k in ks {
+                    let s = &steps[fetches[k]];
+                    got.push((k, launcher.fetch(&s.host, &s.cwd, &s.paths, dir).await));
+                }
+                got
+            }) as super::host::BoxFuture<'_, Vec<(usize, Vec<Transfer>)>>
         }))
         .await;
+        let mut results: Vec<Vec<Transfer>> = vec![Vec::new(); fetches.len()];
+        for (k, t) in per_host.into_iter().flatten() {
+            results[k] = t;
+        }
         let mut done: Vec<(usize, Stamp, Vec<Transfer>)> = fetches
             .into_iter()
             .zip(started_at)
