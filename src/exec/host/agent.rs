@@ -34,6 +34,10 @@ const HELLO: &str = "flow-agent 1";
 const HELLO_WITHIN: Duration = Duration::from_secs(20);
 /// How long a lost channel is tried again, a retried request included.
 const RECONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// A host that did not answer in time (its link is down, it hangs) is not
+/// asked again for this long: every request fails at once, so a run's
+/// teardown does not wait out a timeout per call.
+const LOST_HOLD: Duration = Duration::from_secs(30);
 
 /// Opens a new session running `helper.sh agent` (stdin and stdout piped).
 pub type Opener =
@@ -95,6 +99,8 @@ pub struct Agent {
     open: Opener,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next: AtomicU64,
+    /// When and why the host last failed to answer in time.
+    silent: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 impl Agent {
@@ -104,6 +110,7 @@ impl Agent {
             open,
             conn: tokio::sync::Mutex::new(None),
             next: AtomicU64::new(1),
+            silent: Mutex::new(None),
         }
     }
 
@@ -180,6 +187,9 @@ impl Agent {
         within: Duration,
     ) -> Result<Reply, HostError> {
         let line = request_line(0, args, input).map_err(HostError::Failed)?;
+        if let Some(why) = self.still_silent() {
+            return Err(self.lost(why));
+        }
         let conn = self.conn().await?;
         let rid = self.next.fetch_add(1, Ordering::Relaxed);
         let line = format!("{rid} {line}\n");
@@ -216,12 +226,20 @@ impl Agent {
                     p.remove(&rid);
                 }
                 conn.kill();
-                Err(self.lost(format!(
-                    "no answer within {}",
-                    crate::duration::format(within)
-                )))
+                let why = format!("no answer within {}", crate::duration::format(within));
+                if let Ok(mut s) = self.silent.lock() {
+                    *s = Some((std::time::Instant::now(), why.clone()));
+                }
+                Err(self.lost(why))
             }
         }
+    }
+
+    /// Why the host counts as lost, while it is held so.
+    fn still_silent(&self) -> Option<String> {
+        let s = self.silent.lock().ok()?;
+        let (at, why) = s.as_ref()?;
+        (at.elapsed() < LOST_HOLD).then(|| why.clone())
     }
 
     /// A request that may be served twice (a status poll, a log read, a
@@ -237,8 +255,11 @@ impl Agent {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.call_once(args, input, within).await {
+                // A channel that broke is opened again; a host that stopped
+                // answering is not waited for twice.
                 Err(HostError::Lost { reason, .. })
-                    if started.elapsed() + pause < RECONNECT_WITHIN =>
+                    if started.elapsed() + pause < RECONNECT_WITHIN
+                        && self.still_silent().is_none() =>
                 {
                     tracing::debug!(host = %self.host, "agent channel lost ({reason}); opening another");
                     tokio::time::sleep(pause).await;
@@ -482,5 +503,45 @@ mod tests {
             .expect("answered on a new channel");
         assert_eq!(r.stdout_text().trim(), "a unknown");
         agent.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_host_that_stops_answering_is_not_waited_for_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = local_agent(dir.path());
+        let run = dir.path().join("run").to_string_lossy().into_owned();
+        agent
+            .call(&["status", &run, "a"], None, Duration::from_secs(10))
+            .await
+            .expect("first");
+        let pid = {
+            let slot = agent.conn.lock().await;
+            let conn = slot.as_ref().expect("open");
+            let child = conn.child.lock().expect("lock");
+            child.as_ref().and_then(|c| c.id()).expect("pid")
+        };
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        // As a host whose link went down: it never answers.
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop");
+        let t0 = std::time::Instant::now();
+        let e = agent
+            .call(&["status", &run, "a"], None, Duration::from_millis(300))
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, HostError::Lost { .. }), "{e:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "not retried: {:?}",
+            t0.elapsed()
+        );
+        let t1 = std::time::Instant::now();
+        let again = agent
+            .call(&["status", &run, "a"], None, Duration::from_secs(10))
+            .await
+            .expect_err("still lost");
+        assert_eq!(again, e);
+        assert!(t1.elapsed() < Duration::from_millis(100), "failed at once");
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
     }
 }
