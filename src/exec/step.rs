@@ -820,4 +820,20 @@ mod tests {
         assert_eq!(e.stop_signals, ["TERM"]);
         assert_eq!(e.exit, Some(Exit::Signal(15)));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_whose_logs_did_not_come_back_is_a_failure() {
+        let host = Arc::new(FakeHost::new(vec![Attempt {
+            exits: Some((secs(1), 0)),
+            logs_lost: true,
+            ..Default::default()
+        }]));
+        let (e, _) = drive(job(StepKind::Task), host, &[]).await;
+        assert_eq!(e.status, StepStatus::Failed);
+        assert_eq!(e.exit, Some(Exit::Code(0)));
+        assert_eq!(
+            e.error.as_deref(),
+            Some("cannot bring the step's logs back: scripted")
+        );
+    }
 }

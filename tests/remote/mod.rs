@@ -474,7 +474,7 @@ steps:
 /// Hosts `a` and `b`, a project whose run leaves a service on `a` and a
 /// task with a background child on `b`, and that run's flow killed with
 /// `kill -9` once they are all up. Returns the project folder, the
-/// artifact id and `FLOW_ARTIFACT_ID=<id>`.
+/// artifact id and `FLOW_RUN_TAG=<the run's tag>`.
 fn orphans_after_kill_9(s: &Sshds) -> (std::path::PathBuf, String, String) {
     let inv = s.dir.path().join("inventory.yaml");
     s.inventory_direct(&inv, &[("a", "roles: [server]"), ("b", "roles: [client]")]);
@@ -502,7 +502,15 @@ steps:
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .expect("id");
-    let needle = format!("FLOW_ARTIFACT_ID={id}");
+    // The run's tag, not the artifact id: two tests that start the same
+    // suite name in the same second get the same artifact id, and this
+    // looks at every process of the machine.
+    let tag = journal(&artifacts)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|e| e["tag"].as_str().map(String::from))
+        .expect("the run's tag in its journal");
+    let needle = format!("FLOW_RUN_TAG={tag}");
     // All three sleeps (the shell may exec the last one itself).
     let sleeps = |needle: &str| {
         let found = super::run::processes_with_env(needle);

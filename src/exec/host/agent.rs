@@ -411,6 +411,15 @@ mod tests {
         )
     }
 
+    /// The pid of the helper under the agent's open channel.
+    async fn helper_pid(agent: &Agent) -> nix::unistd::Pid {
+        let slot = agent.conn.lock().await;
+        let conn = slot.as_ref().expect("open");
+        let child = conn.child.lock().expect("lock");
+        let pid = child.as_ref().and_then(|c| c.id()).expect("pid");
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"))
+    }
+
     #[test]
     fn answer_heads_parse_strictly() {
         assert_eq!(parse_head("R 7 0 12 3\n"), Some((7, 0, 12, 3)));
@@ -486,17 +495,8 @@ mod tests {
             .await
             .expect("first");
         // Kill the helper under the channel.
-        let pid = {
-            let slot = agent.conn.lock().await;
-            let conn = slot.as_ref().expect("open");
-            let child = conn.child.lock().expect("lock");
-            child.as_ref().and_then(|c| c.id()).expect("pid")
-        };
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill");
+        let pid = helper_pid(&agent).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
         let r = agent
             .call(&["status", &run, "a"], None, Duration::from_secs(10))
             .await
@@ -514,13 +514,7 @@ mod tests {
             .call(&["status", &run, "a"], None, Duration::from_secs(10))
             .await
             .expect("first");
-        let pid = {
-            let slot = agent.conn.lock().await;
-            let conn = slot.as_ref().expect("open");
-            let child = conn.child.lock().expect("lock");
-            child.as_ref().and_then(|c| c.id()).expect("pid")
-        };
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let pid = helper_pid(&agent).await;
         // As a host whose link went down: it never answers.
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop");
         let t0 = std::time::Instant::now();

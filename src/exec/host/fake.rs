@@ -30,6 +30,8 @@ pub struct Attempt {
     pub listens: Option<Duration>,
     /// Its host stops answering this long after its start.
     pub lost: Option<Duration>,
+    /// Its logs cannot be brought back when it ends.
+    pub logs_lost: bool,
 }
 
 /// Calls the supervisor made, in order: `spawn`, `signal TERM`, `finish`…
@@ -200,7 +202,13 @@ impl Running for FakeRunning {
     fn finish(&mut self) -> BoxFuture<'_, Finish> {
         Box::pin(async move {
             note(&self.log, "finish".into());
-            Finish::default()
+            Finish {
+                error: self
+                    .script
+                    .logs_lost
+                    .then(|| "cannot bring the step's logs back: scripted".to_string()),
+                ..Finish::default()
+            }
         })
     }
 }

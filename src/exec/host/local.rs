@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::{BoxFuture, Finish, Host, HostError, Running};
+use super::{BoxFuture, Finish, Host, HostError, Running, file_len};
 use crate::artifact::run_result::{Exit, Leak};
 use crate::exec::fetch::{Transfer, copy_tree, fetch_local};
 use crate::exec::process::{self, Proc, Spec};
@@ -233,10 +233,6 @@ impl Running for LocalRunning {
             }
         })
     }
-}
-
-fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
 fn prepare_local(host: &str, dir: &Path, files: &[String]) -> Result<(), String> {

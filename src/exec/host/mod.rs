@@ -172,7 +172,10 @@ pub trait Launcher: Send + Sync {
 /// host is this machine or one reached over ssh.
 pub struct HostSet {
     hosts: HashMap<String, Arc<dyn Host>>,
-    ssh: Option<ssh::Remote>,
+    /// What a run's sweep asks: every ssh host, and this machine once
+    /// (however many local host names it goes by).
+    sweepers: Vec<Arc<dyn Host>>,
+    ssh: ssh::Remote,
 }
 
 impl HostSet {
@@ -190,18 +193,25 @@ impl HostSet {
         };
         let remote = ssh::Remote::new(inventory, names, Some(owner))?;
         let mut hosts: HashMap<String, Arc<dyn Host>> = HashMap::new();
+        let mut sweepers: Vec<Arc<dyn Host>> = Vec::new();
+        let mut here_swept = false;
         for name in names {
             // A name the inventory does not hold is the controller's own
             // (where analyze steps run): this machine.
-            let host: Arc<dyn Host> = match inventory.host(name) {
-                Some(h) if !h.is_local() => Arc::new(remote.host(name)),
-                _ => Arc::new(local::LocalHost::new(name)),
+            let (host, here): (Arc<dyn Host>, bool) = match inventory.host(name) {
+                Some(h) if !h.is_local() => (Arc::new(remote.host(name)), false),
+                _ => (Arc::new(local::LocalHost::new(name)), true),
             };
+            if !here || !here_swept {
+                sweepers.push(Arc::clone(&host));
+                here_swept |= here;
+            }
             hosts.insert(name.clone(), host);
         }
         Ok(HostSet {
             hosts,
-            ssh: Some(remote),
+            sweepers,
+            ssh: remote,
         })
     }
 
@@ -213,9 +223,7 @@ impl HostSet {
 
     /// Gives the hosts back and closes their connections.
     pub async fn close(&self) {
-        if let Some(r) = &self.ssh {
-            r.close().await;
-        }
+        self.ssh.close().await;
     }
 }
 
@@ -260,7 +268,7 @@ impl Launcher for HostSet {
 
     fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>> {
         Box::pin(async move {
-            let sweeps = self.hosts.values().map(|h| h.sweep(tag));
+            let sweeps = self.sweepers.iter().map(|h| h.sweep(tag));
             let mut leaks = Vec::new();
             for l in join_all(sweeps).await {
                 leaks.extend(l);
@@ -275,6 +283,11 @@ impl Launcher for HostSet {
             Err(_) => Box::pin(async { None }),
         }
     }
+}
+
+/// A file's length; 0 when it is not there.
+pub(crate) fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
 /// Awaits boxed futures together; their outputs in the order of the input.

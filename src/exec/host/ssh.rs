@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use super::agent::{Agent, Reply};
 use super::shell::{Hosts, OFFSET_PROBES};
-use super::{BoxFuture, Finish, Host, HostError, Running, StartEnd};
+use super::{BoxFuture, Finish, Host, HostError, Running, StartEnd, file_len};
 use crate::artifact::run_result::{Exit, Leak};
 use crate::clock::{ClockOffset, Probe, best_offset};
 use crate::exec::fetch::{Found, Transfer, hash_file, hex, link_stays_inside, walk};
@@ -1104,10 +1104,6 @@ async fn follow(r: Arc<Inner>, host: String, dir: String, id: String, out: PathB
         pending.drain(..used);
     }
     let _ = child.wait().await;
-}
-
-fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
 /// Writes an attempt's output after what earlier attempts wrote (`base`:
