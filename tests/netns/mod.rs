@@ -190,9 +190,23 @@ impl NsHosts {
         }
     }
 
+    /// Brings the host's link back, and returns once its sshd accepts a
+    /// connection again (the bridge's port needs a moment to forward).
     pub fn link_up(&self, name: &str) {
-        if let Some(h) = self.hosts.iter().find(|h| h.name == name) {
-            ip(&["link", "set", &h.veth, "up"]);
+        let Some(h) = self.hosts.iter().find(|h| h.name == name) else {
+            return;
+        };
+        ip(&["link", "set", &h.veth, "up"]);
+        let addr: std::net::SocketAddr = format!("{}:22", h.address).parse().expect("address");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+            .is_err()
+        {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "host `{name}` unreachable 20 s after its link came back"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 

@@ -242,6 +242,11 @@ impl Agent {
         (at.elapsed() < LOST_HOLD).then(|| why.clone())
     }
 
+    /// Whether the host is held lost (it did not answer in time lately).
+    pub fn is_silent(&self) -> bool {
+        self.still_silent().is_some()
+    }
+
     /// A request that may be served twice (a status poll, a log read, a
     /// signal by step id): tried again on a new channel while the host is
     /// lost, for up to [`RECONNECT_WITHIN`].

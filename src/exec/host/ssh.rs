@@ -172,6 +172,11 @@ impl Remote {
         let owner = self.0.owner();
         let mut set = tokio::task::JoinSet::new();
         for (host, workdir) in locked {
+            // A host held lost is not waited for: its lock, left behind by
+            // a flow that has ended, is taken over by the next one.
+            if self.0.agents.get(&host).is_some_and(Agent::is_silent) {
+                continue;
+            }
             let inner = Arc::clone(&self.0);
             let unlock = helper_command(&workdir, &["unlock", &owner]);
             set.spawn(async move {
