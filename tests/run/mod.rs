@@ -850,30 +850,28 @@ fn after_kill_9_reap_kills_local_escapees_of_this_artifact_only() {
     for q in [&p, &other] {
         children.push(q.spawn(&[], &[]));
     }
+    // Each project's own escapee, found by its run dir: the two artifact
+    // ids may be the same, so an id would find the other's.
+    let mine = |q: &Project| {
+        let Ok(artifact) = std::fs::canonicalize(q.path().join("artifacts/latest")) else {
+            return 0;
+        };
+        let Ok(runs) = std::fs::read_dir(artifact.join("runs")) else {
+            return 0;
+        };
+        runs.flatten()
+            .map(|e| e.path().display().to_string())
+            .flat_map(|d| processes_with_env(&format!("FLOW_RUN_DIR={d}")))
+            .filter(|(_, c)| c.trim() == "sleep 304")
+            .count()
+    };
     for q in [&p, &other] {
-        wait_for(Duration::from_secs(20), "the escapee", || {
-            let tag = std::fs::read_to_string(q.path().join("artifacts/latest/suite.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|v| v["artifact_id"].as_str().map(String::from));
-            tag.is_some_and(|id| {
-                processes_with_env(&format!("FLOW_ARTIFACT_ID={id}"))
-                    .iter()
-                    .any(|(_, c)| c.trim() == "sleep 304")
-            })
-        });
+        wait_for(Duration::from_secs(20), "the escapee", || mine(q) == 1);
     }
     for c in &mut children {
         c.kill().expect("kill -9");
         let _ = c.wait();
     }
-    let mine = |q: &Project| {
-        let run_dir = q.run_dir().display().to_string();
-        processes_with_env(&format!("FLOW_RUN_DIR={run_dir}"))
-            .into_iter()
-            .filter(|(_, c)| c.trim() == "sleep 304")
-            .count()
-    };
     assert_eq!((mine(&p), mine(&other)), (1, 1));
     let (stdout, _) = Flow::new()
         .args(["reap", "--artifacts", "artifacts"])
