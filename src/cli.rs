@@ -20,6 +20,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a suite: every run's steps on its hosts, results into an artifact folder.
     Run(RunArgs),
+    /// Continue an artifact in place: keep what passed, take over what still runs, run the rest.
+    Resume(ResumeArgs),
+    /// Take over the runs a dead flow left running in an artifact, and finish them; start no new run.
+    Attach(ResumeArgs),
     /// Re-run analysis, metric extraction and summaries on a stored artifact; no host is contacted.
     Analyze(AnalyzeArgs),
     /// Write an artifact's `report.html` again from its stored results.
@@ -110,6 +114,43 @@ pub struct RunArgs {
     /// measurements.
     #[arg(long)]
     pub share_hosts: bool,
+    /// Continue artifact ID in place instead of planning a new one (`flow resume ID`).
+    #[arg(long, value_name = "ID", conflicts_with = "dry_run")]
+    pub resume: Option<String>,
+    /// With `--resume`: run failed runs again too.
+    #[arg(long, requires = "resume")]
+    pub rerun_failed: bool,
+    /// With `--resume`: go on even though the suite now plans other runs.
+    #[arg(long, requires = "resume")]
+    pub replan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Run failed runs again too (by default they are kept as they are).
+    #[arg(long)]
+    pub rerun_failed: bool,
+    /// Go on even though the suite, as its files are now, plans other runs
+    /// than the artifact holds: changed runs are run under their new ids.
+    #[arg(long)]
+    pub replan: bool,
+    /// Runs at once, at most.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+    /// Start no run after this many failed.
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<usize>,
+    /// Stream each step's output, prefixed with `step@host`.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Run on ssh hosts that another flow is using.
+    #[arg(long)]
+    pub share_hosts: bool,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

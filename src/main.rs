@@ -15,6 +15,8 @@ fn main() {
         Command::Validate(a) => commands::validate(a),
         Command::Plan(a) => commands::plan(a),
         Command::Run(a) => commands::run(a),
+        Command::Resume(a) => commands::resume(a, false),
+        Command::Attach(a) => commands::resume(a, true),
         Command::Analyze(a) => commands::analyze(a),
         Command::Compare(a) => commands::compare(a),
         Command::Report(a) => commands::report(a),

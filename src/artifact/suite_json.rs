@@ -34,6 +34,10 @@ pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_i
             "name": suite.name,
             "description": suite.description,
             "path": crate::diag::display_path(&suite.path),
+            // What `flow resume` loads the suite from again.
+            "file": crate::paths::absolute(&suite.path),
+            "hosts_file": suite.inventory.source.as_deref().map(crate::paths::absolute),
+            "max_runs": suite.max_runs,
             "set": suite.set_args,
         },
         "inventory": suite.inventory,

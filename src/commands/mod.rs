@@ -3,6 +3,7 @@
 mod analyze;
 mod hosts;
 mod plan;
+mod resume;
 mod run;
 mod schema;
 mod status;
@@ -10,6 +11,7 @@ mod status;
 pub use analyze::{analyze, compare, report};
 pub use hosts::{check as hosts_check, exec, reap};
 pub use plan::{plan, validate};
+pub use resume::resume;
 pub use run::run;
 pub use schema::schema;
 pub use status::{list, status};

@@ -38,13 +38,13 @@ pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
     Ok(Prepared { suite, expansion })
 }
 
-fn invalid(diags: &Diagnostics, sources: &Sources) -> Error {
+pub(super) fn invalid(diags: &Diagnostics, sources: &Sources) -> Error {
     Error::Invalid(diags.render(sources))
 }
 
 /// Plans every run, calling `each` with it. Errors are collected (each
 /// distinct one once), and duplicate run ids are reported.
-fn plan_all(
+pub(super) fn plan_all(
     p: &Prepared,
     planner: &Planner<'_>,
     mut each: impl FnMut(&RunPlan) -> Result<(), Error>,
@@ -193,17 +193,34 @@ pub fn write_artifact(
         atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
     }
     let ids: Vec<String> = plans.iter().map(|r| r.id.clone()).collect();
-    let mut suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, &ids, &artifact.id);
-    let steps = crate::results::suite_steps::render(&p.suite, &artifact.path, &artifact.id)
+    write_suite_json(p, &artifact.path, &artifact.id, &ids, None)?;
+    Ok((artifact, plans))
+}
+
+/// Writes an artifact's `suite.json` for the runs `ids`; `extra` keys
+/// (kept from an earlier version) are carried over.
+pub fn write_suite_json(
+    p: &Prepared,
+    dir: &Path,
+    id: &str,
+    ids: &[String],
+    extra: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), Error> {
+    let mut suite_json = crate::artifact::suite_json(&p.suite, &p.expansion, ids, id);
+    let steps = crate::results::suite_steps::render(&p.suite, dir, id)
         .map_err(|e| Error::Invalid(format!("error: {e}\n")))?;
     if !steps.is_empty() {
         suite_json["analyze"] =
             serde_json::to_value(&steps).map_err(|e| Error::Output(e.into()))?;
     }
-    let path = artifact.path.join("suite.json");
+    if let (Some(extra), Some(obj)) = (extra, suite_json.as_object_mut()) {
+        for (k, v) in extra {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    let path = dir.join("suite.json");
     let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
-    atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
-    Ok((artifact, plans))
+    atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))
 }
 
 pub fn plan(args: &PlanArgs) -> Result<i32, Error> {

@@ -16,6 +16,23 @@ use super::{Error, exit};
 pub const LOCK_FILE: &str = "flow.pid";
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
+    if let Some(id) = &args.resume {
+        let r = crate::cli::ResumeArgs {
+            id: Some(id.clone()),
+            rerun_failed: args.rerun_failed,
+            replan: args.replan,
+            jobs: args.jobs,
+            max_failures: if args.fail_fast {
+                Some(1)
+            } else {
+                args.max_failures
+            },
+            verbose: args.verbose,
+            share_hosts: args.share_hosts,
+            artifacts: args.artifacts.clone(),
+        };
+        return super::resume(&r, false);
+    }
     if args.dry_run {
         return super::plan(&PlanArgs {
             suite: args.suite.clone(),
@@ -49,9 +66,6 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             display_path(&artifact.path)
         );
     }
-    let lock = artifact.path.join(LOCK_FILE);
-    std::fs::write(&lock, format!("{}\n", std::process::id()))
-        .map_err(|e| Error::io("write", &lock, e))?;
     let opts = Options {
         jobs: args.jobs.max(1),
         max_failures: if args.fail_fast {
@@ -62,105 +76,148 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         verbose: args.verbose,
         plain: false,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| Error::io("start the runtime in", &artifact.path, e))?;
-    let started = std::time::Instant::now();
-    let mut used: Vec<String> = Vec::new();
-    // Analyze steps run on the controller, which is not among a run's hosts.
-    for h in plans
-        .iter()
-        .flat_map(|r| r.hosts.iter().chain(r.steps.iter().map(|s| &s.host)))
-    {
-        if !used.contains(h) {
-            used.push(h.clone());
-        }
-    }
-    let launcher = Arc::new(
-        HostSet::new(&p.suite.inventory, &used, &artifact.id, args.share_hosts).map_err(|e| {
-            Error::io(
-                "prepare ssh connections in",
-                std::path::Path::new("/tmp"),
-                e,
-            )
-        })?,
-    );
     let plans: Vec<Arc<RunPlan>> = plans.into_iter().map(Arc::new).collect();
-    let with_metrics = plans.iter().any(|p| !p.metrics.is_empty());
-    let outcome = rt.block_on(async {
-        let outcome = exec::execute(
-            plans,
-            &artifact.id,
-            artifact.path.clone(),
-            &opts,
-            Arc::clone(&launcher) as Arc<dyn exec::host::Launcher>,
-        )
-        .await;
-        launcher.close().await;
-        outcome
-    });
-    let _ = std::fs::remove_file(&lock);
-    let mut warnings = outcome.warnings.clone();
-    {
-        let (runs, errors) = crate::results::load_runs(&artifact.path);
-        warnings.extend(errors);
-        warnings.extend(crate::results::metric_gaps(&runs));
-        let rows = crate::results::summarize(&runs);
-        if with_metrics && let Err(e) = crate::results::write_summaries(&artifact.path, &rows) {
-            warnings.push(e);
+    let (todo, rows) = exec::Todo::fresh(plans);
+    let inv = Invocation {
+        dir: &artifact.path,
+        id: &artifact.id,
+        inventory: &p.suite.inventory,
+        share_hosts: args.share_hosts,
+        resuming: false,
+    };
+    inv.execute(todo, rows, &opts)
+}
+
+/// One execution of runs of an artifact: `flow run`, `flow resume`,
+/// `flow attach`.
+pub(super) struct Invocation<'a> {
+    pub dir: &'a std::path::Path,
+    pub id: &'a str,
+    pub inventory: &'a crate::suite::Inventory,
+    pub share_hosts: bool,
+    /// Steps a dead flow left for this artifact are taken over, not
+    /// killed as leftovers.
+    pub resuming: bool,
+}
+
+impl Invocation<'_> {
+    /// Takes the artifact (its `flow.pid`), executes `todo`, then writes
+    /// summaries and the report and says how it went; returns the exit
+    /// code.
+    pub fn execute(
+        &self,
+        todo: Vec<exec::Todo>,
+        rows: Vec<crate::artifact::run_result::RunRow>,
+        opts: &Options,
+    ) -> Result<i32, Error> {
+        let n = todo.len();
+        let lock = self.dir.join(LOCK_FILE);
+        std::fs::write(&lock, format!("{}\n", std::process::id()))
+            .map_err(|e| Error::io("write", &lock, e))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::io("start the runtime in", self.dir, e))?;
+        let started = std::time::Instant::now();
+        let mut used: Vec<String> = Vec::new();
+        // Analyze steps run on the controller, which is not among a run's hosts.
+        for h in todo.iter().flat_map(|t| {
+            t.plan
+                .hosts
+                .iter()
+                .chain(t.plan.steps.iter().map(|s| &s.host))
+        }) {
+            if !used.contains(h) {
+                used.push(h.clone());
+            }
         }
-        // After the summaries, so that they can read them; not after Ctrl-C.
-        if !outcome.was_interrupted {
-            warnings.extend(crate::results::suite_steps::run_all(&artifact.path));
+        let launcher = Arc::new(
+            HostSet::new(self.inventory, &used, self.id, self.share_hosts, self.resuming)
+                .map_err(|e| {
+                    Error::io(
+                        "prepare ssh connections in",
+                        std::path::Path::new("/tmp"),
+                        e,
+                    )
+                })?,
+        );
+        let with_metrics = todo.iter().any(|t| !t.plan.metrics.is_empty())
+            || self.dir.join("summary.csv").exists();
+        let outcome = rt.block_on(async {
+            let outcome = exec::execute(
+                todo,
+                rows,
+                self.id,
+                self.dir.to_path_buf(),
+                opts,
+                Arc::clone(&launcher) as Arc<dyn exec::host::Launcher>,
+            )
+            .await;
+            launcher.close().await;
+            outcome
+        });
+        let _ = std::fs::remove_file(&lock);
+        let mut warnings = outcome.warnings.clone();
+        {
+            let (runs, errors) = crate::results::load_runs(self.dir);
+            warnings.extend(errors);
+            warnings.extend(crate::results::metric_gaps(&runs));
+            let rows = crate::results::summarize(&runs);
+            if with_metrics && let Err(e) = crate::results::write_summaries(self.dir, &rows) {
+                warnings.push(e);
+            }
+            // After the summaries, so that they can read them; not after Ctrl-C.
+            if !outcome.was_interrupted {
+                warnings.extend(crate::results::suite_steps::run_all(self.dir));
+            }
+            if let Err(e) = crate::results::write_report(self.dir, &runs, &rows) {
+                warnings.push(e);
+            }
         }
-        if let Err(e) = crate::results::write_report(&artifact.path, &runs, &rows) {
-            warnings.push(e);
+        for w in &warnings {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
         }
-    }
-    for w in &warnings {
-        let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
-    }
-    let mut parts = vec![
-        format!("{} passed", outcome.passed),
-        format!("{} failed", outcome.failed),
-    ];
-    if outcome.interrupted > 0 {
-        parts.push(format!("{} interrupted", outcome.interrupted));
-    }
-    if outcome.not_run > 0 {
-        parts.push(format!("{} not run", outcome.not_run));
-    }
-    let mut out = std::io::stdout().lock();
-    // The exit code says how the runs went, whether or not this line lands.
-    let _ = writeln!(
-        out,
-        "{n} run{}: {} in {:.1}s\nresults: {}",
-        if n == 1 { "" } else { "s" },
-        parts.join(", "),
-        started.elapsed().as_secs_f64(),
-        display_path(&artifact.path.join("runs.csv")),
-    );
-    if with_metrics {
+        let mut parts = vec![
+            format!("{} passed", outcome.passed),
+            format!("{} failed", outcome.failed),
+        ];
+        if outcome.interrupted > 0 {
+            parts.push(format!("{} interrupted", outcome.interrupted));
+        }
+        if outcome.not_run > 0 {
+            parts.push(format!("{} not run", outcome.not_run));
+        }
+        let mut out = std::io::stdout().lock();
+        // The exit code says how the runs went, whether or not this line lands.
         let _ = writeln!(
             out,
-            "summary: {}",
-            display_path(&artifact.path.join("summary.csv"))
+            "{n} run{}: {} in {:.1}s\nresults: {}",
+            if n == 1 { "" } else { "s" },
+            parts.join(", "),
+            started.elapsed().as_secs_f64(),
+            display_path(&self.dir.join("runs.csv")),
         );
+        if with_metrics {
+            let _ = writeln!(
+                out,
+                "summary: {}",
+                display_path(&self.dir.join("summary.csv"))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "report: {}",
+            display_path(&self.dir.join("report.html"))
+        );
+        Ok(if outcome.was_interrupted {
+            exit::INTERRUPTED
+        } else if outcome.failed > 0 || outcome.interrupted > 0 {
+            exit::FAILED
+        } else {
+            exit::OK
+        })
     }
-    let _ = writeln!(
-        out,
-        "report: {}",
-        display_path(&artifact.path.join("report.html"))
-    );
-    Ok(if outcome.was_interrupted {
-        exit::INTERRUPTED
-    } else if outcome.failed > 0 || outcome.interrupted > 0 {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
 }
 
 pub(super) fn patterns(only: &[String]) -> Result<Vec<glob::Pattern>, Error> {

@@ -34,7 +34,7 @@ impl State {
     }
 }
 
-fn state(dir: &Path) -> State {
+pub(super) fn state(dir: &Path) -> State {
     if let Ok(text) = std::fs::read_to_string(dir.join(LOCK_FILE))
         && let Ok(pid) = text.trim().parse::<i32>()
     {

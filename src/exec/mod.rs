@@ -10,6 +10,7 @@ pub mod process;
 pub mod progress;
 pub mod ready;
 pub mod remote;
+pub mod resume;
 pub mod run;
 pub mod ssh;
 pub mod step;
@@ -62,9 +63,36 @@ pub fn conflicts(a: &RunPlan, b: &RunPlan) -> bool {
     (a.exclusive || b.exclusive) && a.hosts.iter().any(|h| b.hosts.contains(h))
 }
 
-/// Runs every plan, writing results into `artifact_dir`.
+/// One run to execute, and how it begins.
+pub struct Todo {
+    pub plan: Arc<RunPlan>,
+    pub resume: run::Resume,
+    /// Its row of `runs.csv`.
+    pub row: usize,
+}
+
+impl Todo {
+    /// Every plan from the beginning, each its own row.
+    pub fn fresh(plans: Vec<Arc<RunPlan>>) -> (Vec<Todo>, Vec<RunRow>) {
+        let rows = plans.iter().map(|p| RunRow::new(p)).collect();
+        let todo = plans
+            .into_iter()
+            .enumerate()
+            .map(|(row, plan)| Todo {
+                plan,
+                resume: run::Resume::Fresh,
+                row,
+            })
+            .collect();
+        (todo, rows)
+    }
+}
+
+/// Runs every plan of `todo`, writing results into `artifact_dir`;
+/// `runs.csv` holds `rows` (the runs not executed as they are).
 pub async fn execute(
-    plans: Vec<Arc<RunPlan>>,
+    todo: Vec<Todo>,
+    mut rows: Vec<RunRow>,
     artifact_id: &str,
     artifact_dir: PathBuf,
     opts: &Options,
@@ -74,7 +102,7 @@ pub async fn execute(
     let (int_tx, int_rx) = watch::channel(0u8);
     let signals = tokio::spawn(watch_signals(int_tx));
     let journal = Journal::start();
-    let progress = Arc::new(Progress::new(plans.len(), opts.verbose, opts.plain));
+    let progress = Arc::new(Progress::new(todo.len(), opts.verbose, opts.plain));
     let env = Arc::new(RunEnv {
         artifact_id: artifact_id.to_string(),
         invocation: format!(
@@ -85,7 +113,9 @@ pub async fn execute(
         verbose: opts.verbose,
         launcher,
     });
-    let mut rows: Vec<RunRow> = plans.iter().map(|p| RunRow::new(p)).collect();
+    let row_of: Vec<usize> = todo.iter().map(|t| t.row).collect();
+    let mut resumes: Vec<Option<run::Resume>> = todo.iter().map(|t| Some(t.resume.clone())).collect();
+    let plans: Vec<Arc<RunPlan>> = todo.into_iter().map(|t| t.plan).collect();
     let csv_path = artifact_dir.join("runs.csv");
     let mut out = Outcome::default();
     // Rewritten as runs end, at most once a second, and synced at the end:
@@ -127,7 +157,8 @@ pub async fn execute(
                 }
                 pending.remove(k);
                 running.push(i);
-                rows[i].status = RunStatus::Running.as_str().to_string();
+                rows[row_of[i]].status = RunStatus::Running.as_str().to_string();
+                let resume = resumes[i].take().unwrap_or_default();
                 let plan = Arc::clone(&plans[i]);
                 let env = Arc::clone(&env);
                 let progress = Arc::clone(&progress);
@@ -135,7 +166,7 @@ pub async fn execute(
                 let irx = int_rx.clone();
                 let handle = set.spawn(async move {
                     let _ = std::fs::create_dir_all(&plan.dir);
-                    let r = run::run_one(&plan, &env, rj.clone(), &progress, irx).await;
+                    let r = run::run_one(&plan, &env, rj.clone(), &progress, irx, resume).await;
                     if let Some(e) = rj.close().await {
                         progress.warn(&e);
                     }
@@ -166,8 +197,8 @@ pub async fn execute(
                 };
                 running.retain(|&x| x != i);
                 progress.run_finished(&r, std::path::Path::new(&plans[i].dir));
-                rows[i].status = r.status.as_str().to_string();
-                rows[i].duration_ms = r.duration_ms;
+                rows[row_of[i]].status = r.status.as_str().to_string();
+                rows[row_of[i]].duration_ms = r.duration_ms;
                 match r.status {
                     RunStatus::Passed => out.passed += 1,
                     RunStatus::Failed => out.failed += 1,

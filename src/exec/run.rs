@@ -16,7 +16,8 @@ use super::host::Launcher;
 use super::journal::RunJournal;
 use super::process::{self, RUN_TAG_VAR};
 use super::progress::{Progress, Tail};
-use super::step::{Ctl, Ended, Report, StepJob};
+use super::step::{Adopt, Ctl, Ended, Report, StepJob};
+use crate::artifact::replay::Replay;
 use crate::artifact::run_result::{RunResult, RunStatus, StepResult, StepStatus};
 use crate::artifact::{atomic_write, replace_file};
 use crate::clock::Stamp;
@@ -34,6 +35,22 @@ pub struct RunEnv {
     pub invocation: String,
     pub verbose: bool,
     pub launcher: Arc<dyn Launcher>,
+}
+
+/// How a run begins in this invocation.
+#[derive(Debug, Clone, Default)]
+pub enum Resume {
+    /// From the beginning.
+    #[default]
+    Fresh,
+    /// Again: an earlier attempt, kept in `attempts/<attempt>/`, was
+    /// interrupted or failed. `tags` are the tags its steps carried: what
+    /// of them still runs is stopped, and what they wrote is fetched into
+    /// that attempt's folder, before the hosts' run dirs are set aside.
+    Again { attempt: u32, tags: Vec<String> },
+    /// Going on from where a flow that died left it: its steps that still
+    /// run are taken over, the rest of the DAG follows.
+    Adopt(Box<Replay>),
 }
 
 /// Interrupt level: 0 none, 1 tear down cleanly, 2 kill now.
@@ -61,6 +78,8 @@ struct Run<'a> {
     interrupt: Interrupt,
     level: u8,
     last_write: std::time::Instant,
+    /// Tags of earlier flows' steps in this run (taken over or stopped).
+    old_tags: Vec<String>,
 }
 
 /// Runs one plan to the end and returns its result (also written to disk).
@@ -70,6 +89,7 @@ pub async fn run_one(
     journal: RunJournal,
     progress: &Progress,
     interrupt: Interrupt,
+    resume: Resume,
 ) -> RunResult {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut nodes: Vec<Node> = plan
@@ -108,8 +128,9 @@ pub async fn run_one(
         interrupt,
         level,
         last_write: std::time::Instant::now(),
+        old_tags: Vec::new(),
     };
-    run.go().await;
+    run.go(resume).await;
     run.result
 }
 
@@ -156,29 +177,50 @@ impl Run<'_> {
         self.plan.steps[idx].kind
     }
 
-    async fn go(&mut self) {
+    async fn go(&mut self, resume: Resume) {
         let plan = self.plan;
-        self.event(
-            "run_started",
-            json!({"run": plan.id, "pid": std::process::id(), "tag": self.tag}),
-        );
+        let adopted = match resume {
+            Resume::Adopt(replay) => Some(replay),
+            Resume::Again { attempt, tags } => {
+                self.rescue(attempt, &tags).await;
+                None
+            }
+            Resume::Fresh => None,
+        };
         self.progress.run_started(plan);
-        if let Err(e) = std::fs::create_dir_all(self.dir.join("logs")) {
-            self.result.errors.push(format!(
-                "cannot create `{}`: {e}",
-                self.dir.join("logs").display()
-            ));
-        }
-        self.write_result(false);
-        let setup_ok = self.result.errors.is_empty() && self.setup().await;
+        let setup_ok;
         let mut reason = None;
-        if setup_ok {
-            self.measure_clocks(true).await;
+        if let Some(replay) = adopted {
+            self.restore(&replay);
+            self.event(
+                "run_resumed",
+                json!({"run": plan.id, "pid": std::process::id(), "tag": self.tag}),
+            );
+            self.write_result(false);
+            setup_ok = true;
+            self.adopt_running();
             reason = self.main_phase().await;
         } else {
-            for i in 0..plan.steps.len() {
-                if !matches!(self.kind(i), StepKind::Fetch) {
-                    self.skip(i, "not started: the run's setup failed");
+            self.event(
+                "run_started",
+                json!({"run": plan.id, "pid": std::process::id(), "tag": self.tag}),
+            );
+            if let Err(e) = std::fs::create_dir_all(self.dir.join("logs")) {
+                self.result.errors.push(format!(
+                    "cannot create `{}`: {e}",
+                    self.dir.join("logs").display()
+                ));
+            }
+            self.write_result(false);
+            setup_ok = self.result.errors.is_empty() && self.setup().await;
+            if setup_ok {
+                self.measure_clocks(true).await;
+                reason = self.main_phase().await;
+            } else {
+                for i in 0..plan.steps.len() {
+                    if !matches!(self.kind(i), StepKind::Fetch) {
+                        self.skip(i, "not started: the run's setup failed");
+                    }
                 }
             }
         }
@@ -206,7 +248,10 @@ impl Run<'_> {
                 json!({"extracted": self.result.metrics.len() - failed.len(), "failed": failed}),
             );
         }
-        let leaks = self.env.launcher.sweep(&self.tag).await;
+        let mut leaks = self.env.launcher.sweep(&self.tag).await;
+        for t in self.old_tags.clone() {
+            leaks.extend(self.env.launcher.sweep(&t).await);
+        }
         for l in &leaks {
             self.event("leak", json!({"pid": l.pid, "cmdline": l.cmdline}));
         }
@@ -239,6 +284,157 @@ impl Run<'_> {
             json!({"status": self.result.status, "duration_ms": self.result.duration_ms}),
         );
         self.write_result(true);
+    }
+
+    /// Takes the state a dead flow's journal left: what ended stays ended,
+    /// what ran is taken over (see [`Run::adopt_running`]); fetch and
+    /// analyze steps are done again, whole.
+    fn restore(&mut self, replay: &Replay) {
+        if let Some(at) = replay.started {
+            self.result.started = at;
+        }
+        self.old_tags = replay.tags.clone();
+        // The last result written holds what the journal does not (host
+        // times, leaks, stop signals).
+        let old: Option<RunResult> = std::fs::read(self.dir.join("run_result.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        for (i, st) in self.result.steps.iter_mut().enumerate() {
+            let Some(r) = replay.steps.get(&st.id) else {
+                continue;
+            };
+            let kind = self.plan.steps[i].kind;
+            if matches!(kind, StepKind::Fetch | StepKind::Analyze) && r.status != StepStatus::Skipped
+            {
+                continue;
+            }
+            st.status = r.status;
+            st.attempts = r.attempt;
+            st.pid = r.pid;
+            st.started = r.started;
+            st.ready = r.ready;
+            st.ended = r.ended;
+            st.duration_ms = match (r.started, r.ended) {
+                (Some(a), Some(b)) => Some(a.ms_until(&b)),
+                _ => None,
+            };
+            st.exit_code = r.exit_code;
+            st.signal = r.signal.clone();
+            st.errors = r.errors.clone();
+            if st.status.is_terminal()
+                && let Some(o) = old.as_ref().and_then(|o| o.steps.iter().find(|s| s.id == st.id))
+                && o.status == st.status
+            {
+                st.host_times = o.host_times.clone();
+                st.leaked = o.leaked.clone();
+                st.stop_signals = o.stop_signals.clone();
+            }
+        }
+        for (host, c) in &replay.clocks_before {
+            self.result.clocks.entry(host.clone()).or_default().before = Some(*c);
+        }
+        self.started = replay
+            .ready_order
+            .iter()
+            .filter_map(|id| self.plan.steps.iter().position(|s| s.id == *id))
+            .collect();
+    }
+
+    /// Starts a supervisor for every step the dead flow left running,
+    /// taking it over on its host.
+    fn adopt_running(&mut self) {
+        for i in 0..self.plan.steps.len() {
+            let st = &self.result.steps[i];
+            if !self.in_main_phase(i) || !matches!(st.status, StepStatus::Running | StepStatus::Ready)
+            {
+                continue;
+            }
+            let Some(pid) = st.pid else {
+                let st = self.step(i);
+                st.status = StepStatus::Failed;
+                st.errors
+                    .push("flow died as it started this step: no process to take over".into());
+                continue;
+            };
+            let elapsed = st.started.map_or(Duration::ZERO, |s| {
+                Duration::from_nanos(Stamp::now().wall_ns.saturating_sub(s.wall_ns))
+            });
+            let adopt = Adopt {
+                attempt: st.attempts.max(1),
+                pid,
+                ready: st.status == StepStatus::Ready,
+                elapsed,
+            };
+            let id = st.id.clone();
+            self.event("step_adopting", json!({"step": id, "pid": pid}));
+            self.launch_with(i, Some(adopt));
+        }
+    }
+
+    /// Before a run starts again: stops what its earlier attempt left
+    /// running, fetches what that attempt wrote into
+    /// `attempts/<attempt>/` (recorded in its `fetch.log` and journal), and
+    /// moves the hosts' run dirs aside, so nothing of it is lost or mixed
+    /// with the new attempt's data.
+    async fn rescue(&mut self, attempt: u32, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        let dest = self.dir.join("attempts").join(attempt.to_string());
+        let mut stopped = 0;
+        for t in tags {
+            stopped += self.env.launcher.sweep(t).await.len();
+        }
+        let mut log = String::from(FETCH_LOG_HEADER);
+        let (mut files, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        for s in self.plan.steps.iter().filter(|s| s.kind == StepKind::Fetch) {
+            for t in self
+                .env
+                .launcher
+                .fetch(&s.host, &s.cwd, &s.paths, &dest)
+                .await
+            {
+                log.push_str(&t.line());
+                if t.ok() {
+                    files += 1;
+                    bytes += t.bytes;
+                } else if t.status != "missing" {
+                    failed += 1;
+                }
+            }
+        }
+        let suffix = format!("attempt-{attempt}");
+        let mut dirs: Vec<(&str, &str)> = Vec::new();
+        for s in &self.plan.steps {
+            if s.host != CONTROLLER && !dirs.contains(&(s.host.as_str(), s.cwd.as_str())) {
+                dirs.push((s.host.as_str(), s.cwd.as_str()));
+            }
+        }
+        let mut errors = Vec::new();
+        // Only when the fetch got everything: otherwise the data stays
+        // where the next attempt's would go, and that attempt fails.
+        if failed == 0 {
+            for (host, dir) in dirs {
+                if let Err(e) = self.env.launcher.set_aside(host, dir, &suffix).await {
+                    errors.push(e);
+                }
+            }
+        } else {
+            errors.push(format!(
+                "{failed} file{} of attempt {attempt} could not be fetched (see `{}`); its run dirs were left in place",
+                if failed == 1 { "" } else { "s" },
+                dest.join("fetch.log").display()
+            ));
+        }
+        if let Err(e) = std::fs::create_dir_all(&dest)
+            .and_then(|()| atomic_write(&dest.join("fetch.log"), log.as_bytes()))
+        {
+            errors.push(format!("cannot write `{}`: {e}", dest.join("fetch.log").display()));
+        }
+        let fields = json!({"attempt": attempt, "stopped": stopped, "files": files, "bytes": bytes, "failed": failed});
+        append_event(&dest.join("events.jsonl"), "rescued", &fields);
+        self.event("rescued", fields);
+        self.result.errors.extend(errors);
     }
 
     /// Creates each host's run dir and pushes the workload's files into it,
@@ -284,7 +480,7 @@ impl Run<'_> {
             let Some(c) = c else { continue };
             self.event(
                 "clock",
-                json!({"host": host, "when": if before { "before" } else { "after" }, "offset_ns": c.offset_ns, "bound_ns": c.bound_ns}),
+                json!({"host": host, "when": if before { "before" } else { "after" }, "offset_ns": c.offset_ns, "bound_ns": c.bound_ns, "rtt_ns": c.rtt_ns, "probes": c.probes, "at_ns": c.at_ns}),
             );
             let entry = self.result.clocks.entry(host).or_default();
             if before {
@@ -342,17 +538,25 @@ impl Run<'_> {
             err: logs.join(format!("{}.err", s.id)),
             env,
             live: self.env.verbose,
+            adopt: None,
         }
     }
 
     fn launch(&mut self, idx: usize) {
-        let job = self.job(idx);
+        self.launch_with(idx, None);
+    }
+
+    fn launch_with(&mut self, idx: usize, adopt: Option<Adopt>) {
+        let mut job = self.job(idx);
+        job.adopt = adopt;
         if self.env.verbose {
             self.nodes[idx].tail = Some(self.progress.tail(&job.step.id, &job.out, &job.err));
         }
         let ctl = self.env.launcher.start(job, self.tx.clone());
         self.nodes[idx].ctl = Some(ctl);
-        self.step(idx).status = StepStatus::Running;
+        if !adopt.is_some_and(|a| a.ready) {
+            self.step(idx).status = StepStatus::Running;
+        }
         self.result.current_step = Some(self.plan.steps[idx].id.clone());
         self.progress.step(&self.plan.id, &self.plan.steps[idx].id);
     }
@@ -470,16 +674,19 @@ impl Run<'_> {
                 pid,
                 attempt,
                 at,
+                adopted,
             } => {
                 let st = self.step(idx);
                 st.attempts = attempt;
                 st.pid = Some(pid);
                 st.started.get_or_insert(at);
                 let id = st.id.clone();
-                self.event(
-                    "step_started",
-                    json!({"step": id, "attempt": attempt, "pid": pid}),
-                );
+                let name = if adopted {
+                    "step_adopted"
+                } else {
+                    "step_started"
+                };
+                self.event(name, json!({"step": id, "attempt": attempt, "pid": pid}));
                 None
             }
             Report::Ready { idx, at } => {
@@ -487,7 +694,9 @@ impl Run<'_> {
                 st.status = StepStatus::Ready;
                 st.ready = Some(at);
                 let id = st.id.clone();
-                self.started.push(idx);
+                if !self.started.contains(&idx) {
+                    self.started.push(idx);
+                }
                 self.event("step_ready", json!({"step": id}));
                 None
             }
@@ -864,6 +1073,27 @@ impl Run<'_> {
     }
 }
 
+/// Appends one event to a journal that no writer holds (an earlier
+/// attempt's), synced.
+fn append_event(path: &std::path::Path, event: &str, fields: &Value) {
+    use std::io::Write;
+    let at = Stamp::now();
+    let mut m = Map::new();
+    m.insert("wall_ns".into(), at.wall_ns.into());
+    m.insert("mono_ns".into(), at.mono_ns.into());
+    m.insert("event".into(), event.into());
+    if let Value::Object(f) = fields {
+        m.extend(f.clone());
+    }
+    let Ok(mut line) = serde_json::to_vec(&Value::Object(m)) else {
+        return;
+    };
+    line.push(b'\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(&line).and_then(|()| f.sync_data());
+    }
+}
+
 /// Resolves when the interrupt level rises above `seen`.
 pub async fn next_level(rx: &mut Interrupt, seen: u8) -> u8 {
     loop {
@@ -940,13 +1170,18 @@ mod tests {
                 .unwrap_or(Act::Exit(0, 0));
             let log = Arc::clone(&self.log);
             let (idx, id) = (job.idx, job.step.id.clone());
-            Fake::note(&log, format!("start {id}"));
+            let job_adopted = job.adopt.is_some();
+            Fake::note(
+                &log,
+                format!("{} {id}", if job_adopted { "adopt" } else { "start" }),
+            );
             tokio::spawn(async move {
                 let _ = tx.send(Report::Started {
                     idx,
                     pid: 1,
                     attempt: 1,
                     at: Stamp::now(),
+                    adopted: job_adopted,
                 });
                 let ended = |status, exit| {
                     Report::Ended(Box::new(Ended {
@@ -1085,7 +1320,7 @@ mod tests {
             }
             let rj = journal.open(0, PathBuf::from(&plan.dir).join("events.jsonl"));
             let _ = std::fs::create_dir_all(&plan.dir);
-            run_one(&plan, &env, rj, &progress, irx).await
+            run_one(&plan, &env, rj, &progress, irx, Resume::Fresh).await
         });
         journal.finish();
         let log = log.lock().map(|l| l.clone()).unwrap_or_default();

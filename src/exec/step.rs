@@ -47,6 +47,8 @@ pub enum Report {
         pid: i32,
         attempt: u32,
         at: Stamp,
+        /// Taken over from a dead flow rather than started.
+        adopted: bool,
     },
     Ready {
         idx: usize,
@@ -84,6 +86,22 @@ pub struct StepJob {
     pub env: Vec<(String, String)>,
     /// Someone watches the output as it comes (`-v`).
     pub live: bool,
+    /// The step already runs, started by a flow that died: take it over
+    /// instead of starting it (`flow resume`, `flow attach`).
+    pub adopt: Option<Adopt>,
+}
+
+/// A running step instance taken over from a dead flow.
+#[derive(Debug, Clone, Copy)]
+pub struct Adopt {
+    /// The attempt it is.
+    pub attempt: u32,
+    /// Its leader's pid on its host.
+    pub pid: i32,
+    /// It had passed its readiness probe (services and monitors).
+    pub ready: bool,
+    /// How long ago it started: its timeout counts from then.
+    pub elapsed: Duration,
 }
 
 /// Starts a supervisor for a step on `host`; returns the handle that
@@ -175,15 +193,21 @@ async fn supervise(
         1
     };
     let mut last = ended(StepStatus::Failed, None, None);
-    for attempt in 1..=attempts {
+    let first = job.adopt.map_or(1, |a| a.attempt);
+    for attempt in first..=attempts.max(first) {
         let now = *ctl.borrow();
         if now != Ctl::Run {
             return ended(stopped_status(now), None, None);
         }
+        let adopted = job.adopt.filter(|_| attempt == first);
         // The attempt started within [at, the answer]: its host's own
         // start time falls after `at`.
         let at = Stamp::now();
-        let mut running = match host.spawn(job, attempt).await {
+        let spawned = match adopted {
+            Some(a) => host.adopt(job, a.pid).await,
+            None => host.spawn(job, attempt).await,
+        };
+        let mut running = match spawned {
             Ok(r) => r,
             Err(e) => {
                 let msg = e.to_string();
@@ -202,12 +226,18 @@ async fn supervise(
             pid: running.pid(),
             attempt,
             at,
+            adopted: adopted.is_some(),
         });
+        let elapsed = adopted.map_or(Duration::ZERO, |a| a.elapsed);
         last = match s.kind {
+            StepKind::Service | StepKind::Monitor if adopted.is_some_and(|a| a.ready) => {
+                let (sig, grace) = stop_policy(job);
+                run_until_stopped(job, running.as_mut(), &mut ctl, sig, grace, elapsed).await
+            }
             StepKind::Service | StepKind::Monitor => {
                 background(job, running.as_mut(), tx, &mut ctl).await
             }
-            _ => foreground(job, running.as_mut(), &mut ctl).await,
+            _ => foreground(job, running.as_mut(), &mut ctl, elapsed).await,
         };
         let fin = running.finish().await;
         last.leaked = fin.leaked;
@@ -241,9 +271,10 @@ async fn foreground(
     job: &StepJob,
     proc: &mut dyn Running,
     ctl: &mut watch::Receiver<Ctl>,
+    elapsed: Duration,
 ) -> Ended {
     let timeout = job.step.timeout_ms.map(Duration::from_millis);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| Instant::now() + t.saturating_sub(elapsed));
     let (sig, grace) = stop_policy(job);
     tokio::select! {
         r = proc.wait(FOREVER) => match r {
@@ -354,7 +385,7 @@ async fn background(
                 idx: job.idx,
                 at: Stamp::now(),
             });
-            run_until_stopped(job, proc, ctl, sig, grace).await
+            run_until_stopped(job, proc, ctl, sig, grace, Duration::ZERO).await
         }
     }
 }
@@ -383,7 +414,7 @@ async fn await_ready(
                 idx: job.idx,
                 at: Stamp::now(),
             });
-            return run_until_stopped(job, proc, ctl, sig, grace).await;
+            return run_until_stopped(job, proc, ctl, sig, grace, Duration::ZERO).await;
         }
         let now = Instant::now();
         if now >= deadline {
@@ -438,9 +469,10 @@ async fn run_until_stopped(
     ctl: &mut watch::Receiver<Ctl>,
     sig: Signal,
     grace: Duration,
+    elapsed: Duration,
 ) -> Ended {
     let timeout = job.step.timeout_ms.map(Duration::from_millis);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| Instant::now() + t.saturating_sub(elapsed));
     tokio::select! {
         r = proc.wait(FOREVER) => match r {
             Ok(Some(exit)) if exit.success() => ended(StepStatus::Passed, Some(exit), None),
@@ -601,6 +633,7 @@ mod tests {
             err: "/nonexistent/err".into(),
             env: vec![],
             live: false,
+            adopt: None,
         }
     }
 

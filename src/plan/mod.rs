@@ -2,6 +2,7 @@
 
 mod build;
 pub mod dag;
+pub mod diff;
 pub mod output;
 pub mod template;
 mod types;

@@ -88,6 +88,10 @@ impl Host for FakeHost {
         })
     }
 
+    fn set_aside<'a>(&'a self, _dir: &'a str, _suffix: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn fetch<'a>(
         &'a self,
         _: &'a str,

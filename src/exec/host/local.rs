@@ -83,6 +83,23 @@ impl Host for LocalHost {
         })
     }
 
+    fn set_aside<'a>(&'a self, dir: &'a str, suffix: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let dir = expand_home(dir);
+            let mut to = dir.clone().into_os_string();
+            to.push(format!(".{suffix}"));
+            match std::fs::rename(&dir, &to) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!(
+                    "host `{}`: cannot move `{}` aside: {e}",
+                    self.name,
+                    dir.display()
+                )),
+            }
+        })
+    }
+
     fn fetch<'a>(
         &'a self,
         dir: &'a str,

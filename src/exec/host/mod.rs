@@ -87,6 +87,26 @@ pub trait Host: Send + Sync {
         attempt: u32,
     ) -> BoxFuture<'a, Result<Box<dyn Running>, HostError>>;
 
+    /// Takes over a step a dead flow started (its leader is `pid`), as
+    /// [`Host::spawn`] would have returned it. Only hosts whose steps outlive
+    /// flow can.
+    fn adopt<'a>(
+        &'a self,
+        _job: &'a StepJob,
+        _pid: i32,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, HostError>> {
+        Box::pin(async {
+            Err(HostError::Failed(
+                "steps on this machine end with flow: there is nothing to take over".into(),
+            ))
+        })
+    }
+
+    /// Renames a run dir that an earlier attempt used to `<dir>.<suffix>`,
+    /// so that a new attempt starts in an empty one and nothing of the old
+    /// one is lost. Nothing to do when it is not there.
+    fn set_aside<'a>(&'a self, dir: &'a str, suffix: &'a str) -> BoxFuture<'a, Result<(), String>>;
+
     /// Copies what `patterns` match under `dir` into
     /// `run_dir/hosts/<host>/`, one [`Transfer`] per file or problem.
     fn fetch<'a>(
@@ -163,6 +183,16 @@ pub trait Launcher: Send + Sync {
     /// Kills what a run left running after its steps ended, on every host.
     fn sweep<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Vec<Leak>>;
 
+    /// [`Host::set_aside`] on `host`.
+    fn set_aside<'a>(
+        &'a self,
+        _host: &'a str,
+        _dir: &'a str,
+        _suffix: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn clock<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Option<ClockOffset>> {
         Box::pin(async { None })
     }
@@ -180,16 +210,19 @@ pub struct HostSet {
 
 impl HostSet {
     /// For `flow run` of `artifact`: remote hosts are taken (one flow at a
-    /// time per workdir) unless `share_hosts`.
+    /// time per workdir) unless `share_hosts`. `resuming`: what a dead
+    /// flow left of this artifact is taken over, not killed as leftovers.
     pub fn new(
         inventory: &Inventory,
         names: &[String],
         artifact: &str,
         share_hosts: bool,
+        resuming: bool,
     ) -> std::io::Result<HostSet> {
         let owner = ssh::RunOwner {
             artifact: artifact.to_string(),
             lock: !share_hosts,
+            resuming,
         };
         let remote = ssh::Remote::new(inventory, names, Some(owner))?;
         let mut hosts: HashMap<String, Arc<dyn Host>> = HashMap::new();
@@ -263,6 +296,18 @@ impl Launcher for HostSet {
                     .collect();
                 Box::pin(async move { t })
             }
+        }
+    }
+
+    fn set_aside<'a>(
+        &'a self,
+        host: &'a str,
+        dir: &'a str,
+        suffix: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        match self.get(host) {
+            Ok(h) => h.set_aside(dir, suffix),
+            Err(e) => Box::pin(async move { Err(e) }),
         }
     }
 

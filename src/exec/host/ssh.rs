@@ -197,6 +197,9 @@ pub struct RunOwner {
     pub artifact: String,
     /// `false` with `--share-hosts`.
     pub lock: bool,
+    /// `flow resume`/`attach`: this artifact's leftovers are its own
+    /// steps, to be taken over.
+    pub resuming: bool,
 }
 
 impl Inner {
@@ -361,7 +364,15 @@ impl Inner {
             return;
         };
         let mut dead: Vec<(String, String)> = Vec::new();
+        let own = self
+            .run
+            .as_ref()
+            .filter(|r| r.resuming)
+            .map(|r| r.artifact.as_str());
         for l in crate::exec::controller::parse_leftovers(&out.stdout_text()) {
+            if Some(l.artifact.as_str()) == own {
+                continue;
+            }
             if crate::exec::controller::is_dead(&l.controller)
                 && !dead.iter().any(|(c, _)| *c == l.controller)
             {
@@ -592,40 +603,51 @@ impl Host for SshHost {
                 .next()
                 .and_then(|l| l.trim().parse::<i32>().ok())
                 .unwrap_or(0);
-            let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
-            // `-v`: a task's output comes back as it is written.
-            let follower = (job.live && !background).then(|| {
-                tokio::spawn(follow(
-                    Arc::clone(r),
-                    host.to_string(),
-                    dir.clone(),
-                    id.to_string(),
-                    job.out.clone(),
-                    job.err.clone(),
+            Ok(Box::new(remote_running(r, host, dir, pid, job, base)) as Box<dyn Running>)
+        })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        job: &'a StepJob,
+        pid: i32,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, HostError>> {
+        Box::pin(async move {
+            let (r, host) = (&self.r, self.name.as_str());
+            let dir = r
+                .absolute(host, &job.cwd.to_string_lossy())
+                .await
+                .map_err(HostError::Failed)?;
+            // Its whole output comes home when it ends, after what this
+            // run's logs hold now.
+            let base = (file_len(&job.out), file_len(&job.err));
+            r.ready(host).await?;
+            Ok(Box::new(remote_running(r, host, dir, pid, job, base)) as Box<dyn Running>)
+        })
+    }
+
+    fn set_aside<'a>(&'a self, dir: &'a str, suffix: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (r, host) = (&self.r, self.name.as_str());
+            let dir = r.absolute(host, dir).await?;
+            let to = format!("{dir}.{suffix}");
+            let script = format!(
+                "if [ -e {d} ]; then mv -- {d} {t}; fi\n",
+                d = sh_quote(&dir),
+                t = sh_quote(&to)
+            );
+            let reply = r
+                .call_with(host, &["script"], script.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            if reply.code == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "host `{host}`: cannot move `{dir}` aside: {}",
+                    reply.stderr_text()
                 ))
-            });
-            Ok(Box::new(RemoteRunning {
-                r: Arc::clone(r),
-                host: host.to_string(),
-                dir,
-                id: id.to_string(),
-                pid,
-                out: job.out.clone(),
-                err: job.err.clone(),
-                base,
-                offsets: [0, 0],
-                exit: None,
-                killed: false,
-                poll: POLL_FIRST,
-                max_poll: if background {
-                    POLL_BACKGROUND
-                } else {
-                    POLL_TASK
-                },
-                env: job.env.clone(),
-                env_stored: false,
-                follower,
-            }) as Box<dyn Running>)
+            }
         })
     }
 
@@ -797,6 +819,52 @@ fn remote_script(job: &StepJob) -> Result<String, String> {
         None => s.push_str("true"),
     }
     Ok(s)
+}
+
+/// The handle of a step attempt the helper started as `pid` in `dir`.
+fn remote_running(
+    r: &Arc<Inner>,
+    host: &str,
+    dir: String,
+    pid: i32,
+    job: &StepJob,
+    base: (u64, u64),
+) -> RemoteRunning {
+    let id = job.step.id.as_str();
+    let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
+    // `-v`: a task's output comes back as it is written.
+    let follower = (job.live && !background).then(|| {
+        tokio::spawn(follow(
+            Arc::clone(r),
+            host.to_string(),
+            dir.clone(),
+            id.to_string(),
+            job.out.clone(),
+            job.err.clone(),
+        ))
+    });
+    RemoteRunning {
+        r: Arc::clone(r),
+        host: host.to_string(),
+        dir,
+        id: id.to_string(),
+        pid,
+        out: job.out.clone(),
+        err: job.err.clone(),
+        base,
+        offsets: [0, 0],
+        exit: None,
+        killed: false,
+        poll: POLL_FIRST,
+        max_poll: if background {
+            POLL_BACKGROUND
+        } else {
+            POLL_TASK
+        },
+        env: job.env.clone(),
+        env_stored: false,
+        follower,
+    }
 }
 
 /// A step attempt started by a host's helper, known by its run dir and id.

@@ -1,0 +1,395 @@
+//! `flow resume` and `flow attach`: continue an artifact in place.
+//!
+//! The suite is planned again from its files and checked against the
+//! artifact's `plan.json`s; each run's journal then says what becomes of it
+//! (see [`crate::exec::resume::decide`]).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::plan::{Prepared, invalid, plan_all, prepare, write_suite_json};
+use super::run::Invocation;
+use super::status::{State, resolve, state};
+use super::{Error, exit};
+use crate::artifact::atomic_write;
+use crate::artifact::run_result::{RunResult, RunRow, RunStatus};
+use crate::cli::{ResumeArgs, SuiteArgs};
+use crate::diag::display_path;
+use crate::exec::resume::{Decision, decide, keep_attempt};
+use crate::exec::run::Resume;
+use crate::exec::{Options, Todo};
+use crate::plan::diff::json_diff;
+use crate::plan::{PlanOptions, Planner, RunPlan};
+
+/// At most this many changed runs are listed when a resume is refused.
+const MAX_LISTED: usize = 20;
+
+fn read_json(path: &Path) -> Result<Value, Error> {
+    let text = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::io("read", path, std::io::Error::other(e)))
+}
+
+/// The command line the artifact was planned with, from its `suite.json`.
+fn suite_args(sj: &Value) -> Result<SuiteArgs, Error> {
+    let s = &sj["suite"];
+    let file = s["file"].as_str().or_else(|| s["path"].as_str()).ok_or_else(|| {
+        Error::Invalid(
+            "error: the artifact's `suite.json` does not say which suite it ran\n".into(),
+        )
+    })?;
+    Ok(SuiteArgs {
+        suite: file.to_string(),
+        hosts: s["hosts_file"].as_str().map(PathBuf::from),
+        set: s["set"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        max_runs: s["max_runs"]
+            .as_u64()
+            .unwrap_or(crate::suite::DEFAULT_MAX_RUNS),
+    })
+}
+
+/// How the suite's plan now differs from the artifact's.
+#[derive(Default)]
+struct Changes {
+    /// Same id, other plan: `(id, differences)`.
+    changed: Vec<(String, Vec<String>)>,
+    /// An id the suite no longer plans, and the run that takes its place
+    /// (same workload, mode, variant, repetition), if any.
+    gone: Vec<(String, Option<String>, Vec<String>)>,
+    /// Runs the suite plans now that the artifact does not hold.
+    new: Vec<String>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.gone.is_empty() && self.new.is_empty()
+    }
+
+    fn render(&self, artifact: &str) -> String {
+        let mut lines = Vec::new();
+        for (id, diff) in &self.changed {
+            lines.push(format!("  changed  {id}: {}", diff.join("; ")));
+        }
+        for (id, now, diff) in &self.gone {
+            match now {
+                Some(n) => lines.push(format!("  changed  {id} → {n}: {}", diff.join("; "))),
+                None => lines.push(format!("  gone     {id}")),
+            }
+        }
+        for id in &self.new {
+            lines.push(format!("  new      {id}"));
+        }
+        let total = lines.len();
+        lines.truncate(MAX_LISTED);
+        if total > MAX_LISTED {
+            lines.push(format!("  … and {} more", total - MAX_LISTED));
+        }
+        format!(
+            "error: the suite no longer plans the runs of artifact {artifact} as they were planned\n{}\n  = help: restore the suite's files to resume as planned, or pass `--replan` to run the changed runs as the suite now plans them (their earlier results are kept under `replaced/`)\n",
+            lines.join("\n")
+        )
+    }
+}
+
+/// The stored plan of a run, with its id put in place of `old` so that a
+/// renamed run compares by what it does.
+fn stored_plan(dir: &Path, id: &str) -> Option<Value> {
+    let text = std::fs::read(dir.join("runs").join(id).join("plan.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn key(p: &RunPlan) -> (String, String, String, u32) {
+    (
+        p.workload.clone(),
+        p.mode.clone(),
+        p.variant.clone(),
+        p.repetition,
+    )
+}
+
+fn compare(dir: &Path, stored: &[String], stored_count: u64, fresh: &[RunPlan]) -> Changes {
+    let mut c = Changes::default();
+    let by_id: HashMap<&str, &RunPlan> = fresh.iter().map(|p| (p.id.as_str(), p)).collect();
+    let stored_set: HashSet<&str> = stored.iter().map(String::as_str).collect();
+    let mut taken: HashSet<&str> = HashSet::new();
+    for id in stored {
+        let old = stored_plan(dir, id);
+        match by_id.get(id.as_str()) {
+            Some(p) => {
+                let now = serde_json::to_value(p).unwrap_or(Value::Null);
+                if old.as_ref() != Some(&now) {
+                    let diff = old.map_or_else(
+                        || vec!["plan.json is missing or unreadable".into()],
+                        |o| json_diff(&o, &now, 3),
+                    );
+                    c.changed.push((id.clone(), diff));
+                }
+            }
+            None => {
+                let old_key = old.as_ref().and_then(|o| {
+                    Some((
+                        o["workload"].as_str()?.to_string(),
+                        o["mode"].as_str()?.to_string(),
+                        o["variant"].as_str()?.to_string(),
+                        u32::try_from(o["repetition"].as_u64()?).ok()?,
+                    ))
+                });
+                let twin = fresh.iter().find(|p| {
+                    !stored_set.contains(p.id.as_str())
+                        && !taken.contains(p.id.as_str())
+                        && old_key.as_ref() == Some(&key(p))
+                });
+                let diff = match (twin, &old) {
+                    (Some(t), Some(o)) => {
+                        taken.insert(t.id.as_str());
+                        // Its id is in its paths and commands: compare as if
+                        // it had the new one.
+                        let text = o.to_string().replace(id.as_str(), &t.id);
+                        let o: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        json_diff(&o, &serde_json::to_value(t).unwrap_or(Value::Null), 3)
+                    }
+                    _ => Vec::new(),
+                };
+                c.gone
+                    .push((id.clone(), twin.map(|t| t.id.clone()), diff));
+            }
+        }
+    }
+    // An artifact of every run of its suite gets every run the suite plans
+    // now; one made with `--only` only the ones it holds.
+    if stored.len() as u64 == stored_count {
+        for p in fresh {
+            if !stored_set.contains(p.id.as_str()) && !taken.contains(p.id.as_str()) {
+                c.new.push(p.id.clone());
+            }
+        }
+    }
+    c
+}
+
+/// The runs of the artifact as they will be: with `--replan`, the suite's
+/// new plan takes the place of what changed.
+fn replan(
+    p: &Prepared,
+    dir: &Path,
+    id: &str,
+    sj: &Value,
+    stored: &[String],
+    fresh: Vec<RunPlan>,
+    changes: &Changes,
+) -> Result<(Vec<RunPlan>, HashSet<String>), Error> {
+    let mut keep: HashSet<String> = stored.iter().cloned().collect();
+    for (old, now, _) in &changes.gone {
+        keep.remove(old);
+        let from = dir.join("runs").join(old);
+        let to = dir.join("replaced").join(old);
+        if from.exists() {
+            std::fs::create_dir_all(dir.join("replaced"))
+                .and_then(|()| std::fs::rename(&from, &to))
+                .map_err(|e| Error::io("move aside", &from, e))?;
+        }
+        if let Some(n) = now {
+            keep.insert(n.clone());
+        }
+    }
+    keep.extend(changes.new.iter().cloned());
+    let plans: Vec<RunPlan> = fresh.into_iter().filter(|p| keep.contains(&p.id)).collect();
+    let changed: HashSet<String> = changes.changed.iter().map(|(i, _)| i.clone()).collect();
+    for run in &plans {
+        let path = dir.join("runs").join(&run.id).join("plan.json");
+        if path.exists() && !changed.contains(&run.id) {
+            continue;
+        }
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
+        }
+        let json = serde_json::to_vec_pretty(run).map_err(|e| Error::Output(e.into()))?;
+        atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
+    }
+    let ids: Vec<String> = plans.iter().map(|r| r.id.clone()).collect();
+    let mut extra = serde_json::Map::new();
+    extra.insert("created".into(), sj["created"].clone());
+    let mut history = sj["replans"].as_array().cloned().unwrap_or_default();
+    history.push(serde_json::json!({
+        "at": crate::artifact::utc_timestamp(std::time::SystemTime::now()),
+        "changed": changes.changed.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+        "replaced": changes.gone.iter().map(|(i, n, _)| serde_json::json!({"id": i, "by": n})).collect::<Vec<_>>(),
+        "new": changes.new,
+    }));
+    extra.insert("replans".into(), Value::from(history));
+    write_suite_json(p, dir, id, &ids, Some(&extra))?;
+    Ok((plans, changed))
+}
+
+pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
+    let dir = resolve(&args.artifacts, args.id.as_deref())?;
+    if let State::Running(pid) = state(&dir) {
+        return Err(Error::Invalid(format!(
+            "error: flow (pid {pid}) is running artifact `{}` now\n  = help: `flow status {}` shows how far it is; resume it once that flow has ended\n",
+            display_path(&dir),
+            display_path(&dir)
+        )));
+    }
+    let sj = read_json(&dir.join("suite.json"))?;
+    let id = sj["artifact_id"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let stored: Vec<String> = sj["expansion"]["runs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let stored_count = sj["expansion"]["run_count"]
+        .as_u64()
+        .unwrap_or(stored.len() as u64);
+    let p = prepare(&suite_args(&sj)?)?;
+    let planner = Planner::new(
+        &p.suite,
+        &p.expansion,
+        &PlanOptions {
+            artifact_dir: dir.clone(),
+        },
+    )
+    .map_err(|d| invalid(&d, &p.suite.sources))?;
+    let mut fresh = Vec::with_capacity(planner.len());
+    plan_all(&p, &planner, |r| {
+        fresh.push(r.clone());
+        Ok(())
+    })?;
+    let changes = compare(&dir, &stored, stored_count, &fresh);
+    let (plans, changed): (Vec<RunPlan>, HashSet<String>) = if changes.is_empty() {
+        let by_id: HashMap<String, RunPlan> =
+            fresh.into_iter().map(|p| (p.id.clone(), p)).collect();
+        let mut by_id = by_id;
+        (
+            stored.iter().filter_map(|i| by_id.remove(i)).collect(),
+            HashSet::new(),
+        )
+    } else if args.replan && !attach {
+        replan(&p, &dir, &id, &sj, &stored, fresh, &changes)?
+    } else {
+        return Err(Error::Invalid(changes.render(&id)));
+    };
+
+    let inventory = &p.suite.inventory;
+    let remote = |h: &str| inventory.host(h).is_some_and(|x| !x.is_local());
+    let mut rows = Vec::with_capacity(plans.len());
+    let mut todo = Vec::new();
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    let mut notes = Vec::new();
+    for (row, plan) in plans.into_iter().enumerate() {
+        let run_dir = PathBuf::from(&plan.dir);
+        let mut r = RunRow::new(&plan);
+        let decision = if changed.contains(&plan.id) {
+            match crate::artifact::replay::Replay::read(&run_dir) {
+                Some(replay) => Decision::Again {
+                    why: "its plan changed (--replan)".into(),
+                    tags: replay.tags,
+                },
+                None => Decision::Start,
+            }
+        } else {
+            decide(&plan, &run_dir, args.rerun_failed, &remote)
+        };
+        match counts.iter_mut().find(|(l, _)| *l == decision.label()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((decision.label(), 1)),
+        }
+        let resume = match decision {
+            Decision::Keep(_) => {
+                let result: Option<RunResult> = std::fs::read(run_dir.join("run_result.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                if let Some(res) = result {
+                    r.status = res.status.as_str().to_string();
+                    r.duration_ms = res.duration_ms;
+                }
+                rows.push(r);
+                continue;
+            }
+            _ if attach && !matches!(decision, Decision::Adopt(_)) => {
+                // `flow attach` starts nothing: the rest stays as it is.
+                let ending = crate::artifact::replay::Replay::ending(&run_dir).flatten();
+                r.status = ending.map_or("pending", RunStatus::as_str).to_string();
+                rows.push(r);
+                continue;
+            }
+            Decision::Start => Resume::Fresh,
+            Decision::Adopt(replay) => {
+                notes.push(format!("  taken over  {}", plan.id));
+                Resume::Adopt(replay)
+            }
+            Decision::Again { why, tags } => {
+                let n = keep_attempt(&run_dir)
+                    .map_err(|e| Error::io("keep the earlier attempt of", &run_dir, e))?;
+                notes.push(format!(
+                    "  run again   {}: {why}; attempt {n} kept in {}",
+                    plan.id,
+                    display_path(&run_dir.join("attempts").join(n.to_string()))
+                ));
+                Resume::Again { attempt: n, tags }
+            }
+        };
+        rows.push(r);
+        todo.push(Todo {
+            plan: Arc::new(plan),
+            resume,
+            row,
+        });
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let parts: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
+        let _ = writeln!(
+            out,
+            "{} artifact {id}: {} run{}: {}",
+            if attach { "attaching to" } else { "resuming" },
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
+        for n in &notes {
+            let _ = writeln!(out, "{n}");
+        }
+    }
+    if todo.is_empty() {
+        let what = if attach {
+            format!(
+                "nothing of artifact {id} is left running to take over; `flow resume {id}` runs what is left"
+            )
+        } else {
+            format!("nothing to do: every run of artifact {id} has ended (`--rerun-failed` runs the failed ones again)")
+        };
+        writeln!(std::io::stdout().lock(), "{what}").map_err(Error::Output)?;
+        return Ok(exit::OK);
+    }
+    let opts = Options {
+        jobs: args.jobs.max(1),
+        max_failures: args.max_failures,
+        verbose: args.verbose,
+        plain: false,
+    };
+    let inv = Invocation {
+        dir: &dir,
+        id: &id,
+        inventory,
+        share_hosts: args.share_hosts,
+        resuming: true,
+    };
+    inv.execute(todo, rows, &opts)
+}
