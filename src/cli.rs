@@ -24,6 +24,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Take over the runs a dead flow left running in an artifact, and finish them; start no new run.
     Attach(ResumeArgs),
+    /// Bring back now what the fetch steps of an artifact's runs would, from every host.
+    Fetch(FetchArgs),
     /// Re-run analysis, metric extraction and summaries on a stored artifact; no host is contacted.
     Analyze(AnalyzeArgs),
     /// Write an artifact's `report.html` again from its stored results.
@@ -123,6 +125,18 @@ pub struct RunArgs {
     /// With `--resume`: go on even though the suite now plans other runs.
     #[arg(long, requires = "resume")]
     pub replan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Only runs whose id matches this glob; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub only: Vec<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ fn main() {
         Command::Run(a) => commands::run(a),
         Command::Resume(a) => commands::resume(a, false),
         Command::Attach(a) => commands::resume(a, true),
+        Command::Fetch(a) => commands::fetch(a),
         Command::Analyze(a) => commands::analyze(a),
         Command::Compare(a) => commands::compare(a),
         Command::Report(a) => commands::report(a),

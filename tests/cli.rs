@@ -10,6 +10,7 @@ mod netns;
 mod plans;
 mod remote;
 mod results;
+mod resume;
 mod run;
 mod sshd;
 

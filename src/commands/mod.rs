@@ -1,6 +1,7 @@
 //! One function per command; each returns what the process should exit with.
 
 mod analyze;
+mod fetch;
 mod hosts;
 mod plan;
 mod resume;
@@ -9,6 +10,7 @@ mod schema;
 mod status;
 
 pub use analyze::{analyze, compare, report};
+pub use fetch::fetch;
 pub use hosts::{check as hosts_check, exec, reap};
 pub use plan::{plan, validate};
 pub use resume::resume;

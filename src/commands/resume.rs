@@ -36,11 +36,14 @@ fn read_json(path: &Path) -> Result<Value, Error> {
 /// The command line the artifact was planned with, from its `suite.json`.
 fn suite_args(sj: &Value) -> Result<SuiteArgs, Error> {
     let s = &sj["suite"];
-    let file = s["file"].as_str().or_else(|| s["path"].as_str()).ok_or_else(|| {
-        Error::Invalid(
-            "error: the artifact's `suite.json` does not say which suite it ran\n".into(),
-        )
-    })?;
+    let file = s["file"]
+        .as_str()
+        .or_else(|| s["path"].as_str())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "error: the artifact's `suite.json` does not say which suite it ran\n".into(),
+            )
+        })?;
     Ok(SuiteArgs {
         suite: file.to_string(),
         hosts: s["hosts_file"].as_str().map(PathBuf::from),
@@ -160,8 +163,7 @@ fn compare(dir: &Path, stored: &[String], stored_count: u64, fresh: &[RunPlan]) 
                     }
                     _ => Vec::new(),
                 };
-                c.gone
-                    .push((id.clone(), twin.map(|t| t.id.clone()), diff));
+                c.gone.push((id.clone(), twin.map(|t| t.id.clone()), diff));
             }
         }
     }
@@ -373,7 +375,9 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
                 "nothing of artifact {id} is left running to take over; `flow resume {id}` runs what is left"
             )
         } else {
-            format!("nothing to do: every run of artifact {id} has ended (`--rerun-failed` runs the failed ones again)")
+            format!(
+                "nothing to do: every run of artifact {id} has ended (`--rerun-failed` runs the failed ones again)"
+            )
         };
         writeln!(std::io::stdout().lock(), "{what}").map_err(Error::Output)?;
         return Ok(exit::OK);

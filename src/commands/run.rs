@@ -133,14 +133,20 @@ impl Invocation<'_> {
             }
         }
         let launcher = Arc::new(
-            HostSet::new(self.inventory, &used, self.id, self.share_hosts, self.resuming)
-                .map_err(|e| {
-                    Error::io(
-                        "prepare ssh connections in",
-                        std::path::Path::new("/tmp"),
-                        e,
-                    )
-                })?,
+            HostSet::new(
+                self.inventory,
+                &used,
+                self.id,
+                self.share_hosts,
+                self.resuming,
+            )
+            .map_err(|e| {
+                Error::io(
+                    "prepare ssh connections in",
+                    std::path::Path::new("/tmp"),
+                    e,
+                )
+            })?,
         );
         let with_metrics = todo.iter().any(|t| !t.plan.metrics.is_empty())
             || self.dir.join("summary.csv").exists();

@@ -154,6 +154,14 @@ pub fn status(args: &StatusArgs) -> Result<i32, Error> {
                     c.running += 1;
                     let at = current_step(&run_dir).unwrap_or_else(|| "starting".into());
                     lines.push(format!("  running      {id}: {at}"));
+                } else if matches!(st, State::Abandoned(_)) {
+                    c.interrupted += 1;
+                    lines.push(format!(
+                        "  abandoned    {id}: flow died while it ran{}",
+                        current_step(&run_dir)
+                            .map(|s| format!(" (at {s})"))
+                            .unwrap_or_default()
+                    ));
                 } else {
                     c.interrupted += 1;
                     lines.push(format!("  interrupted  {id} (flow stopped while it ran)"));
@@ -183,6 +191,11 @@ pub fn status(args: &StatusArgs) -> Result<i32, Error> {
     for l in lines {
         text.push_str(&l);
         text.push('\n');
+    }
+    if matches!(st, State::Abandoned(_)) {
+        text.push_str(&format!(
+            "what now:\n  flow attach {name}   take over what its steps on ssh hosts still run, and finish those runs\n  flow resume {name}   the same, then run what did not pass (passed runs are kept)\n  flow fetch {name}    bring back now what the runs' fetch steps would\n  flow reap {name}     kill what it left running on its hosts\n"
+        ));
     }
     out.write_all(text.as_bytes()).map_err(Error::Output)?;
     Ok(exit::OK)

@@ -68,17 +68,21 @@ pub struct Leftover {
     pub pid: i32,
     pub controller: String,
     pub artifact: String,
+    /// The run's folder on its controller (`FLOW_RUN_DIR`); may be empty.
+    pub run_dir: String,
 }
 
-/// Parses `helper leftovers` output (`PID CONTROLLER ARTIFACT` lines).
+/// Parses `helper leftovers` output (`PID CONTROLLER ARTIFACT RUN_DIR`
+/// lines; the run dir, last, may hold spaces).
 pub fn parse_leftovers(text: &str) -> Vec<Leftover> {
     text.lines()
         .filter_map(|l| {
-            let mut w = l.split_whitespace();
+            let mut w = l.splitn(4, ' ');
             Some(Leftover {
-                pid: w.next()?.parse().ok()?,
+                pid: w.next()?.trim().parse().ok()?,
                 controller: w.next()?.to_string(),
                 artifact: w.next().unwrap_or("").to_string(),
+                run_dir: w.next().unwrap_or("").to_string(),
             })
         })
         .collect()
@@ -109,17 +113,19 @@ mod tests {
     #[test]
     fn leftovers_parse() {
         assert_eq!(
-            parse_leftovers("12 m:b:3:4 20261123T000000Z-s\nbad\n13 m:b:3:4\n"),
+            parse_leftovers("12 m:b:3:4 20261123T000000Z-s /a b/runs/r1\nbad\n13 m:b:3:4\n"),
             vec![
                 Leftover {
                     pid: 12,
                     controller: "m:b:3:4".into(),
-                    artifact: "20261123T000000Z-s".into()
+                    artifact: "20261123T000000Z-s".into(),
+                    run_dir: "/a b/runs/r1".into(),
                 },
                 Leftover {
                     pid: 13,
                     controller: "m:b:3:4".into(),
-                    artifact: String::new()
+                    artifact: String::new(),
+                    run_dir: String::new(),
                 }
             ]
         );

@@ -29,8 +29,9 @@
 #   helper.sh lock OWNER                take this workdir for OWNER; exit 4, printing the holder,
 #                                       when another flow holds it
 #   helper.sh unlock OWNER              give it back (only when OWNER holds it)
-#   helper.sh leftovers                 `PID CONTROLLER ARTIFACT` of each process started from this
-#                                       workdir (by any flow, alive or not)
+#   helper.sh leftovers                 `PID CONTROLLER ARTIFACT RUN_DIR` of each process started
+#                                       from this workdir (by any flow, alive or not); RUN_DIR is
+#                                       the run's folder on the controller
 #
 # Every step carries FLOW_WORKDIR (this helper's workdir) in its environment,
 # and from flow FLOW_CONTROLLER (which flow process started it) and
@@ -328,7 +329,7 @@ cmd_leftovers() {
     c=$(env_value "$e" FLOW_CONTROLLER)
     [ -n "$c" ] || continue
     p=${e#/proc/}
-    echo "${p%/environ} $c $(env_value "$e" FLOW_ARTIFACT_ID)"
+    echo "${p%/environ} $c $(env_value "$e" FLOW_ARTIFACT_ID) $(env_value "$e" FLOW_RUN_DIR)"
   done
   return 0
 }

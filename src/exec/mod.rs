@@ -114,7 +114,8 @@ pub async fn execute(
         launcher,
     });
     let row_of: Vec<usize> = todo.iter().map(|t| t.row).collect();
-    let mut resumes: Vec<Option<run::Resume>> = todo.iter().map(|t| Some(t.resume.clone())).collect();
+    let mut resumes: Vec<Option<run::Resume>> =
+        todo.iter().map(|t| Some(t.resume.clone())).collect();
     let plans: Vec<Arc<RunPlan>> = todo.into_iter().map(|t| t.plan).collect();
     let csv_path = artifact_dir.join("runs.csv");
     let mut out = Outcome::default();

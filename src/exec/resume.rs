@@ -88,9 +88,11 @@ pub fn adoptable(
         if r.status == StepStatus::Interrupted {
             return Err(format!("`{}` was interrupted", s.id));
         }
-        let main = matches!(s.kind, StepKind::Service | StepKind::Monitor | StepKind::Task);
-        if main && matches!(r.status, StepStatus::Running | StepStatus::Ready) && !remote(&s.host)
-        {
+        let main = matches!(
+            s.kind,
+            StepKind::Service | StepKind::Monitor | StepKind::Task
+        );
+        if main && matches!(r.status, StepStatus::Running | StepStatus::Ready) && !remote(&s.host) {
             return Err(format!(
                 "`{}` ran on this machine and ended with flow",
                 s.id

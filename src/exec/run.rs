@@ -304,7 +304,8 @@ impl Run<'_> {
                 continue;
             };
             let kind = self.plan.steps[i].kind;
-            if matches!(kind, StepKind::Fetch | StepKind::Analyze) && r.status != StepStatus::Skipped
+            if matches!(kind, StepKind::Fetch | StepKind::Analyze)
+                && r.status != StepStatus::Skipped
             {
                 continue;
             }
@@ -322,7 +323,9 @@ impl Run<'_> {
             st.signal = r.signal.clone();
             st.errors = r.errors.clone();
             if st.status.is_terminal()
-                && let Some(o) = old.as_ref().and_then(|o| o.steps.iter().find(|s| s.id == st.id))
+                && let Some(o) = old
+                    .as_ref()
+                    .and_then(|o| o.steps.iter().find(|s| s.id == st.id))
                 && o.status == st.status
             {
                 st.host_times = o.host_times.clone();
@@ -345,7 +348,8 @@ impl Run<'_> {
     fn adopt_running(&mut self) {
         for i in 0..self.plan.steps.len() {
             let st = &self.result.steps[i];
-            if !self.in_main_phase(i) || !matches!(st.status, StepStatus::Running | StepStatus::Ready)
+            if !self.in_main_phase(i)
+                || !matches!(st.status, StepStatus::Running | StepStatus::Ready)
             {
                 continue;
             }
@@ -429,7 +433,10 @@ impl Run<'_> {
         if let Err(e) = std::fs::create_dir_all(&dest)
             .and_then(|()| atomic_write(&dest.join("fetch.log"), log.as_bytes()))
         {
-            errors.push(format!("cannot write `{}`: {e}", dest.join("fetch.log").display()));
+            errors.push(format!(
+                "cannot write `{}`: {e}",
+                dest.join("fetch.log").display()
+            ));
         }
         let fields = json!({"attempt": attempt, "stopped": stopped, "files": files, "bytes": bytes, "failed": failed});
         append_event(&dest.join("events.jsonl"), "rescued", &fields);
@@ -1075,7 +1082,7 @@ impl Run<'_> {
 
 /// Appends one event to a journal that no writer holds (an earlier
 /// attempt's), synced.
-fn append_event(path: &std::path::Path, event: &str, fields: &Value) {
+pub fn append_event(path: &std::path::Path, event: &str, fields: &Value) {
     use std::io::Write;
     let at = Stamp::now();
     let mut m = Map::new();
@@ -1089,7 +1096,11 @@ fn append_event(path: &std::path::Path, event: &str, fields: &Value) {
         return;
     };
     line.push(b'\n');
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = f.write_all(&line).and_then(|()| f.sync_data());
     }
 }

@@ -486,8 +486,9 @@ fn orphans_after_kill_9(s: &Sshds) -> (std::path::PathBuf, String, String) {
         r#"
 workload: orphaned
 steps:
-  srv: { kind: service, on: server, run: "echo up; exec sleep 300", ready: { log: up, interval: 50ms } }
+  srv: { kind: service, on: server, run: "echo collected > data.txt; echo up; exec sleep 300", ready: { log: up, interval: 50ms } }
   work: { on: client, run: "sleep 301 & echo started; sleep 302" }
+  grab: { kind: fetch, from: server, paths: [data.txt] }
 "#,
     );
     let mut child = spawn_run(&dir, &[]);
@@ -557,7 +558,8 @@ fn after_kill_9_of_flow_reap_kills_what_the_artifact_left_on_its_hosts() {
 }
 
 #[test]
-fn after_kill_9_of_flow_a_new_run_on_the_same_hosts_kills_the_leftovers_first() {
+fn after_kill_9_of_flow_a_new_run_fetches_what_the_leftovers_wrote_into_their_artifact_then_stops_them()
+ {
     let s = Sshds::start(2);
     let (dir, id, needle) = orphans_after_kill_9(&s);
     std::fs::write(
@@ -578,14 +580,35 @@ fn after_kill_9_of_flow_a_new_run_on_the_same_hosts_kills_the_leftovers_first() 
         .cwd(&dir)
         .expect(0);
     assert!(stdout.contains("1 run: 1 passed"), "{stdout}");
-    for h in ["a", "b"] {
+    for (h, files) in [("a", "1 file"), ("b", "0 files")] {
         assert!(
-            stderr.contains(&format!("warning: host `{h}`: killed "))
-                && stderr.contains(&format!("of artifact {id}")),
+            stderr.contains(&format!(
+                "warning: host `{h}`: fetched what the steps of artifact {id} "
+            )) && stderr.contains(&format!("that artifact ({files}, ")),
             "{stderr}"
         );
     }
     assert_eq!(super::run::processes_with_env(&needle), vec![]);
+    // Into the dead flow's own artifact, recorded there.
+    let old = dir.join("artifacts").join(&id);
+    let run = std::fs::read_dir(old.join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a run")
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(run.join("hosts/a/data.txt")).expect("rescued"),
+        "collected\n"
+    );
+    let log = std::fs::read_to_string(run.join("fetch.log")).expect("fetch.log");
+    assert!(log.contains("hosts/a/data.txt"), "{log}");
+    let journal = std::fs::read_to_string(run.join("events.jsonl")).expect("journal");
+    assert_eq!(
+        journal.matches(r#""event":"rescued""#).count(),
+        2,
+        "{journal}"
+    );
 }
 
 #[test]

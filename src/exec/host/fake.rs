@@ -88,7 +88,11 @@ impl Host for FakeHost {
         })
     }
 
-    fn set_aside<'a>(&'a self, _dir: &'a str, _suffix: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn set_aside<'a>(
+        &'a self,
+        _dir: &'a str,
+        _suffix: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
 

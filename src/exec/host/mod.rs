@@ -248,6 +248,25 @@ impl HostSet {
         })
     }
 
+    /// For commands that only look and fetch (`flow fetch`): no host is
+    /// taken, nothing found there is killed.
+    pub fn observer(inventory: &Inventory, names: &[String]) -> std::io::Result<HostSet> {
+        let remote = ssh::Remote::new(inventory, names, None)?;
+        let mut hosts: HashMap<String, Arc<dyn Host>> = HashMap::new();
+        for name in names {
+            let host: Arc<dyn Host> = match inventory.host(name) {
+                Some(h) if !h.is_local() => Arc::new(remote.host(name)),
+                _ => Arc::new(local::LocalHost::new(name)),
+            };
+            hosts.insert(name.clone(), host);
+        }
+        Ok(HostSet {
+            hosts,
+            sweepers: Vec::new(),
+            ssh: remote,
+        })
+    }
+
     fn get(&self, name: &str) -> Result<&Arc<dyn Host>, String> {
         self.hosts
             .get(name)

@@ -49,6 +49,9 @@ struct Inner {
     pushed: Mutex<HashSet<(String, String)>>,
     /// Set for `flow run`.
     run: Option<RunOwner>,
+    /// What dead flows left on each host was dealt with (once, before this
+    /// flow's first run there).
+    swept: HashMap<String, tokio::sync::OnceCell<()>>,
     /// (host, absolute workdir) this flow took, given back at close.
     locked: std::sync::Mutex<Vec<(String, String)>>,
     /// One agent channel per host, opened at its first request.
@@ -120,6 +123,10 @@ impl Remote {
                 .map(|n| (n.clone(), tokio::sync::OnceCell::new()))
                 .collect(),
             pushed: Mutex::new(HashSet::new()),
+            swept: remote
+                .iter()
+                .map(|n| (n.clone(), tokio::sync::OnceCell::new()))
+                .collect(),
             run,
             locked: std::sync::Mutex::new(Vec::new()),
         })))
@@ -341,18 +348,32 @@ impl Inner {
             Some(rest) => format!("{home}/{rest}"),
             None => self.workdir(host).to_string(),
         };
-        if let Some(run) = &self.run {
-            if run.lock {
-                self.take(host, &workdir, first_lock).await?;
-            }
-            self.reap_leftovers(host, &workdir).await;
+        if let Some(run) = &self.run
+            && run.lock
+        {
+            self.take(host, &workdir, first_lock).await?;
         }
         Ok(HostInfo { home, rsync })
     }
 
-    /// Kills what flows that are no longer running (killed with `kill -9`,
-    /// say) left on `host` from this workdir, before anything new starts
-    /// there. Leftovers of a flow still running, or of one on another
+    /// Once per host, before this flow's first run there: what dead flows
+    /// left (see [`Inner::reap_leftovers`]).
+    async fn sweep_once(&self, host: &str) -> Result<(), String> {
+        if self.run.is_none() {
+            return Ok(());
+        }
+        let workdir = self.absolute(host, self.workdir(host)).await?;
+        if let Some(cell) = self.swept.get(host) {
+            cell.get_or_init(|| self.reap_leftovers(host, &workdir))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Deals with what flows that are no longer running (killed with
+    /// `kill -9`, say) left on `host` from this workdir, before anything new
+    /// starts there: what they wrote is fetched into their artifact, then
+    /// they are stopped. Leftovers of a flow still running, or of one on another
     /// machine, are left alone. Says what it did on stderr.
     async fn reap_leftovers(&self, host: &str, workdir: &str) {
         // Over the agent channel, which the run needs next anyway (the
@@ -363,23 +384,49 @@ impl Inner {
         let Ok(out) = agent.call(&["leftovers"], None, ANSWER_WITHIN).await else {
             return;
         };
-        let mut dead: Vec<(String, String)> = Vec::new();
         let own = self
             .run
             .as_ref()
             .filter(|r| r.resuming)
             .map(|r| r.artifact.as_str());
+        // Per dead flow: its artifact, and the run dirs of its steps here.
+        let mut dead: Vec<(String, String, Vec<String>)> = Vec::new();
         for l in crate::exec::controller::parse_leftovers(&out.stdout_text()) {
-            if Some(l.artifact.as_str()) == own {
+            if Some(l.artifact.as_str()) == own || !crate::exec::controller::is_dead(&l.controller)
+            {
                 continue;
             }
-            if crate::exec::controller::is_dead(&l.controller)
-                && !dead.iter().any(|(c, _)| *c == l.controller)
-            {
-                dead.push((l.controller, l.artifact));
+            let i = match dead.iter().position(|(c, _, _)| *c == l.controller) {
+                Some(i) => i,
+                None => {
+                    dead.push((l.controller.clone(), l.artifact.clone(), Vec::new()));
+                    dead.len() - 1
+                }
+            };
+            if !l.run_dir.is_empty() && !dead[i].2.contains(&l.run_dir) {
+                dead[i].2.push(l.run_dir);
             }
         }
-        for (controller, artifact) in dead {
+        for (controller, artifact, run_dirs) in dead {
+            let pid = controller.split(':').nth(2).unwrap_or("?");
+            // Their data first: into their own artifact, when it is on this
+            // machine; otherwise they are left running for their owner.
+            let here = !run_dirs.is_empty()
+                && run_dirs
+                    .iter()
+                    .all(|d| Path::new(d).join("plan.json").is_file());
+            if !here {
+                eprintln!(
+                    "warning: host `{host}`: steps of artifact {artifact} (flow pid {pid}, no longer running) still run there; its folder is not on this machine, so they are left running: \
+                     `flow attach {artifact}` where it is takes them over, `flow reap {artifact}` stops them"
+                );
+                continue;
+            }
+            let mut rescued = (0u64, 0u64, 0u64);
+            for d in &run_dirs {
+                let r = self.rescue(host, Path::new(d)).await;
+                rescued = (rescued.0 + r.0, rescued.1 + r.1, rescued.2 + r.2);
+            }
             let reap = [
                 "reap".to_string(),
                 format!("{}={controller}", crate::exec::controller::VAR),
@@ -389,14 +436,68 @@ impl Inner {
             if let Ok(out) = agent.call(&reap, None, ANSWER_WITHIN).await {
                 let n = out.stdout_text().lines().count();
                 if n > 0 {
-                    let pid = controller.split(':').nth(2).unwrap_or("?");
+                    let failed = if rescued.2 > 0 {
+                        format!(", {} failed", rescued.2)
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "warning: host `{host}`: killed {n} process{} left by flow (pid {pid}, no longer running) of artifact {artifact}",
+                        "warning: host `{host}`: fetched what the steps of artifact {artifact} (flow pid {pid}, no longer running) wrote into that artifact ({} file{}, {} bytes{failed}), then stopped them ({n} process{})",
+                        rescued.0,
+                        if rescued.0 == 1 { "" } else { "s" },
+                        rescued.1,
                         if n == 1 { "" } else { "es" }
                     );
                 }
             }
         }
+    }
+
+    /// Fetches what the fetch steps on `host` of the run in `run_dir` (a
+    /// dead flow's, on this machine) would, into that run's folder, and
+    /// records it there as a rescue; returns (files, bytes, failed).
+    async fn rescue(&self, host: &str, run_dir: &Path) -> (u64, u64, u64) {
+        let Ok(text) = std::fs::read(run_dir.join("plan.json")) else {
+            return (0, 0, 0);
+        };
+        let Ok(plan) = serde_json::from_slice::<crate::plan::RunPlan>(&text) else {
+            return (0, 0, 0);
+        };
+        let mut log = String::new();
+        let (mut files, mut bytes, mut failed) = (0, 0, 0);
+        for s in plan
+            .steps
+            .iter()
+            .filter(|s| s.kind == StepKind::Fetch && s.host == host)
+        {
+            for t in fetch(self, host, &s.cwd, &s.paths, run_dir).await {
+                log.push_str(&t.line());
+                if t.ok() {
+                    files += 1;
+                    bytes += t.bytes;
+                } else if t.status != "missing" && !t.status.starts_with("skipped") {
+                    failed += 1;
+                }
+            }
+        }
+        let path = run_dir.join("fetch.log");
+        if !path.exists() {
+            log.insert_str(0, crate::exec::fetch::FETCH_LOG_HEADER);
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            use std::io::Write;
+            let _ = f.write_all(log.as_bytes()).and_then(|()| f.sync_data());
+        }
+        crate::exec::run::append_event(
+            &run_dir.join("events.jsonl"),
+            "rescued",
+            &serde_json::json!({"host": host, "by": crate::exec::controller::identity(), "files": files, "bytes": bytes, "failed": failed}),
+        );
+        (files, bytes, failed)
     }
 
     /// `~/x` with the host's home; other paths as they are.
@@ -521,6 +622,7 @@ impl Host for SshHost {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let (r, host) = (&self.r, self.name.as_str());
+            r.sweep_once(host).await?;
             let dir = r.absolute(host, dir).await?;
             let fail = |what: &str, reply: &Reply| {
                 format!(
@@ -1230,7 +1332,7 @@ fn parse_ns(b: &[u8]) -> Option<u64> {
 /// Pulls what `patterns` match under the host's `dir` into
 /// `run_dir/hosts/<host>/` with rsync, one [`Transfer`] per file.
 async fn fetch(
-    r: &Arc<Inner>,
+    r: &Inner,
     host: &str,
     dir: &str,
     patterns: &[String],
