@@ -50,8 +50,15 @@ pub enum Command {
 /// Which suite, with which hosts and overrides.
 #[derive(Debug, Clone, Args)]
 pub struct SuiteArgs {
-    /// A suite name (`suites/NAME.yaml`) or a path to a suite file.
-    #[arg(long, short = 's', value_name = "NAME|PATH")]
+    /// A suite name (`suites/NAME.yaml`) or a path to a suite file
+    /// (required, except with `flow run --resume`).
+    #[arg(
+        long,
+        short = 's',
+        value_name = "NAME|PATH",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub suite: String,
     /// An inventory file; replaces the suite's `hosts:`.
     #[arg(long, value_name = "FILE")]

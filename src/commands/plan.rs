@@ -25,6 +25,11 @@ pub struct Prepared {
 
 /// Loads and expands a suite; configuration errors come back rendered.
 pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
+    if args.suite.is_empty() {
+        return Err(Error::Invalid(
+            "error: which suite? `--suite NAME|PATH` is required\n  = help: `flow run --resume ID` continues an artifact without it\n".into(),
+        ));
+    }
     let opts = LoadOptions {
         hosts: args.hosts.clone(),
         set: args.set.clone(),

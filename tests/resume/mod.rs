@@ -76,23 +76,39 @@ fn events(run: &Path, kind: &str) -> usize {
 const FOUR_RUNS: &str = "suite: t\nworkloads:\n  - workload: workload.yaml\n    repetitions: 4\n";
 
 /// Each run writes a file the fetch brings back and counts its starts in
-/// a file outside the artifact.
-fn four_runs() -> Project {
+/// a file outside the artifact; `hosts`: an inventory (else this machine).
+fn four_runs(hosts: Option<&Path>) -> Project {
     let p = Project::new();
     let starts = p.path().join("starts.log");
     let workload = format!(
         "workload: w\nsteps:\n  job: {{ run: \"echo {{{{ run.id }}}} >> {}; sleep 0.6; echo {{{{ run.repetition }}}} > out.txt\" }}\n  grab: {{ kind: fetch, paths: [out.txt] }}\n",
         starts.display()
     );
-    p.file("suite.yaml", FOUR_RUNS)
+    let suite = match hosts {
+        Some(h) => FOUR_RUNS.replace("suite: t\n", &format!("suite: t\nhosts: {}\n", h.display())),
+        None => FOUR_RUNS.to_string(),
+    };
+    p.file("suite.yaml", &suite)
         .file("workload.yaml", &workload)
 }
 
 #[test]
 fn kill_9_at_any_moment_then_resume_ends_every_run_once_passed() {
-    // Bounded: three moments across the suite's ~3 s.
+    kill_9_then_resume(None, "local");
+}
+
+#[test]
+fn kill_9_of_an_ssh_suite_then_resume_ends_every_run_once_passed() {
+    let s = Sshds::start(1);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [server]")]);
+    kill_9_then_resume(Some(&inv), "a");
+}
+
+fn kill_9_then_resume(hosts: Option<&Path>, host: &str) {
+    // Bounded: three moments across the suite's few seconds.
     for delay_ms in [300u64, 1100, 2300] {
-        let p = four_runs();
+        let p = four_runs(hosts);
         let child = spawn(p.path(), &["run", "--suite", "suite.yaml"]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         kill_9(child);
@@ -124,7 +140,8 @@ fn kill_9_at_any_moment_then_resume_ends_every_run_once_passed() {
             assert_eq!(res["status"], "passed", "{}", r.display());
             assert_eq!(events(&r, "run_ended"), 1, "{}", r.display());
             let rep = res["repetition"].as_u64().expect("rep");
-            let got = std::fs::read_to_string(r.join("hosts/local/out.txt")).expect("fetched");
+            let got =
+                std::fs::read_to_string(r.join(format!("hosts/{host}/out.txt"))).expect("fetched");
             assert_eq!(got.trim(), rep.to_string());
             // An earlier attempt, when there was one, is kept whole.
             if r.join("attempts/1").exists() {
@@ -199,7 +216,7 @@ fn failed_runs_are_kept_unless_rerun_failed() {
 
 #[test]
 fn resume_after_editing_the_suite_is_refused_naming_the_changed_runs() {
-    let p = four_runs();
+    let p = four_runs(None);
     p.run(&["--only", "*.r1-*"], 0);
     let workload = std::fs::read_to_string(p.path().join("workload.yaml")).expect("read");
     std::fs::write(
