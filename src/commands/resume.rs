@@ -104,11 +104,23 @@ impl Changes {
     }
 }
 
-/// The stored plan of a run, with its id put in place of `old` so that a
-/// renamed run compares by what it does.
+/// The stored plan of a run. When the artifact folder was moved since, its
+/// old path in the plan is read as the new one: a run on this machine
+/// that works inside the artifact is the same run in its new place (a run
+/// on a remote host is not: its folder there depends on the old path).
 fn stored_plan(dir: &Path, id: &str) -> Option<Value> {
     let text = std::fs::read(dir.join("runs").join(id).join("plan.json")).ok()?;
-    serde_json::from_slice(&text).ok()
+    let v: Value = serde_json::from_slice(&text).ok()?;
+    let old_root = v["dir"]
+        .as_str()?
+        .strip_suffix(&format!("/runs/{id}"))?
+        .to_string();
+    let new_root = dir.display().to_string();
+    if old_root == new_root {
+        return Some(v);
+    }
+    let text = String::from_utf8_lossy(&text).replace(&old_root, &new_root);
+    serde_json::from_str(&text).ok()
 }
 
 fn key(p: &RunPlan) -> (String, String, String, u32) {
