@@ -11,25 +11,16 @@ use super::status::resolve;
 use super::{Error, exit};
 use crate::cli::FetchArgs;
 use crate::diag::display_path;
-use crate::exec::fetch::{FETCH_LOG_HEADER, Transfer};
+use crate::exec::fetch::{Tally, Transfer};
 use crate::exec::host::{HostSet, Launcher};
 use crate::plan::RunPlan;
-use crate::suite::{Inventory, StepKind};
+use crate::suite::StepKind;
 
 pub fn fetch(args: &FetchArgs) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
     let only = super::run::patterns(&args.only)?;
-    let suite_json = dir.join("suite.json");
-    let text = std::fs::read(&suite_json).map_err(|e| Error::io("read", &suite_json, e))?;
-    let v: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::io("read", &suite_json, std::io::Error::other(e)))?;
-    let inv: Inventory = serde_json::from_value(v["inventory"].clone()).map_err(|e| {
-        Error::io(
-            "read the inventory of",
-            &suite_json,
-            std::io::Error::other(e),
-        )
-    })?;
+    let v = super::status::read_suite_json(&dir)?;
+    let inv = super::status::stored_inventory(&dir, &v)?;
     let mut plans: Vec<RunPlan> = Vec::new();
     for id in v["expansion"]["runs"].as_array().into_iter().flatten() {
         let Some(id) = id.as_str() else { continue };
@@ -94,28 +85,9 @@ pub fn fetch(args: &FetchArgs) -> Result<i32, Error> {
     for (plan, transfers) in results {
         let run_dir = PathBuf::from(&plan.dir);
         let log = run_dir.join("fetch.log");
-        let mut text = String::new();
-        if !log.exists() {
-            text.push_str(FETCH_LOG_HEADER);
-        }
-        let (mut files, mut bytes, mut bad, mut missing) = (0u64, 0u64, 0u64, 0u64);
-        for t in &transfers {
-            text.push_str(&t.line());
-            if t.ok() {
-                files += 1;
-                bytes += t.bytes;
-            } else if t.status == "missing" {
-                missing += 1;
-            } else if !t.status.starts_with("skipped") {
-                bad += 1;
-            }
-        }
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_data()));
-        if let Err(e) = appended {
+        let t = Tally::of(&transfers);
+        let (files, bytes, missing, bad) = (t.files, t.bytes, t.missing, t.failed);
+        if let Err(e) = t.append_to(&log) {
             failed += 1;
             writeln!(
                 out,

@@ -251,19 +251,9 @@ pub fn exec(args: &ExecArgs) -> Result<i32, Error> {
 /// hosts (after flow itself was killed), found by `FLOW_ARTIFACT_ID`.
 pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
     let dir = super::status::resolve(&args.artifacts, args.id.as_deref())?;
-    let suite_json = dir.join("suite.json");
-    let text =
-        std::fs::read_to_string(&suite_json).map_err(|e| Error::io("read", &suite_json, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::io("read", &suite_json, std::io::Error::other(e)))?;
+    let v = super::status::read_suite_json(&dir)?;
     let id = v["artifact_id"].as_str().unwrap_or_default().to_string();
-    let inv: Inventory = serde_json::from_value(v["inventory"].clone()).map_err(|e| {
-        Error::io(
-            "read the inventory of",
-            &suite_json,
-            std::io::Error::other(e),
-        )
-    })?;
+    let inv = super::status::stored_inventory(&dir, &v)?;
     let names: Vec<String> = inv.hosts.iter().map(|h| h.name.clone()).collect();
     let remote = crate::exec::host::ssh::Remote::new(&inv, &names, None).map_err(|e| {
         Error::io(

@@ -16,7 +16,7 @@ use super::run::Invocation;
 use super::status::{State, resolve, state};
 use super::{Error, exit};
 use crate::artifact::atomic_write;
-use crate::artifact::run_result::{RunResult, RunRow, RunStatus};
+use crate::artifact::run_result::{RunRow, RunStatus};
 use crate::cli::{ResumeArgs, SuiteArgs};
 use crate::diag::display_path;
 use crate::exec::resume::{Decision, decide, keep_attempt};
@@ -27,11 +27,6 @@ use crate::plan::{PlanOptions, Planner, RunPlan};
 
 /// At most this many changed runs are listed when a resume is refused.
 const MAX_LISTED: usize = 20;
-
-fn read_json(path: &Path) -> Result<Value, Error> {
-    let text = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::io("read", path, std::io::Error::other(e)))
-}
 
 /// The command line the artifact was planned with, from its `suite.json`.
 fn suite_args(sj: &Value) -> Result<SuiteArgs, Error> {
@@ -254,7 +249,7 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
             display_path(&dir)
         )));
     }
-    let sj = read_json(&dir.join("suite.json"))?;
+    let sj = super::status::read_suite_json(&dir)?;
     let id = sj["artifact_id"]
         .as_str()
         .map(String::from)
@@ -325,14 +320,9 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
             None => counts.push((decision.label(), 1)),
         }
         let resume = match decision {
-            Decision::Keep(_) => {
-                let result: Option<RunResult> = std::fs::read(run_dir.join("run_result.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                if let Some(res) = result {
-                    r.status = res.status.as_str().to_string();
-                    r.duration_ms = res.duration_ms;
-                }
+            Decision::Keep(status, duration_ms) => {
+                r.status = status.as_str().to_string();
+                r.duration_ms = duration_ms;
                 rows.push(r);
                 continue;
             }

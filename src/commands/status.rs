@@ -72,6 +72,24 @@ pub(super) fn resolve(root: &Path, id: Option<&str>) -> Result<PathBuf, Error> {
     )))
 }
 
+/// An artifact's `suite.json`.
+pub(super) fn read_suite_json(dir: &Path) -> Result<Value, Error> {
+    let path = dir.join("suite.json");
+    let text = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::io("read", &path, std::io::Error::other(e)))
+}
+
+/// The inventory an artifact ran with, from its `suite.json` `v`.
+pub(super) fn stored_inventory(dir: &Path, v: &Value) -> Result<crate::suite::Inventory, Error> {
+    serde_json::from_value(v["inventory"].clone()).map_err(|e| {
+        Error::io(
+            "read the inventory of",
+            &dir.join("suite.json"),
+            std::io::Error::other(e),
+        )
+    })
+}
+
 /// The run ids an artifact was planned with, in order.
 fn run_ids(dir: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(dir.join("suite.json")) else {

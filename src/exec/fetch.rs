@@ -26,6 +26,60 @@ pub struct Transfer {
     pub status: String,
 }
 
+/// What a batch of transfers came to, and their `fetch.log` lines.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub files: u64,
+    pub bytes: u64,
+    /// Patterns that matched nothing.
+    pub missing: u64,
+    /// FIFOs, sockets, devices, links out of the run dir: recorded, never
+    /// opened.
+    pub skipped: u64,
+    /// Transfers that failed: the data is not all there.
+    pub failed: u64,
+    pub lines: String,
+}
+
+impl Tally {
+    pub fn add(&mut self, t: &Transfer) {
+        self.lines.push_str(&t.line());
+        if t.ok() {
+            self.files += 1;
+            self.bytes += t.bytes;
+        } else if t.status == "missing" {
+            self.missing += 1;
+        } else if t.status.starts_with("skipped") {
+            self.skipped += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    pub fn of(transfers: &[Transfer]) -> Tally {
+        let mut t = Tally::default();
+        for x in transfers {
+            t.add(x);
+        }
+        t
+    }
+
+    /// Appends the lines to `path` (with the header when it is new), synced.
+    pub fn append_to(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = String::new();
+        if !path.exists() {
+            text.push_str(FETCH_LOG_HEADER);
+        }
+        text.push_str(&self.lines);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()
+    }
+}
+
 impl Transfer {
     /// A transfer that could not be made (`remote`: the path or pattern).
     pub fn failed(host: &str, remote: &str, error: &str) -> Transfer {

@@ -5,15 +5,16 @@
 use std::path::Path;
 
 use crate::artifact::replay::Replay;
-use crate::artifact::run_result::{RunStatus, StepStatus};
+use crate::artifact::run_result::{RunResult, RunStatus, StepStatus};
 use crate::plan::RunPlan;
 use crate::suite::StepKind;
 
 /// What becomes of one run.
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// It ended (passed, or failed without `--rerun-failed`): kept as it is.
-    Keep(RunStatus),
+    /// It ended (passed, or failed without `--rerun-failed`): kept as it
+    /// is, with the duration its `run_result.json` gives.
+    Keep(RunStatus, Option<u64>),
     /// It never started.
     Start,
     /// It starts again; the earlier attempt is kept in `attempts/<n>/`.
@@ -25,8 +26,8 @@ pub enum Decision {
 impl Decision {
     pub fn label(&self) -> &'static str {
         match self {
-            Decision::Keep(RunStatus::Passed) => "passed, kept",
-            Decision::Keep(_) => "failed, kept",
+            Decision::Keep(RunStatus::Passed, _) => "passed, kept",
+            Decision::Keep(..) => "failed, kept",
             Decision::Start => "not started",
             Decision::Again { .. } => "run again",
             Decision::Adopt(_) => "taken over",
@@ -44,8 +45,24 @@ pub fn decide(
 ) -> Decision {
     match Replay::ending(run_dir) {
         None => Decision::Start,
-        Some(Some(RunStatus::Passed)) => Decision::Keep(RunStatus::Passed),
-        Some(Some(RunStatus::Failed)) if !rerun_failed => Decision::Keep(RunStatus::Failed),
+        Some(Some(status @ (RunStatus::Passed | RunStatus::Failed)))
+            if status == RunStatus::Passed || !rerun_failed =>
+        {
+            // Kept only with the final result the journal vouches for.
+            let result: Option<RunResult> = std::fs::read(run_dir.join("run_result.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            match result {
+                Some(r) if r.status == status => Decision::Keep(status, r.duration_ms),
+                _ => Decision::Again {
+                    why: format!(
+                        "it {} but its run_result.json does not say so",
+                        status.as_str()
+                    ),
+                    tags: Replay::read(run_dir).map(|r| r.tags).unwrap_or_default(),
+                },
+            }
+        }
         Some(Some(status)) => {
             let tags = Replay::read(run_dir).map(|r| r.tags).unwrap_or_default();
             Decision::Again {
@@ -133,6 +150,70 @@ pub fn keep_attempt(run_dir: &Path) -> std::io::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan() -> RunPlan {
+        RunPlan {
+            schema_version: 1,
+            id: "w.baseline.r1-x".into(),
+            suite: "s".into(),
+            workload: "w".into(),
+            mode: "baseline".into(),
+            variant: "default".into(),
+            variant_params: Default::default(),
+            repetition: 1,
+            params: Default::default(),
+            exclusive: true,
+            dir: String::new(),
+            hosts: vec![],
+            files: vec![],
+            steps: vec![],
+            edges: vec![],
+            metrics: vec![],
+        }
+    }
+
+    #[test]
+    fn a_run_is_kept_only_with_the_result_its_journal_vouches_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path();
+        std::fs::write(
+            run.join("events.jsonl"),
+            concat!(
+                r#"{"wall_ns":1,"mono_ns":1,"event":"run_started","tag":"t"}"#,
+                "\n",
+                r#"{"wall_ns":2,"mono_ns":2,"event":"run_ended","status":"passed","duration_ms":5}"#,
+                "\n"
+            ),
+        )
+        .expect("write");
+        let result = |status: &str| {
+            let mut r = serde_json::to_value(crate::artifact::run_result::RunResult::new(
+                &plan(),
+                crate::clock::Stamp::now(),
+            ))
+            .expect("json");
+            r["status"] = status.into();
+            r["duration_ms"] = 5.into();
+            std::fs::write(run.join("run_result.json"), r.to_string()).expect("write");
+        };
+        let remote = |_: &str| false;
+        // flow died between the two writes: the result says `running`.
+        result("running");
+        assert!(matches!(
+            decide(&plan(), run, false, &remote),
+            Decision::Again { ref tags, .. } if tags == &["t"]
+        ));
+        result("passed");
+        assert!(matches!(
+            decide(&plan(), run, false, &remote),
+            Decision::Keep(RunStatus::Passed, Some(5))
+        ));
+        std::fs::remove_file(run.join("run_result.json")).expect("rm");
+        assert!(matches!(
+            decide(&plan(), run, false, &remote),
+            Decision::Again { .. }
+        ));
+    }
 
     #[test]
     fn an_earlier_attempt_is_moved_whole_and_numbered() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::fetch::{FETCH_LOG_HEADER, Transfer, check_fetched_links};
+use super::fetch::{FETCH_LOG_HEADER, Tally, Transfer, check_fetched_links};
 use super::host::Launcher;
 use super::journal::RunJournal;
 use super::process::{self, RUN_TAG_VAR};
@@ -279,11 +279,14 @@ impl Run<'_> {
         } else {
             RunStatus::Passed
         };
+        // The result first, synced: a journal that says the run ended
+        // then always has its final result beside it (`flow resume` keeps
+        // such a run as it is).
+        self.write_result(true);
         self.event(
             "run_ended",
             json!({"status": self.result.status, "duration_ms": self.result.duration_ms}),
         );
-        self.write_result(true);
     }
 
     /// Takes the state a dead flow's journal left: what ended stays ended,
@@ -389,8 +392,7 @@ impl Run<'_> {
         for t in tags {
             stopped += self.env.launcher.sweep(t).await.len();
         }
-        let mut log = String::from(FETCH_LOG_HEADER);
-        let (mut files, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        let mut tally = Tally::default();
         for s in self.plan.steps.iter().filter(|s| s.kind == StepKind::Fetch) {
             for t in self
                 .env
@@ -398,15 +400,10 @@ impl Run<'_> {
                 .fetch(&s.host, &s.cwd, &s.paths, &dest)
                 .await
             {
-                log.push_str(&t.line());
-                if t.ok() {
-                    files += 1;
-                    bytes += t.bytes;
-                } else if t.status != "missing" {
-                    failed += 1;
-                }
+                tally.add(&t);
             }
         }
+        let failed = tally.failed;
         let suffix = format!("attempt-{attempt}");
         let mut dirs: Vec<(&str, &str)> = Vec::new();
         for s in &self.plan.steps {
@@ -430,15 +427,15 @@ impl Run<'_> {
                 dest.join("fetch.log").display()
             ));
         }
-        if let Err(e) = std::fs::create_dir_all(&dest)
-            .and_then(|()| atomic_write(&dest.join("fetch.log"), log.as_bytes()))
+        if let Err(e) =
+            std::fs::create_dir_all(&dest).and_then(|()| tally.append_to(&dest.join("fetch.log")))
         {
             errors.push(format!(
                 "cannot write `{}`: {e}",
                 dest.join("fetch.log").display()
             ));
         }
-        let fields = json!({"attempt": attempt, "stopped": stopped, "files": files, "bytes": bytes, "failed": failed});
+        let fields = json!({"attempt": attempt, "stopped": stopped, "files": tally.files, "bytes": tally.bytes, "failed": failed});
         append_event(&dest.join("events.jsonl"), "rescued", &fields);
         self.event("rescued", fields);
         self.result.errors.extend(errors);

@@ -612,6 +612,49 @@ fn after_kill_9_of_flow_a_new_run_fetches_what_the_leftovers_wrote_into_their_ar
 }
 
 #[test]
+fn after_kill_9_leftovers_whose_artifact_is_not_here_are_left_running() {
+    let s = Sshds::start(2);
+    let (dir, id, needle) = orphans_after_kill_9(&s);
+    // Its folder is gone from this machine (copied elsewhere, say).
+    std::fs::remove_dir_all(dir.join("artifacts").join(&id)).expect("rm");
+    std::fs::write(
+        dir.join("again.yaml"),
+        format!(
+            "suite: again\nhosts: {}\nworkloads:\n  - workload: quick.yaml\n",
+            s.dir.path().join("inventory.yaml").display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(
+        dir.join("quick.yaml"),
+        "workload: quick\nsteps:\n  q1: { on: server, run: \"true\" }\n",
+    )
+    .expect("workload");
+    let (_, stderr) = Flow::new()
+        .args([
+            "run",
+            "--suite",
+            "again.yaml",
+            "--artifacts",
+            "artifacts",
+            "--share-hosts",
+        ])
+        .cwd(&dir)
+        .expect(0);
+    assert!(
+        stderr.contains(&format!("steps of artifact {id} ")) && stderr.contains("left running"),
+        "{stderr}"
+    );
+    assert!(!super::run::processes_with_env(&needle).is_empty());
+    for (pid, _) in super::run::processes_with_env(&needle) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
 fn remote_fetch_records_missing_files_and_never_follows_links_out_of_the_run_dir() {
     files_and_fetch(&Sshds::start(1));
 }

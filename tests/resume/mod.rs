@@ -296,13 +296,27 @@ steps:
         .expect(0);
     assert!(status.contains("abandoned"), "{status}");
     assert!(status.contains("flow resume"), "{status}");
+    // The data so far, now, without finishing anything.
+    let (fetched, _) = Flow::new()
+        .args(["fetch", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(fetched.contains(": 1 file, "), "{fetched}");
+    let run = runs(&dir).remove(0);
+    let early = std::fs::read_to_string(run.join("hosts/a/data.csv")).expect("data so far");
+    assert!(early.starts_with("start\n1\n"), "{early}");
+    assert_eq!(events(&run, "fetched_on_request"), 1);
+    assert!(
+        std::fs::read_to_string(run.join("fetch.log"))
+            .expect("fetch.log")
+            .contains("hosts/a/data.csv")
+    );
     let (stdout, _) = Flow::new()
         .args(["attach", "--artifacts", "artifacts"])
         .cwd(&dir)
         .expect(0);
     assert!(stdout.contains("1 taken over"), "{stdout}");
     assert!(stdout.contains("1 run: 1 passed"), "{stdout}");
-    let run = runs(&dir).remove(0);
     let res = json(&run.join("run_result.json"));
     assert_eq!(res["status"], "passed");
     let collect = res["steps"]
@@ -317,6 +331,7 @@ steps:
     // One start, then every sample in order: never restarted, never
     // overwritten.
     let csv = std::fs::read_to_string(run.join("hosts/a/data.csv")).expect("data.csv");
+    assert!(csv.len() > early.len(), "the final fetch brought more");
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("start"));
     let samples: Vec<u64> = lines.map(|l| l.parse().expect("a number")).collect();
@@ -324,5 +339,39 @@ steps:
     assert!(
         samples.iter().enumerate().all(|(i, &v)| v == i as u64 + 1),
         "{csv}"
+    );
+}
+
+#[test]
+fn a_moved_artifact_resumes_in_its_new_place() {
+    let p = four_runs(None);
+    p.run(&["--only", "*.r1-*"], 0);
+    let old = artifact(p.path());
+    let moved = p.path().join("moved");
+    std::fs::create_dir_all(&moved).expect("mkdir");
+    let to = moved.join(old.file_name().expect("name"));
+    std::fs::rename(&old, &to).expect("move");
+    let (stdout, _) = Flow::new()
+        .args([
+            "resume",
+            &to.display().to_string(),
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert!(stdout.contains("nothing to do"), "{stdout}");
+}
+
+#[test]
+fn run_without_a_suite_says_which_argument_is_missing() {
+    let p = Project::new();
+    let (_, stderr) = Flow::new()
+        .args(["run", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(2);
+    assert_eq!(
+        stderr,
+        "error: which suite? `--suite NAME|PATH` is required\n  = help: `flow run --resume ID` continues an artifact without it\n"
     );
 }

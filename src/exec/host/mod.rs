@@ -225,6 +225,17 @@ impl HostSet {
             resuming,
         };
         let remote = ssh::Remote::new(inventory, names, Some(owner))?;
+        Ok(HostSet::of(inventory, names, remote))
+    }
+
+    /// For commands that only look and fetch (`flow fetch`): no host is
+    /// taken, nothing found there is killed.
+    pub fn observer(inventory: &Inventory, names: &[String]) -> std::io::Result<HostSet> {
+        let remote = ssh::Remote::new(inventory, names, None)?;
+        Ok(HostSet::of(inventory, names, remote))
+    }
+
+    fn of(inventory: &Inventory, names: &[String], remote: ssh::Remote) -> HostSet {
         let mut hosts: HashMap<String, Arc<dyn Host>> = HashMap::new();
         let mut sweepers: Vec<Arc<dyn Host>> = Vec::new();
         let mut here_swept = false;
@@ -241,30 +252,11 @@ impl HostSet {
             }
             hosts.insert(name.clone(), host);
         }
-        Ok(HostSet {
+        HostSet {
             hosts,
             sweepers,
             ssh: remote,
-        })
-    }
-
-    /// For commands that only look and fetch (`flow fetch`): no host is
-    /// taken, nothing found there is killed.
-    pub fn observer(inventory: &Inventory, names: &[String]) -> std::io::Result<HostSet> {
-        let remote = ssh::Remote::new(inventory, names, None)?;
-        let mut hosts: HashMap<String, Arc<dyn Host>> = HashMap::new();
-        for name in names {
-            let host: Arc<dyn Host> = match inventory.host(name) {
-                Some(h) if !h.is_local() => Arc::new(remote.host(name)),
-                _ => Arc::new(local::LocalHost::new(name)),
-            };
-            hosts.insert(name.clone(), host);
         }
-        Ok(HostSet {
-            hosts,
-            sweepers: Vec::new(),
-            ssh: remote,
-        })
     }
 
     fn get(&self, name: &str) -> Result<&Arc<dyn Host>, String> {

@@ -463,41 +463,27 @@ impl Inner {
         let Ok(plan) = serde_json::from_slice::<crate::plan::RunPlan>(&text) else {
             return (0, 0, 0);
         };
-        let mut log = String::new();
-        let (mut files, mut bytes, mut failed) = (0, 0, 0);
+        let mut tally = crate::exec::fetch::Tally::default();
         for s in plan
             .steps
             .iter()
             .filter(|s| s.kind == StepKind::Fetch && s.host == host)
         {
             for t in fetch(self, host, &s.cwd, &s.paths, run_dir).await {
-                log.push_str(&t.line());
-                if t.ok() {
-                    files += 1;
-                    bytes += t.bytes;
-                } else if t.status != "missing" && !t.status.starts_with("skipped") {
-                    failed += 1;
-                }
+                tally.add(&t);
             }
         }
-        let path = run_dir.join("fetch.log");
-        if !path.exists() {
-            log.insert_str(0, crate::exec::fetch::FETCH_LOG_HEADER);
-        }
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            use std::io::Write;
-            let _ = f.write_all(log.as_bytes()).and_then(|()| f.sync_data());
+        let mut failed = tally.failed;
+        if tally.append_to(&run_dir.join("fetch.log")).is_err() {
+            // Fetched but not recorded: not a complete rescue.
+            failed += 1;
         }
         crate::exec::run::append_event(
             &run_dir.join("events.jsonl"),
             "rescued",
-            &serde_json::json!({"host": host, "by": crate::exec::controller::identity(), "files": files, "bytes": bytes, "failed": failed}),
+            &serde_json::json!({"host": host, "by": crate::exec::controller::identity(), "files": tally.files, "bytes": tally.bytes, "failed": failed}),
         );
-        (files, bytes, failed)
+        (tally.files, tally.bytes, failed)
     }
 
     /// `~/x` with the host's home; other paths as they are.
