@@ -240,15 +240,53 @@ fn replan(
     Ok((plans, changed))
 }
 
+/// The artifact's `flow.pid`, taken for this flow (atomically: of two
+/// flows resuming at once, one is refused); given back when dropped.
+struct Lock(PathBuf);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn take(dir: &Path) -> Result<Lock, Error> {
+    let path = dir.join(super::run::LOCK_FILE);
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                writeln!(f, "{}", std::process::id()).map_err(|e| Error::io("write", &path, e))?;
+                return Ok(Lock(path));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match state(dir) {
+                State::Running(pid) => {
+                    return Err(Error::Invalid(format!(
+                        "error: flow (pid {pid}) is running artifact `{}` now\n  = help: `flow status {}` shows how far it is; resume it once that flow has ended\n",
+                        display_path(dir),
+                        display_path(dir)
+                    )));
+                }
+                // A dead flow's: taken over.
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            },
+            Err(e) => return Err(Error::io("create", &path, e)),
+        }
+    }
+    Err(Error::Invalid(format!(
+        "error: another flow took artifact `{}` at the same moment\n",
+        display_path(dir)
+    )))
+}
+
 pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
-    if let State::Running(pid) = state(&dir) {
-        return Err(Error::Invalid(format!(
-            "error: flow (pid {pid}) is running artifact `{}` now\n  = help: `flow status {}` shows how far it is; resume it once that flow has ended\n",
-            display_path(&dir),
-            display_path(&dir)
-        )));
-    }
+    let _lock = take(&dir)?;
     let sj = super::status::read_suite_json(&dir)?;
     let id = sj["artifact_id"]
         .as_str()

@@ -375,3 +375,32 @@ fn run_without_a_suite_says_which_argument_is_missing() {
         "error: which suite? `--suite NAME|PATH` is required\n  = help: `flow run --resume ID` continues an artifact without it\n"
     );
 }
+
+#[test]
+fn an_artifact_another_flow_is_running_is_not_resumed() {
+    let p = four_runs(None);
+    p.run(&["--only", "*.r1-*"], 0);
+    // A live process holds it (this test's own).
+    let lock = artifact(p.path()).join("flow.pid");
+    std::fs::write(&lock, format!("{}\n", std::process::id())).expect("write");
+    let (_, stderr) = Flow::new()
+        .args(["resume", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(2);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: flow (pid {}) is running artifact ",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+    assert!(lock.exists(), "another flow's lock is left alone");
+    // A dead flow's lock is taken over, and given back.
+    std::fs::write(&lock, "999999999\n").expect("write");
+    let (stdout, _) = Flow::new()
+        .args(["resume", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(stdout.contains("nothing to do"), "{stdout}");
+    assert!(!lock.exists());
+}
