@@ -108,6 +108,33 @@ pub fn to_controller(
     Some((c, bound))
 }
 
+/// [`to_controller`] over every measurement of a run (before, samples
+/// through it, after; in time order): the offset is interpolated between
+/// the two measurements around the instant, so a long run follows its
+/// host's drift piece by piece.
+pub fn to_controller_points(host_ns: u64, points: &[&ClockOffset]) -> Option<(u64, u64)> {
+    match points {
+        [] => None,
+        [one] => to_controller(host_ns, Some(one), None),
+        _ => {
+            // The pair whose span holds the instant; before the first, the
+            // first pair holds it (flat), after the last, the last.
+            let mut last = None;
+            // A handful of points a day: a walk is enough.
+            for w in points.windows(2) {
+                let r = to_controller(host_ns, Some(w[0]), Some(w[1]));
+                if let Some((c, _)) = r
+                    && c <= w[1].at_ns
+                {
+                    return r;
+                }
+                last = r;
+            }
+            last
+        }
+    }
+}
+
 /// What one probe saw: controller wall time before and after, and the
 /// remote wall time read in between.
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +251,28 @@ mod tests {
         assert_eq!(to_controller(5_000, Some(&b), None), Some((4_000, 50)));
         assert_eq!(to_controller(5_000, None, Some(&a)), Some((2_000, 70)));
         assert_eq!(to_controller(5_000, None, None), None);
+    }
+
+    #[test]
+    fn samples_through_a_run_are_followed_piece_by_piece() {
+        let at = |at_ns: u64, offset_ns: i64| ClockOffset {
+            offset_ns,
+            bound_ns: 10,
+            rtt_ns: 20,
+            probes: 5,
+            at_ns,
+        };
+        // The offset goes 0 → 1000 over the first half, then stays.
+        let (b, m, a) = (at(1_000, 0), at(2_000, 1_000), at(3_000, 1_000));
+        let pts = [&b, &m, &a];
+        // Halfway through the first piece: offset 500.
+        assert_eq!(to_controller_points(2_000, &pts), Some((1_500, 10)));
+        // In the second piece the offset is flat 1000; before/after alone
+        // would have said 750 here.
+        assert_eq!(to_controller_points(3_500, &pts), Some((2_500, 10)));
+        assert_eq!(to_controller(3_500, Some(&b), Some(&a)), Some((2_666, 10)));
+        assert_eq!(to_controller_points(3_500, &[&b]), Some((3_500, 10)));
+        assert_eq!(to_controller_points(3_500, &[]), None);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Replay {
     pub ready_order: Vec<String>,
     /// Clock offsets measured before the run, by host.
     pub clocks_before: Vec<(String, ClockOffset)>,
+    /// Clock samples taken while the run went, in order.
+    pub clock_samples: Vec<(String, ClockOffset)>,
 }
 
 fn stamp(v: &Value) -> Option<Stamp> {
@@ -113,23 +115,27 @@ impl Replay {
                 self.setup_failed |= v.get("ok").and_then(Value::as_bool) == Some(false);
             }
             "clock" => {
-                if s("when").as_deref() == Some("before")
-                    && let (Some(host), Some(off)) = (s("host"), v.get("offset_ns"))
+                let when = s("when");
+                if let (Some(host), Some(off)) = (s("host"), v.get("offset_ns"))
                     && let Some(offset_ns) = off.as_i64()
                 {
                     let n = |k: &str| v.get(k).and_then(Value::as_u64);
                     let bound_ns = n("bound_ns").unwrap_or(0);
-                    self.clocks_before.retain(|(h, _)| *h != host);
-                    self.clocks_before.push((
-                        host,
-                        ClockOffset {
-                            offset_ns,
-                            bound_ns,
-                            rtt_ns: n("rtt_ns").unwrap_or(bound_ns.saturating_mul(2)),
-                            probes: n("probes").and_then(|p| u32::try_from(p).ok()).unwrap_or(1),
-                            at_ns: n("at_ns").unwrap_or(at.map_or(0, |a| a.wall_ns)),
-                        },
-                    ));
+                    let c = ClockOffset {
+                        offset_ns,
+                        bound_ns,
+                        rtt_ns: n("rtt_ns").unwrap_or(bound_ns.saturating_mul(2)),
+                        probes: n("probes").and_then(|p| u32::try_from(p).ok()).unwrap_or(1),
+                        at_ns: n("at_ns").unwrap_or(at.map_or(0, |a| a.wall_ns)),
+                    };
+                    match when.as_deref() {
+                        Some("before") => {
+                            self.clocks_before.retain(|(h, _)| *h != host);
+                            self.clocks_before.push((host, c));
+                        }
+                        Some("during") => self.clock_samples.push((host, c)),
+                        _ => {}
+                    }
                 }
             }
             "step_started" | "step_ready" | "step_ended" | "step_skipped" | "step_retrying" => {

@@ -250,13 +250,51 @@ pub struct FetchTotals {
 }
 
 /// A remote host's clock against the controller's, measured before and
-/// after the run.
+/// after the run, and through it (`clock_every`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HostClock {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub before: Option<ClockOffset>,
+    /// Measured while the run went, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub samples: Vec<ClockOffset>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub after: Option<ClockOffset>,
+}
+
+impl HostClock {
+    /// Every measurement, in time order.
+    pub fn points(&self) -> Vec<&ClockOffset> {
+        let mut v: Vec<&ClockOffset> = self
+            .before
+            .iter()
+            .chain(self.samples.iter())
+            .chain(self.after.iter())
+            .collect();
+        v.sort_by_key(|c| c.at_ns);
+        v
+    }
+}
+
+/// What a host's fetch steps have brought into the artifact so far: by the
+/// passes of incremental fetches (`every:`) while the run goes, then by the
+/// final fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FetchProgress {
+    /// Passes made (the final fetch included).
+    pub passes: u32,
+    /// Files and bytes in place after the last pass.
+    pub files: u64,
+    pub bytes: u64,
+    /// Transfers of the last pass that failed.
+    #[serde(default)]
+    pub failed: u64,
+    /// When the last pass ended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub at: Option<Stamp>,
+    /// The last pass's first failure.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
 }
 
 /// `run_result.json`.
@@ -279,6 +317,10 @@ pub struct RunResult {
     pub current_step: Option<String>,
     pub steps: Vec<StepResult>,
     pub fetch: FetchTotals,
+    /// Per host: what its fetches have brought so far (updated by every
+    /// incremental pass while the run goes).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub fetched: BTreeMap<String, FetchProgress>,
     /// Per remote host: its clock offset before and after the run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub clocks: BTreeMap<String, HostClock>,
@@ -306,6 +348,7 @@ impl RunResult {
             current_step: None,
             steps: plan.steps.iter().map(StepResult::new).collect(),
             fetch: FetchTotals::default(),
+            fetched: BTreeMap::new(),
             clocks: BTreeMap::new(),
             metrics: BTreeMap::new(),
             errors: Vec::new(),

@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 /// The header of `fetch.log` (tab-separated).
 pub const FETCH_LOG_HEADER: &str = "host\tremote_path\tlocal_path\tbytes\tsha256\tms\tstatus\n";
 
+/// The passes of incremental fetches (`every:`), the final one included:
+/// `fetch.log`'s columns after the pass number and whether it was the final.
+pub const PASSES_LOG: &str = "fetch.passes.log";
+
 /// One line of `fetch.log`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
@@ -77,6 +81,27 @@ impl Tally {
             .open(path)?;
         f.write_all(text.as_bytes())?;
         f.sync_data()
+    }
+}
+
+impl Tally {
+    /// Appends the lines to `fetch.passes.log` at `path`, each after its
+    /// pass number and `final` or `during`.
+    pub fn append_pass_to(&self, path: &Path, pass: u32, last: bool) -> std::io::Result<()> {
+        let mut text = String::new();
+        if !path.exists() {
+            text.push_str("pass\twhen\t");
+            text.push_str(FETCH_LOG_HEADER);
+        }
+        let when = if last { "final" } else { "during" };
+        for l in self.lines.lines() {
+            text.push_str(&format!("{pass}\t{when}\t{l}\n"));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(text.as_bytes())
     }
 }
 

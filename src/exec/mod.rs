@@ -272,6 +272,7 @@ mod tests {
             steps: vec![],
             edges: vec![],
             metrics: vec![],
+            clock_every_ms: None,
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             steps: vec![],
             edges: vec![],
             metrics: vec![],
+            clock_every_ms: None,
         }
     }
 

@@ -24,10 +24,6 @@ use crate::clock::Stamp;
 use crate::plan::{CONTROLLER, RunPlan};
 use crate::suite::StepKind;
 
-/// How often `run_result.json` is rewritten while a run goes on (besides its
-/// start and end).
-const RESULT_EVERY: Duration = Duration::from_secs(1);
-
 /// What every run of an invocation shares.
 pub struct RunEnv {
     pub artifact_id: String,
@@ -62,6 +58,34 @@ struct Node {
     tail: Option<Tail>,
 }
 
+/// Work the owner starts on a clock while the main phase goes, and that
+/// reports back when done.
+enum Background {
+    /// One pass of an incremental fetch step (`every:`).
+    Pass {
+        idx: usize,
+        started: Stamp,
+        transfers: Vec<Transfer>,
+    },
+    /// Every remote host's clock, measured once.
+    Clocks(Vec<(String, Option<crate::clock::ClockOffset>)>),
+}
+
+/// What the main phase does on a clock besides supervising: `duration:`
+/// stops, incremental fetch passes and clock samples.
+#[derive(Default)]
+struct Timers {
+    /// `duration:` steps (by name) whose instances were told to stop.
+    due: Vec<String>,
+    /// Fetch steps with `every:`: when each one's next pass is due.
+    next_pass: Vec<(usize, tokio::time::Instant)>,
+    /// Hosts with a pass on the way (one at a time per host).
+    passing: Vec<String>,
+    next_clock: Option<tokio::time::Instant>,
+    clock_busy: bool,
+    work: tokio::task::JoinSet<Background>,
+}
+
 struct Run<'a> {
     plan: &'a RunPlan,
     env: &'a RunEnv,
@@ -77,9 +101,9 @@ struct Run<'a> {
     rx: mpsc::UnboundedReceiver<Report>,
     interrupt: Interrupt,
     level: u8,
-    last_write: std::time::Instant,
     /// Tags of earlier flows' steps in this run (taken over or stopped).
     old_tags: Vec<String>,
+    timers: Timers,
 }
 
 /// Runs one plan to the end and returns its result (also written to disk).
@@ -127,8 +151,8 @@ pub async fn run_one(
         rx,
         interrupt,
         level,
-        last_write: std::time::Instant::now(),
         old_tags: Vec::new(),
+        timers: Timers::default(),
     };
     run.go(resume).await;
     run.result
@@ -148,7 +172,6 @@ impl Run<'_> {
     /// Rewrites `run_result.json`; only the final version is fsync'd (the
     /// journal is the durable record while the run goes).
     fn write_result(&mut self, last: bool) {
-        self.last_write = std::time::Instant::now();
         let path = self.dir.join("run_result.json");
         let bytes = match serde_json::to_vec_pretty(&self.result) {
             Ok(b) => b,
@@ -338,6 +361,14 @@ impl Run<'_> {
         }
         for (host, c) in &replay.clocks_before {
             self.result.clocks.entry(host.clone()).or_default().before = Some(*c);
+        }
+        for (host, c) in &replay.clock_samples {
+            self.result
+                .clocks
+                .entry(host.clone())
+                .or_default()
+                .samples
+                .push(*c);
         }
         self.started = replay
             .ready_order
@@ -602,6 +633,7 @@ impl Run<'_> {
     /// Services, monitors and tasks. Returns why it ended early, if it did.
     async fn main_phase(&mut self) -> Option<Ctl> {
         let n = self.plan.steps.len();
+        self.arm_timers();
         loop {
             if self.level > 0 {
                 return Some(Ctl::Interrupt);
@@ -638,12 +670,21 @@ impl Run<'_> {
                     }
                 }
             }
+            // A `duration:` step keeps the run going until it is stopped.
             let busy = (0..n).any(|i| {
-                self.in_main_phase(i) && self.result.steps[i].status == StepStatus::Running
+                self.in_main_phase(i)
+                    && match self.result.steps[i].status {
+                        StepStatus::Running => true,
+                        StepStatus::Ready => self.plan.steps[i].duration_ms.is_some(),
+                        _ => false,
+                    }
             });
             if !busy {
                 return None;
             }
+            self.on_timers();
+            let wake = self.next_wake();
+            let working = !self.timers.work.is_empty();
             tokio::select! {
                 Some(r) = self.rx.recv() => {
                     if let Some(why) = self.handle(r) {
@@ -653,8 +694,256 @@ impl Run<'_> {
                 lvl = next_level(&mut self.interrupt, self.level) => {
                     self.on_interrupt(lvl);
                 }
+                () = super::step::sleep_until(wake) => {}
+                Some(done) = self.timers.work.join_next(), if working => {
+                    match done {
+                        Ok(b) => self.on_background(b),
+                        Err(e) => self.progress.warn(&format!("internal error: {e}")),
+                    }
+                }
             }
         }
+    }
+
+    /// When each `duration:` step is due to stop, on the wall clock: once
+    /// every instance is up (ready, or ended), the latest `ready` plus the
+    /// duration, so that every host collects for at least that long and all
+    /// stop at once. `(step name, deadline ns, instances)`.
+    fn duration_deadlines(&self) -> Vec<(String, u64, Vec<usize>)> {
+        let mut groups: Vec<(String, u64, Vec<usize>)> = Vec::new();
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            let Some(ms) = s.duration_ms else { continue };
+            if self.timers.due.contains(&s.step) {
+                continue;
+            }
+            match groups.iter_mut().find(|g| g.0 == s.step) {
+                Some(g) => g.2.push(i),
+                None => groups.push((s.step.clone(), ms, vec![i])),
+            }
+        }
+        groups
+            .into_iter()
+            .filter_map(|(name, ms, idxs)| {
+                let sts: Vec<&StepResult> = idxs.iter().map(|&i| &self.result.steps[i]).collect();
+                if sts
+                    .iter()
+                    .any(|s| matches!(s.status, StepStatus::Pending | StepStatus::Running))
+                {
+                    return None;
+                }
+                let last_ready = sts
+                    .iter()
+                    .filter(|s| s.status == StepStatus::Ready)
+                    .filter_map(|s| s.ready.map(|r| r.wall_ns))
+                    .max()?;
+                Some((
+                    name,
+                    last_ready.saturating_add(ms.saturating_mul(1_000_000)),
+                    idxs,
+                ))
+            })
+            .collect()
+    }
+
+    /// The next instant something on a clock is due.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let now_wall = Stamp::now().wall_ns;
+        let now = tokio::time::Instant::now();
+        let durations = self
+            .duration_deadlines()
+            .into_iter()
+            .map(|(_, at, _)| now + Duration::from_nanos(at.saturating_sub(now_wall)));
+        let passes = self
+            .timers
+            .next_pass
+            .iter()
+            .filter(|(i, _)| !self.timers.passing.contains(&self.plan.steps[*i].host))
+            .map(|(_, at)| *at);
+        let clock = self.timers.next_clock.filter(|_| !self.timers.clock_busy);
+        durations.chain(passes).chain(clock).min()
+    }
+
+    /// Starts what is due: stops of `duration:` steps, fetch passes, a
+    /// clock sample.
+    fn on_timers(&mut self) {
+        let now_wall = Stamp::now().wall_ns;
+        for (name, at, idxs) in self.duration_deadlines() {
+            if at > now_wall {
+                continue;
+            }
+            self.timers.due.push(name.clone());
+            let hosts: Vec<&str> = idxs
+                .iter()
+                .map(|&i| self.plan.steps[i].host.as_str())
+                .collect();
+            self.event(
+                "duration_reached",
+                json!({"step": name, "duration_ms": self.plan.steps[idxs[0]].duration_ms, "hosts": hosts}),
+            );
+            // All hosts at once: every instance is told before any is
+            // waited for.
+            for &i in &idxs {
+                if self.result.steps[i].status != StepStatus::Ready {
+                    continue;
+                }
+                if let Some(c) = &self.nodes[i].ctl {
+                    let _ = c.send(Ctl::Stop);
+                    let id = self.plan.steps[i].id.clone();
+                    self.event("step_stopping", json!({"step": id, "reason": "duration"}));
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let due: Vec<usize> = self
+            .timers
+            .next_pass
+            .iter()
+            .filter(|(i, at)| {
+                *at <= now && !self.timers.passing.contains(&self.plan.steps[*i].host)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for idx in due {
+            self.timers.next_pass.retain(|(i, _)| *i != idx);
+            let s = &self.plan.steps[idx];
+            self.timers.passing.push(s.host.clone());
+            let launcher = Arc::clone(&self.env.launcher);
+            let (host, cwd, paths, dir) = (
+                s.host.clone(),
+                s.cwd.clone(),
+                s.paths.clone(),
+                self.dir.clone(),
+            );
+            self.timers.work.spawn(async move {
+                let started = Stamp::now();
+                let transfers = launcher.fetch(&host, &cwd, &paths, &dir).await;
+                Background::Pass {
+                    idx,
+                    started,
+                    transfers,
+                }
+            });
+        }
+        if self.timers.next_clock.is_some_and(|at| at <= now) && !self.timers.clock_busy {
+            self.timers.clock_busy = true;
+            let launcher = Arc::clone(&self.env.launcher);
+            let hosts = self.plan.hosts.clone();
+            self.timers.work.spawn(async move {
+                let mut set = tokio::task::JoinSet::new();
+                for host in hosts {
+                    let launcher = Arc::clone(&launcher);
+                    set.spawn(async move {
+                        let c = launcher.clock(&host).await;
+                        (host, c)
+                    });
+                }
+                let mut got = Vec::new();
+                while let Some(Ok(x)) = set.join_next().await {
+                    got.push(x);
+                }
+                Background::Clocks(got)
+            });
+        }
+    }
+
+    /// Arms the timers of the main phase: incremental fetches and clock
+    /// samples.
+    fn arm_timers(&mut self) {
+        let now = tokio::time::Instant::now();
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            if let Some(ms) = s.every_ms {
+                self.timers
+                    .next_pass
+                    .push((i, now + Duration::from_millis(ms)));
+            }
+        }
+        let every = self
+            .plan
+            .clock_every_ms
+            .unwrap_or(crate::plan::CLOCK_EVERY_DEFAULT_MS);
+        self.timers.next_clock = (every > 0).then(|| now + Duration::from_millis(every));
+    }
+
+    fn on_background(&mut self, done: Background) {
+        match done {
+            Background::Pass {
+                idx,
+                started,
+                transfers,
+            } => {
+                let s = &self.plan.steps[idx];
+                self.timers.passing.retain(|h| *h != s.host);
+                if let Some(ms) = s.every_ms {
+                    self.timers
+                        .next_pass
+                        .push((idx, tokio::time::Instant::now() + Duration::from_millis(ms)));
+                }
+                self.record_pass(idx, started, &transfers, false);
+            }
+            Background::Clocks(got) => {
+                self.timers.clock_busy = false;
+                let every = self
+                    .plan
+                    .clock_every_ms
+                    .unwrap_or(crate::plan::CLOCK_EVERY_DEFAULT_MS);
+                self.timers.next_clock =
+                    Some(tokio::time::Instant::now() + Duration::from_millis(every.max(1)));
+                for (host, c) in got {
+                    let Some(c) = c else { continue };
+                    self.event(
+                        "clock",
+                        json!({"host": host, "when": "during", "offset_ns": c.offset_ns, "bound_ns": c.bound_ns, "rtt_ns": c.rtt_ns, "probes": c.probes, "at_ns": c.at_ns}),
+                    );
+                    self.result.clocks.entry(host).or_default().samples.push(c);
+                }
+            }
+        }
+    }
+
+    /// Records a fetch pass (incremental, or the final fetch): its lines in
+    /// `fetch.passes.log`, a journal event, and the step's progress in
+    /// `run_result.json`.
+    fn record_pass(&mut self, idx: usize, started: Stamp, transfers: &[Transfer], last: bool) {
+        let id = self.plan.steps[idx].id.clone();
+        let tally = Tally::of(transfers);
+        let progress = self.result.fetched.entry(id.clone()).or_default();
+        progress.passes += 1;
+        progress.files = tally.files;
+        progress.bytes = tally.bytes;
+        progress.failed = tally.failed;
+        progress.at = Some(Stamp::now());
+        progress.error = transfers
+            .iter()
+            .find(|t| !t.ok() && t.status != "missing" && !t.status.starts_with("skipped"))
+            .map(|t| format!("{}: {}", t.remote, t.status));
+        let pass = progress.passes;
+        let log = self.dir.join(super::fetch::PASSES_LOG);
+        let incremental = self.plan.steps[idx].every_ms.is_some();
+        if incremental && let Err(e) = tally.append_pass_to(&log, pass, last) {
+            self.progress
+                .warn(&format!("cannot write `{}`: {e}", log.display()));
+        }
+        self.event(
+            "fetch_pass",
+            json!({"step": id, "pass": pass, "final": last, "files": tally.files, "bytes": tally.bytes, "missing": tally.missing, "failed": tally.failed, "ms": started.ms_until(&Stamp::now())}),
+        );
+        if !last {
+            self.write_result(false);
+        }
+    }
+
+    /// Waits for the passes and samples still on the way (before the final
+    /// fetch, which writes where they do).
+    async fn drain_timers(&mut self) {
+        self.timers.next_pass.clear();
+        self.timers.next_clock = None;
+        while let Some(done) = self.timers.work.join_next().await {
+            if let Ok(b) = done {
+                self.on_background(b);
+            }
+        }
+        self.timers.next_pass.clear();
+        self.timers.next_clock = None;
     }
 
     fn on_interrupt(&mut self, lvl: u8) {
@@ -691,6 +980,7 @@ impl Run<'_> {
                     "step_started"
                 };
                 self.event(name, json!({"step": id, "attempt": attempt, "pid": pid}));
+                self.write_result(false);
                 None
             }
             Report::Ready { idx, at } => {
@@ -702,6 +992,7 @@ impl Run<'_> {
                     self.started.push(idx);
                 }
                 self.event("step_ready", json!({"step": id}));
+                self.write_result(false);
                 None
             }
             Report::Retrying { idx, error } => {
@@ -717,9 +1008,7 @@ impl Run<'_> {
                 self.finish_step(*e);
                 let fails = self.result.steps[idx].fails_run();
                 let background = matches!(self.kind(idx), StepKind::Service | StepKind::Monitor);
-                if self.last_write.elapsed() >= RESULT_EVERY {
-                    self.write_result(false);
-                }
+                self.write_result(false);
                 (background && was_ready && fails).then_some(Ctl::Cancel)
             }
         }
@@ -894,6 +1183,7 @@ impl Run<'_> {
     }
 
     async fn fetch(&mut self) {
+        self.drain_timers().await;
         let fetches: Vec<usize> = (0..self.plan.steps.len())
             .filter(|&i| self.kind(i) == StepKind::Fetch)
             .collect();
@@ -962,6 +1252,7 @@ impl Run<'_> {
             done.iter_mut().flat_map(|(_, _, t)| t.iter_mut()).collect();
         check_fetched_links(&mut all, &self.dir);
         for (i, started, transfers) in done {
+            self.record_pass(i, started, &transfers, true);
             let id = self.plan.steps[i].id.clone();
             let mut errors = Vec::new();
             let mut failed = false;
@@ -1291,6 +1582,8 @@ mod tests {
     struct Outcome {
         result: RunResult,
         log: Vec<String>,
+        dir: String,
+        _tmp: tempfile::TempDir,
     }
 
     /// Runs `workload` with the fake; `interrupt_after` raises the
@@ -1332,7 +1625,12 @@ mod tests {
         });
         journal.finish();
         let log = log.lock().map(|l| l.clone()).unwrap_or_default();
-        Outcome { result, log }
+        Outcome {
+            result,
+            log,
+            dir: plan.dir.clone(),
+            _tmp: tmp,
+        }
     }
 
     fn status(o: &Outcome, id: &str) -> StepStatus {
@@ -1349,6 +1647,64 @@ mod tests {
             .iter()
             .position(|l| l == line)
             .unwrap_or_else(|| panic!("`{line}` not in {:?}", o.log))
+    }
+
+    #[test]
+    fn a_duration_step_runs_that_long_after_the_tasks_and_stops_as_a_pass() {
+        let t0 = std::time::Instant::now();
+        let o = run(
+            "workload: w\nsteps:\n  mon: { kind: monitor, run: m, duration: 400ms }\n  job: { run: 'true' }\n",
+            &[("mon", Act::Serve(0, None)), ("job", Act::Exit(50, 0))],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Passed, "{:?}", o.result.steps);
+        assert_eq!(status(&o, "mon@local"), StepStatus::Passed);
+        let mon = &o.result.steps[0];
+        let ran = mon
+            .ready
+            .expect("ready")
+            .ms_until(&mon.ended.expect("ended"));
+        assert!((400..2000).contains(&ran), "ran {ran} ms");
+        assert!(t0.elapsed() >= Duration::from_millis(400));
+        assert!(position(&o, "stop mon@local") > position(&o, "start job@local"));
+    }
+
+    #[test]
+    fn a_run_of_monitors_alone_collects_for_its_duration() {
+        let o = run(
+            "workload: w\nsteps:\n  a: { kind: monitor, run: m, duration: 300ms }\n  b: { kind: monitor, run: m }\n",
+            &[("a", Act::Serve(0, None)), ("b", Act::Serve(0, None))],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Passed, "{:?}", o.result.steps);
+        // `b` has no duration: it runs as long as the run, stopped after `a`.
+        assert!(position(&o, "stop b@local") > position(&o, "stop a@local"));
+        let a = &o.result.steps[0];
+        assert!(a.ready.expect("ready").ms_until(&a.ended.expect("ended")) >= 300);
+    }
+
+    #[test]
+    fn an_incremental_fetch_passes_while_the_run_goes_then_once_more_at_the_end() {
+        let o = run(
+            "workload: w\nsteps:\n  mon: { kind: monitor, run: m, duration: 2500ms }\n  grab: { kind: fetch, paths: [x], every: 1s }\n",
+            &[("mon", Act::Serve(0, None))],
+            None,
+        );
+        assert_eq!(o.result.status, RunStatus::Passed, "{:?}", o.result.steps);
+        let fetches = o.log.iter().filter(|l| *l == "fetch local").count();
+        assert!((3..=4).contains(&fetches), "{:?}", o.log);
+        // Passes come before the monitor is stopped, the final one after.
+        assert!(position(&o, "fetch local") < position(&o, "stop mon@local"));
+        assert_eq!(o.log.last().map(String::as_str), Some("fetch local"));
+        let p = &o.result.fetched["grab@local"];
+        assert_eq!((p.passes as usize, p.files, p.bytes), (fetches, 1, 1));
+        let log = std::fs::read_to_string(Path::new(&o.dir).join("fetch.passes.log"))
+            .expect("fetch.passes.log");
+        assert_eq!(log.lines().count(), 1 + fetches, "{log}");
+        assert!(
+            log.lines().last().is_some_and(|l| l.contains("\tfinal\t")),
+            "{log}"
+        );
     }
 
     #[test]

@@ -623,6 +623,8 @@ mod tests {
                 env: Default::default(),
                 ready: None,
                 timeout_ms: None,
+                duration_ms: None,
+                every_ms: None,
                 stop: None,
                 retries: 0,
                 allow_failure: false,

@@ -73,6 +73,8 @@ struct StepTexts {
     env: Vec<(String, Text)>,
     ready: Option<(ProbeText, Text, Text)>,
     timeout: Option<Text>,
+    duration: Option<Text>,
+    every: Option<Text>,
     stop: Option<(Text, Text)>,
     paths: Vec<Text>,
 }
@@ -449,6 +451,7 @@ impl<'a> Planner<'a> {
             steps: instances,
             edges,
             metrics,
+            clock_every_ms: wl.clock_every.map(|d| d.as_millis() as u64),
         })
     }
 
@@ -624,6 +627,26 @@ impl<'a> Planner<'a> {
             Some(t) => Some(self.duration_ms(t, c)?),
             None => None,
         };
+        let duration_ms = match &st.duration {
+            Some(t) => Some(self.duration_ms(t, c)?),
+            None => None,
+        };
+        let every_ms = match &st.every {
+            Some(t) => {
+                let ms = self.duration_ms(t, c)?;
+                if ms < crate::suite::MIN_EVERY.as_millis() as u64 {
+                    return Err(Diagnostic::at(
+                        t.span,
+                        format!(
+                            "in `{}`: an incremental fetch every {ms} ms is too often (at most once a second)",
+                            t.path
+                        ),
+                    ));
+                }
+                Some(ms)
+            }
+            None => None,
+        };
         let stop = match &st.stop {
             Some((sig, grace)) => {
                 let s = self.render(sig, c)?;
@@ -654,6 +677,8 @@ impl<'a> Planner<'a> {
             env,
             ready,
             timeout_ms,
+            duration_ms,
+            every_ms,
             stop,
             retries: step.retries,
             allow_failure: step.allow_failure,
@@ -795,6 +820,11 @@ impl Compiler<'_> {
             .timeout
             .as_ref()
             .map(|f| self.text(f, &p("timeout"), false));
+        let duration = s
+            .duration
+            .as_ref()
+            .map(|f| self.text(f, &p("duration"), false));
+        let every = s.every.as_ref().map(|f| self.text(f, &p("every"), false));
         let stop = s.stop.as_ref().map(|st| {
             (
                 self.text(&st.signal, &p("stop.signal"), false),
@@ -813,6 +843,8 @@ impl Compiler<'_> {
             env,
             ready,
             timeout,
+            duration,
+            every,
             stop,
             paths,
         }

@@ -138,6 +138,8 @@ mod tests {
                 .collect(),
             ready: None,
             timeout: None,
+            duration: None,
+            every: None,
             stop: None,
             env: vec![],
             retries: 0,

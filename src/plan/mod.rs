@@ -8,4 +8,7 @@ pub mod template;
 mod types;
 
 pub use build::{PlanOptions, Planner, SCHEMA_VERSION};
-pub use types::{CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance, StopPlan};
+pub use types::{
+    CLOCK_EVERY_DEFAULT_MS, CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance,
+    StopPlan,
+};

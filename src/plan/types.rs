@@ -39,7 +39,14 @@ pub struct RunPlan {
     pub steps: Vec<StepInstance>,
     pub edges: Vec<Edge>,
     pub metrics: Vec<Metric>,
+    /// How often remote hosts' clocks are measured while the run goes;
+    /// absent: every 5 minutes; 0: only before and after.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub clock_every_ms: Option<u64>,
 }
+
+/// How often clocks are sampled through a run when the workload does not say.
+pub const CLOCK_EVERY_DEFAULT_MS: u64 = 5 * 60 * 1000;
 
 /// A step placed on one host.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -61,6 +68,13 @@ pub struct StepInstance {
     pub ready: Option<ReadyPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Services and monitors: how long they run once every host's instance
+    /// is up; then all are stopped together, as a pass.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    /// Fetch steps: how often they also pull while the run goes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub every_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopPlan>,
     #[serde(skip_serializing_if = "is_zero", default)]

@@ -52,6 +52,7 @@ const WORKLOAD_KEYS: &[&str] = &[
     "env",
     "metrics",
     "exclusive",
+    "clock_every",
     "description",
 ];
 

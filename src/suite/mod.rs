@@ -17,8 +17,8 @@ pub use load::{
 pub use model::{Entry, ModeRef, Suite};
 pub use raw::StepKind;
 pub use workload::{
-    Condition, Field, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField, Step, Stop,
-    Workload, check_inside_run_dir, normalize_signal,
+    Condition, Field, MIN_EVERY, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField,
+    Step, Stop, Workload, check_inside_run_dir, normalize_signal,
 };
 
 #[cfg(test)]

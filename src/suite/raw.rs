@@ -78,6 +78,9 @@ pub struct RawWorkload {
     pub modes: BTreeMap<String, RawOverlay>,
     /// Whether runs of this workload need their hosts to themselves (default true).
     pub exclusive: Option<bool>,
+    /// How often remote hosts' clock offsets are measured while a run goes
+    /// (default `5m`; `0s` only before and after).
+    pub clock_every: Option<String>,
 }
 
 /// An overlay over a workload: a mode, suite `defaults`, or an entry's `overrides`.
@@ -159,6 +162,11 @@ pub struct RawStep {
     pub ready: Option<RawReady>,
     /// Longest the step may take (`30s`, `10m`, …).
     pub timeout: Option<String>,
+    /// For services and monitors: how long they run once every host's
+    /// instance is up (`24h`); then all are stopped together, as a pass.
+    pub duration: Option<String>,
+    /// For `fetch`: also pull during the run, this often (`10m`).
+    pub every: Option<String>,
     /// How flow stops a service or monitor.
     pub stop: Option<RawStop>,
     /// Environment variables for this step.

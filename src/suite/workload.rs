@@ -93,6 +93,10 @@ pub struct Step {
     pub needs: Vec<Field>,
     pub ready: Option<Ready>,
     pub timeout: Option<Field>,
+    /// Services and monitors: how long they collect, all hosts together.
+    pub duration: Option<Field>,
+    /// Fetch steps: how often they also pull while the run goes.
+    pub every: Option<Field>,
     pub stop: Option<Stop>,
     pub env: Vec<(String, Field)>,
     pub retries: u32,
@@ -141,6 +145,12 @@ pub const CSV_AGGS: &[&str] = &[
     "count", "sum", "mean", "min", "max", "p50", "p90", "p95", "p99", "last",
 ];
 
+/// The shortest `every:` of a fetch step.
+pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The shortest `clock_every:`.
+pub const MIN_CLOCK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Signals a `stop:` may name.
 pub const SIGNALS: &[&str] = &["TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "KILL"];
 
@@ -157,6 +167,8 @@ pub struct Workload {
     pub steps: Vec<Step>,
     pub metrics: Vec<Metric>,
     pub exclusive: bool,
+    /// How often clock offsets are sampled while a run goes, when set.
+    pub clock_every: Option<std::time::Duration>,
 }
 
 impl Workload {
@@ -219,6 +231,22 @@ impl Workload {
                 metrics.push(metric);
             }
         }
+        let clock_every = field(node.get("clock_every"), node.span).and_then(|f| {
+            match duration::parse(&f.text) {
+                Ok(d) if d.is_zero() || d >= MIN_CLOCK_EVERY => Some(d),
+                Ok(_) => {
+                    diags.push(
+                        Diagnostic::at(f.span, format!("`clock_every: {}` is too often", f.text))
+                            .with_help("clock offsets are sampled at most every 10s; `0s` turns sampling off"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    diags.push(Diagnostic::at(f.span, format!("`clock_every`: {e}")));
+                    None
+                }
+            }
+        });
         let files = seq_fields(node.get("files"));
         check_env_keys(node.get("env"), diags);
         let env = map_fields(node.get("env"));
@@ -234,6 +262,7 @@ impl Workload {
             steps,
             metrics,
             exclusive: raw.exclusive.unwrap_or(true),
+            clock_every,
         })
     }
 }
@@ -366,6 +395,23 @@ fn build_step(
     if raw.from.is_some() && kind != StepKind::Fetch {
         not_for("from", "fetch", diags);
     }
+    if raw.every.is_some() && kind != StepKind::Fetch {
+        not_for("every", "fetch", diags);
+    }
+    if raw.duration.is_some() && !matches!(kind, StepKind::Service | StepKind::Monitor) {
+        let d = Diagnostic::at(
+            at("duration"),
+            format!(
+                "step `{name}`: `duration` is not allowed on a {} step",
+                kind.as_str()
+            ),
+        );
+        diags.push(if kind == StepKind::Task {
+            d.with_help("a task runs until it exits; `timeout:` bounds it, and a fixed-length collection is a monitor with `duration:`")
+        } else {
+            d.with_help("`duration` belongs to service and monitor steps")
+        });
+    }
     if raw.on.is_some() && matches!(kind, StepKind::Fetch | StepKind::Analyze) {
         let d = Diagnostic::at(
             at("on"),
@@ -496,6 +542,25 @@ fn build_step(
     if let Some(t) = &timeout {
         check_duration(t, &format!("step `{name}`: `timeout`"), diags);
     }
+    let duration = field(node.get("duration"), name_span);
+    if let Some(t) = &duration {
+        check_duration(t, &format!("step `{name}`: `duration`"), diags);
+    }
+    let every = field(node.get("every"), name_span);
+    if let Some(t) = &every {
+        check_duration(t, &format!("step `{name}`: `every`"), diags);
+        if !t.is_template() && duration::parse(&t.text).is_ok_and(|d| d < MIN_EVERY) {
+            diags.push(
+                Diagnostic::at(
+                    t.span,
+                    format!("step `{name}`: `every: {}` is too often", t.text),
+                )
+                .with_help(
+                    "an incremental fetch runs at most once a second; `every: 10m` is typical",
+                ),
+            );
+        }
+    }
     let stop = match kind {
         StepKind::Service | StepKind::Monitor => {
             let sn = node.get("stop");
@@ -539,6 +604,8 @@ fn build_step(
         needs,
         ready,
         timeout,
+        duration,
+        every,
         stop,
         env: {
             check_env_keys(node.get("env"), diags);

@@ -920,8 +920,9 @@ fn remote_running(
 ) -> RemoteRunning {
     let id = job.step.id.as_str();
     let background = matches!(job.step.kind, StepKind::Service | StepKind::Monitor);
-    // `-v`: a task's output comes back as it is written.
-    let follower = (job.live && !background).then(|| {
+    // A service's or monitor's output comes back as it is written (it may
+    // run for a day); a task's with `-v`.
+    let follower = (job.live || background).then(|| {
         tokio::spawn(follow(
             Arc::clone(r),
             host.to_string(),
