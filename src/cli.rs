@@ -210,6 +210,12 @@ pub struct StatusArgs {
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,
+    /// One JSON document for tools, instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Show it again every SECS seconds until flow is done (Ctrl-C stops watching; the run goes on).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
 }
 
 #[derive(Debug, Args)]
