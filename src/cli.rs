@@ -34,6 +34,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Progress of a running or finished artifact.
     Status(StatusArgs),
+    /// Stop the flow that runs an artifact, cleanly: steps stopped, then fetch and analysis.
+    Stop(StopArgs),
     /// Artifact folders, newest first, with their run counts.
     List(ListArgs),
     /// Inspect the hosts of an inventory.
@@ -132,6 +134,9 @@ pub struct RunArgs {
     /// With `--resume`: go on even though the suite now plans other runs.
     #[arg(long, requires = "resume")]
     pub replan: bool,
+    /// Plan the artifact, then run it in the background, in a session of its own, and return at once.
+    #[arg(long, conflicts_with_all = ["dry_run", "resume"])]
+    pub detach: bool,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +221,24 @@ pub struct StatusArgs {
     /// Show it again every SECS seconds until flow is done (Ctrl-C stops watching; the run goes on).
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
     pub watch: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+    /// Kill what it runs now, as a second Ctrl-C would: no fetch and no analysis follow.
+    #[arg(long)]
+    pub kill: bool,
+    /// Return once asked; do not wait for it to end.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

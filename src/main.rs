@@ -22,6 +22,7 @@ fn main() {
         Command::Compare(a) => commands::compare(a),
         Command::Report(a) => commands::report(a),
         Command::Status(a) => commands::status(a),
+        Command::Stop(a) => commands::stop(a),
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),
         Command::Exec(a) => commands::exec(a),

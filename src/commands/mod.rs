@@ -1,6 +1,7 @@
 //! One function per command; each returns what the process should exit with.
 
 mod analyze;
+mod detach;
 mod fetch;
 mod hosts;
 mod plan;
@@ -10,6 +11,7 @@ mod schema;
 mod status;
 
 pub use analyze::{analyze, compare, report};
+pub use detach::stop;
 pub use fetch::fetch;
 pub use hosts::{check as hosts_check, exec, reap};
 pub use plan::{plan, validate};

@@ -286,6 +286,10 @@ fn take(dir: &Path) -> Result<Lock, Error> {
 
 pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
+    // A flow that runs it: `attach` follows it.
+    if attach && let State::Running(pid) = state(&dir) {
+        return super::detach::follow(&dir, pid);
+    }
     let _lock = take(&dir)?;
     let sj = super::status::read_suite_json(&dir)?;
     let id = sj["artifact_id"]

@@ -66,6 +66,20 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             display_path(&artifact.path)
         );
     }
+    if args.detach {
+        let d = super::detach::Detach {
+            artifacts: &args.artifacts,
+            jobs: args.jobs.max(1),
+            max_failures: if args.fail_fast {
+                Some(1)
+            } else {
+                args.max_failures
+            },
+            verbose: args.verbose,
+            share_hosts: args.share_hosts,
+        };
+        return super::detach::start(&artifact.path, &artifact.id, &d);
+    }
     let opts = Options {
         jobs: args.jobs.max(1),
         max_failures: if args.fail_fast {

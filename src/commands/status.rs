@@ -470,6 +470,17 @@ fn render(v: &View) -> String {
     text
 }
 
+/// The text `flow status` prints for `dir`.
+pub(super) fn render_text(dir: &Path) -> String {
+    render(&view(dir))
+}
+
+/// Every run of the artifact passed.
+pub(super) fn all_passed(dir: &Path) -> bool {
+    let c = view(dir).counts;
+    c.passed == c.total
+}
+
 pub fn status(args: &StatusArgs) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
     let tty = std::io::stdout().is_terminal();
