@@ -6,6 +6,7 @@ use std::process::Output;
 use assert_cmd::Command;
 
 mod conformance;
+mod longrun;
 mod netns;
 mod plans;
 mod remote;

@@ -1,0 +1,303 @@
+//! Long runs: a `duration:` collection on ssh hosts whose data comes back
+//! while it runs, live `flow status`, kill -9 of the controller then
+//! `flow attach`; a detached flow followed, stopped and finished.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Flow;
+use super::run::{Project, wait_for};
+use super::sshd::Sshds;
+
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(args)
+        .args(["--artifacts", "artifacts"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flow starts")
+}
+
+fn status_json(dir: &Path) -> Value {
+    let (out, _) = Flow::new()
+        .args(["status", "--json", "--artifacts", "artifacts"])
+        .cwd(dir)
+        .expect(0);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Per host of the first run: bytes fetched so far.
+fn bytes_fetched(v: &Value) -> Vec<(String, u64)> {
+    v["runs"][0]["hosts"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h["host"].as_str().unwrap_or_default().to_string(),
+                        h["bytes_fetched"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn run_dir(dir: &Path) -> PathBuf {
+    let runs = std::fs::canonicalize(dir.join("artifacts/latest/runs")).expect("runs");
+    std::fs::read_dir(runs)
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a run")
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("json")
+}
+
+/// Samples of one host's CSV: `<host ns>,<n>` lines, n counting from 1.
+fn samples(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(',').nth(1)?.trim().parse().ok())
+        .collect()
+}
+
+/// The issue's test: three ssh hosts sample at 1 Hz for 60 s; data comes
+/// back every 5 s while they do; `flow status --json` shows it grow; the
+/// controller is killed at 30 s and `flow attach` finishes the run with
+/// every sample, every host stopped together.
+#[test]
+fn a_60s_collection_on_three_ssh_hosts_comes_back_as_it_is_made_and_survives_kill_9() {
+    let s = Sshds::start(3);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(
+        &inv,
+        &[
+            ("a", "roles: [sensor]"),
+            ("b", "roles: [sensor]"),
+            ("c", "roles: [sensor]"),
+        ],
+    );
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("suite.yaml"),
+        format!(
+            "suite: day\nhosts: {}\nworkloads:\n  - workload: collect.yaml\n",
+            inv.display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(
+        dir.join("collect.yaml"),
+        r#"workload: collect
+clock_every: 10s
+steps:
+  sensor:
+    kind: monitor
+    on: sensor
+    run: "i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; sleep 1; done"
+    duration: 60s
+  pull: { kind: fetch, from: sensor, paths: [samples.csv], every: 5s }
+"#,
+    )
+    .expect("workload");
+    let t0 = Instant::now();
+    let mut child = spawn(&dir, &["run", "--suite", "suite.yaml"]);
+    // Bytes fetched so far grow while the run goes, on every host.
+    let mut seen: Vec<Vec<(String, u64)>> = Vec::new();
+    while t0.elapsed() < Duration::from_secs(29) {
+        std::thread::sleep(Duration::from_secs(4));
+        if dir.join("artifacts/latest/runs").exists() {
+            let v = status_json(&dir);
+            assert_eq!(v["state"], "running", "{v}");
+            seen.push(bytes_fetched(&v));
+        }
+    }
+    let grown = |h: &str| {
+        let series: Vec<u64> = seen
+            .iter()
+            .filter_map(|s| s.iter().find(|(n, _)| n == h).map(|(_, b)| *b))
+            .collect();
+        series.windows(2).filter(|w| w[1] > w[0]).count()
+    };
+    for h in ["a", "b", "c"] {
+        assert!(
+            grown(h) >= 2,
+            "bytes fetched from {h} did not grow: {seen:?}"
+        );
+    }
+    // Data in the artifact before the run's end.
+    let run = run_dir(&dir);
+    let early: Vec<usize> = ["a", "b", "c"]
+        .iter()
+        .map(|h| samples(&run.join(format!("hosts/{h}/samples.csv"))).len())
+        .collect();
+    assert!(early.iter().all(|&n| n >= 15), "{early:?}");
+    // The controller dies at 30 s; its collectors do not.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(t0.elapsed()));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let (stdout, _) = Flow::new()
+        .args(["attach", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(
+        stdout.contains("3 taken over") || stdout.contains("taken over"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 run: 1 passed"), "{stdout}");
+    let res = json(&run.join("run_result.json"));
+    assert_eq!(res["status"], "passed", "{res}");
+    let counts: Vec<usize> = ["a", "b", "c"]
+        .iter()
+        .map(|h| {
+            let v = samples(&run.join(format!("hosts/{h}/samples.csv")));
+            // Continuous: nothing lost, nothing started twice.
+            assert!(
+                v.iter().enumerate().all(|(i, &n)| n == i as u64 + 1),
+                "{h}: {v:?}"
+            );
+            v.len()
+        })
+        .collect();
+    let (lo, hi) = (
+        counts.iter().min().copied().unwrap_or(0),
+        counts.iter().max().copied().unwrap_or(0),
+    );
+    eprintln!("samples per host {counts:?}; bytes fetched while running {seen:?}");
+    assert!(
+        hi - lo <= 1,
+        "sample counts differ by more than one: {counts:?}"
+    );
+    assert!((59..=63).contains(&lo), "{counts:?}");
+    for st in res["steps"].as_array().expect("steps") {
+        if st["step"] == "sensor" {
+            assert_eq!(st["status"], "passed", "{st}");
+        }
+    }
+    // Clocks sampled through the run (every 10 s), not only before/after.
+    let samples_a = res["clocks"]["a"]["samples"].as_array().map_or(0, Vec::len);
+    assert!(samples_a >= 2, "{}", res["clocks"]);
+    let passes = std::fs::read_to_string(run.join("fetch.passes.log")).expect("passes log");
+    assert!(
+        passes.lines().filter(|l| l.contains("\tduring\t")).count() >= 9,
+        "{passes}"
+    );
+    let journal = std::fs::read_to_string(run.join("events.jsonl")).expect("journal");
+    assert!(
+        journal.contains(r#""event":"duration_reached""#),
+        "{journal}"
+    );
+}
+
+fn collecting(p: Project, duration: &str) -> Project {
+    p.file("suite.yaml", "suite: t\nworkloads:\n  - workload: w.yaml\n")
+        .file(
+            "w.yaml",
+            &format!(
+                "workload: w\nsteps:\n  sensor:\n    kind: monitor\n    run: \"i=0; while :; do i=$((i+1)); echo $i >> data.csv; sleep 0.1; done\"\n    duration: {duration}\n  pull: {{ kind: fetch, paths: [data.csv], every: 1s }}\n"
+            ),
+        )
+}
+
+#[test]
+fn a_detached_run_returns_at_once_and_is_followed_to_its_end() {
+    let p = collecting(Project::new(), "3s");
+    let t0 = Instant::now();
+    let (out, _) = Flow::new()
+        .args([
+            "run",
+            "--suite",
+            "suite.yaml",
+            "--detach",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    let returned = t0.elapsed();
+    assert!(out.contains("detached: flow (pid "), "{out}");
+    assert!(out.contains("flow stop "), "{out}");
+    // Back before the run's 3 s collection is over: it goes on without us.
+    assert!(returned < Duration::from_secs(3), "{returned:?}");
+    let v = status_json(p.path());
+    assert_eq!(v["state"], "running", "{v}");
+    let (followed, _) = Flow::new()
+        .args(["attach", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(followed.contains("PASS  [1/1]"), "{followed}");
+    assert!(followed.contains("1 run: 1 passed"), "{followed}");
+    let v = status_json(p.path());
+    assert_eq!(v["state"], "done", "{v}");
+    assert_eq!(v["counts"]["passed"], 1, "{v}");
+    let run = run_dir(p.path());
+    assert!(samples_plain(&run.join("hosts/local/data.csv")) >= 25);
+    assert!(run.join("../../controller.log").is_file());
+}
+
+fn samples_plain(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn flow_stop_ends_a_detached_run_cleanly_with_its_data_fetched() {
+    let p = collecting(Project::new(), "10m");
+    Flow::new()
+        .args([
+            "run",
+            "--suite",
+            "suite.yaml",
+            "--detach",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    wait_for(Duration::from_secs(30), "a fetch pass", || {
+        bytes_fetched(&status_json(p.path()))
+            .iter()
+            .any(|(_, b)| *b > 0)
+    });
+    let (_, err) = Flow::new()
+        .args(["stop", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(err.contains("stopped;"), "{err}");
+    let v = status_json(p.path());
+    assert_eq!(v["state"], "done", "{v}");
+    assert_eq!(v["counts"]["interrupted"], 1, "{v}");
+    let run = run_dir(p.path());
+    let res = json(&run.join("run_result.json"));
+    assert_eq!(res["status"], "interrupted");
+    // Stopped, then fetched once more: everything it wrote is here.
+    let pull = res["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "pull")
+        .expect("pull");
+    assert_eq!(pull["status"], "passed", "{pull}");
+    assert!(samples_plain(&run.join("hosts/local/data.csv")) >= 5);
+    // Nothing left to stop.
+    let (out, _) = Flow::new()
+        .args(["stop", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(out.contains("nothing to stop"), "{out}");
+}
