@@ -34,6 +34,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Progress of a running or finished artifact.
     Status(StatusArgs),
+    /// Bring an artifact that runs on a controller host (`--controller`) here: only what changed, also while it runs.
+    Sync(SyncArgs),
     /// Stop the flow that runs an artifact, cleanly: steps stopped, then fetch and analysis.
     Stop(StopArgs),
     /// Artifact folders, newest first, with their run counts.
@@ -137,6 +139,18 @@ pub struct RunArgs {
     /// Plan the artifact, then run it in the background, in a session of its own, and return at once.
     #[arg(long, conflicts_with_all = ["dry_run", "resume"])]
     pub detach: bool,
+    /// With `--detach`: run it on HOST (an inventory host, or `[user@]address[:port]`), the artifact there; flow and the project folder are pushed.
+    #[arg(long, value_name = "HOST", requires = "detach")]
+    pub controller: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ fn main() {
         Command::Report(a) => commands::report(a),
         Command::Status(a) => commands::status(a),
         Command::Stop(a) => commands::stop(a),
+        Command::Sync(a) => commands::sync(a),
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),
         Command::Exec(a) => commands::exec(a),

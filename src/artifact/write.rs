@@ -67,6 +67,19 @@ impl ArtifactDir {
         Err(std::io::Error::other("could not find a free artifact id"))
     }
 
+    /// The folder `root/<id>/` for an artifact made elsewhere (a copy of
+    /// one on a controller host); `root/latest` points at it.
+    pub fn adopt(root: &Path, id: &str) -> std::io::Result<ArtifactDir> {
+        let path = root.join(id);
+        std::fs::create_dir_all(path.join("runs"))?;
+        let dir = ArtifactDir {
+            id: id.to_string(),
+            path,
+        };
+        dir.point_latest(root)?;
+        Ok(dir)
+    }
+
     fn point_latest(&self, root: &Path) -> std::io::Result<()> {
         let tmp = root.join(format!(".latest.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);

@@ -116,6 +116,18 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
 /// terminal: steps stopped, then fetch and analysis), and wait for it.
 pub fn stop(args: &StopArgs) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
+    if let Some((r, there)) = super::remote::forwarded(&dir) {
+        let there = there.display().to_string();
+        let timeout = args.timeout.to_string();
+        let mut a = vec!["stop", there.as_str(), "--timeout", timeout.as_str()];
+        if args.kill {
+            a.push("--kill");
+        }
+        if args.no_wait {
+            a.push("--no-wait");
+        }
+        return r.forward(&a);
+    }
     let pid = match state(&dir) {
         State::Running(pid) => pid,
         other => {

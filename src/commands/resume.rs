@@ -286,6 +286,19 @@ fn take(dir: &Path) -> Result<Lock, Error> {
 
 pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
+    if let Some((r, there)) = super::remote::forwarded(&dir) {
+        let there = there.display().to_string();
+        if attach {
+            return r.forward(&["attach", &there]);
+        }
+        return Err(Error::Invalid(format!(
+            "error: artifact `{}` runs on controller host `{}`\n  = help: resume it there: `flow attach {}` forwards to it; `ssh` there and run `flow resume {}`\n",
+            display_path(&dir),
+            r.target.name,
+            r.id,
+            r.artifact
+        )));
+    }
     // A flow that runs it: `attach` follows it.
     if attach && let State::Running(pid) = state(&dir) {
         return super::detach::follow(&dir, pid);

@@ -43,6 +43,10 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     }
     let only = patterns(&args.only)?;
     let p = prepare(&args.suite)?;
+    if let Some(host) = &args.controller {
+        // Checked here, planned and run there.
+        return super::remote::start(args, host, &p.suite.inventory);
+    }
     let keep = |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id));
     let (artifact, plans) = write_artifact(&p, &args.artifacts, keep, |plans| {
         if plans.is_empty() {

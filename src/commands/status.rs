@@ -483,6 +483,18 @@ pub(super) fn all_passed(dir: &Path) -> bool {
 
 pub fn status(args: &StatusArgs) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
+    if let Some((r, there)) = super::remote::forwarded(&dir) {
+        let there = there.display().to_string();
+        let mut a = vec!["status".to_string(), there];
+        if args.json {
+            a.push("--json".into());
+        }
+        if let Some(s) = args.watch {
+            a.push(format!("--watch={s}"));
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        return r.forward(&a);
+    }
     let tty = std::io::stdout().is_terminal();
     loop {
         let v = view(&dir);

@@ -50,7 +50,7 @@ enum Master {
 }
 
 /// How to reach one host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub name: String,
     pub address: String,
@@ -389,6 +389,15 @@ impl Drop for Ssh {
 }
 
 /// `-F`, `-p`, `-l`, `-i`, `-J` and the options every connection gets.
+/// `ssh` and the options that reach `t`, without a master (the
+/// destination is `t.address`, given after): for one-off commands and
+/// `rsync -e`.
+pub fn plain_command(t: &Target) -> Vec<String> {
+    let mut v = vec!["ssh".to_string()];
+    v.extend(base_args(t));
+    v
+}
+
 fn base_args(t: &Target) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     if let Some(c) = &t.config {
