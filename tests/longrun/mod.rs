@@ -301,3 +301,117 @@ fn flow_stop_ends_a_detached_run_cleanly_with_its_data_fetched() {
         .expect(0);
     assert!(out.contains("nothing to stop"), "{out}");
 }
+
+/// The issue's overnight sweep: the suite is detached onto an ssh
+/// controller host ("a dev VM"); "the laptop" follows it, brings the
+/// artifact back while and after it runs, and analyses its copy to the
+/// same bytes.
+#[test]
+fn a_suite_detached_onto_an_ssh_controller_is_followed_synced_and_reanalysed_here() {
+    let s = Sshds::start(3);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(
+        &inv,
+        &[
+            ("devvm", "roles: [dev]"),
+            ("a", "roles: [sensor]"),
+            ("b", "roles: [sensor]"),
+        ],
+    );
+    let dir = s.dir.path().join("laptop");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("suite.yaml"),
+        format!(
+            "suite: night\nhosts: {}\nworkloads:\n  - workload: collect.yaml\n    repetitions: 2\n",
+            inv.display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(
+        dir.join("collect.yaml"),
+        r#"workload: collect
+steps:
+  sensor:
+    kind: monitor
+    on: sensor
+    run: "echo ns,n > samples.csv; i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; sleep 0.2; done"
+    duration: 4s
+  pull: { kind: fetch, from: sensor, paths: [samples.csv], every: 1s }
+metrics:
+  samples:
+    from: "hosts/*/samples.csv"
+    csv: { column: n, agg: count }
+"#,
+    )
+    .expect("workload");
+    let (out, err) = Flow::new()
+        .args([
+            "run",
+            "--suite",
+            "suite.yaml",
+            "--detach",
+            "--controller",
+            "devvm",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(&dir)
+        .expect(0);
+    assert!(out.contains("detached on `devvm`"), "{out}");
+    assert!(err.contains("pushing flow"), "{err}");
+    let local = std::fs::canonicalize(dir.join("artifacts/latest")).expect("latest");
+    assert!(local.join("remote.json").is_file());
+    // From the laptop: its progress, forwarded.
+    let v = status_json(&dir);
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["counts"]["total"], 2, "{v}");
+    // A sync while it runs brings what is there so far.
+    wait_for(Duration::from_secs(30), "data on the controller", || {
+        Flow::new()
+            .args(["sync", "--artifacts", "artifacts"])
+            .cwd(&dir)
+            .expect(0);
+        std::fs::read_dir(local.join("runs"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|r| r.path().join("hosts/a/samples.csv").is_file())
+            })
+            .unwrap_or(false)
+    });
+    let (followed, _) = Flow::new()
+        .args(["attach", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(followed.contains("2 runs: 2 passed"), "{followed}");
+    let (synced, _) = Flow::new()
+        .args(["sync", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(synced.contains("synced"), "{synced}");
+    assert!(!local.join("flow.pid").exists());
+    let before: Vec<(String, Vec<u8>)> = ["runs.csv", "summary.csv", "summary.json"]
+        .iter()
+        .map(|f| {
+            let b = std::fs::read(local.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            (f.to_string(), b)
+        })
+        .collect();
+    // Analysed here, from the copy alone: the same bytes.
+    Flow::new()
+        .args(["analyze", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    for (f, b) in before {
+        let after = std::fs::read(local.join(&f)).expect("after");
+        assert!(after == b, "{f} differs after flow analyze");
+    }
+    let csv = std::fs::read_to_string(local.join("runs.csv")).expect("runs.csv");
+    assert_eq!(csv.matches(",passed,").count(), 2, "{csv}");
+    // The forwarded stop of a finished artifact: nothing to stop.
+    let (stopped, _) = Flow::new()
+        .args(["stop", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(stopped.contains("nothing to stop"), "{stopped}");
+}
