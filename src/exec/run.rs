@@ -794,6 +794,22 @@ impl Run<'_> {
             }
         }
         let now = tokio::time::Instant::now();
+        // A host where nothing of the run goes on any more writes nothing
+        // new: its passes end (the final fetch follows the teardown).
+        let live_hosts: Vec<&str> = (0..self.plan.steps.len())
+            .filter(|&i| {
+                self.in_main_phase(i)
+                    && matches!(
+                        self.result.steps[i].status,
+                        StepStatus::Pending | StepStatus::Running | StepStatus::Ready
+                    )
+            })
+            .map(|i| self.plan.steps[i].host.as_str())
+            .collect();
+        let plan = self.plan;
+        self.timers
+            .next_pass
+            .retain(|(i, _)| live_hosts.contains(&plan.steps[*i].host.as_str()));
         let due: Vec<usize> = self
             .timers
             .next_pass
@@ -1005,10 +1021,25 @@ impl Run<'_> {
             Report::Ended(e) => {
                 let was_ready = self.result.steps[e.idx].status == StepStatus::Ready;
                 let idx = e.idx;
+                let host_lost = e.host_lost;
                 self.finish_step(*e);
                 let fails = self.result.steps[idx].fails_run();
                 let background = matches!(self.kind(idx), StepKind::Service | StepKind::Monitor);
                 self.write_result(false);
+                let s = &self.plan.steps[idx];
+                if background && was_ready && fails && host_lost && s.continue_on_host_loss {
+                    // The run fails (that host's data ends here), but the
+                    // other hosts' collection goes on to its end.
+                    let (host, id) = (s.host.clone(), s.id.clone());
+                    self.event(
+                        "host_lost",
+                        json!({"host": host, "step": id, "on_host_loss": "continue"}),
+                    );
+                    self.progress.warn(&format!(
+                        "host `{host}` was lost: `{id}` ended there; the run's other steps go on (on_host_loss: continue)"
+                    ));
+                    return None;
+                }
                 (background && was_ready && fails).then_some(Ctl::Cancel)
             }
         }
@@ -1433,6 +1464,9 @@ mod tests {
         /// Become ready after this long, then run until stopped or, when
         /// given, exit with the code after the second duration.
         Serve(u64, Option<(u64, i32)>),
+        /// Become ready after the first duration, then lose the host after
+        /// the second.
+        Lose(u64, u64),
     }
 
     #[derive(Default)]
@@ -1482,7 +1516,7 @@ mod tests {
                     at: Stamp::now(),
                     adopted: job_adopted,
                 });
-                let ended = |status, exit| {
+                let ended = |status, exit, lost| {
                     Report::Ended(Box::new(Ended {
                         idx,
                         status,
@@ -1492,14 +1526,31 @@ mod tests {
                         stop_signals: Vec::new(),
                         leaked: Vec::new(),
                         host_times: None,
+                        host_lost: lost,
                     }))
                 };
                 let stopped = |why: Ctl| {
                     Fake::note(&log, format!("stop {id}"));
-                    ended(stopped_status(why), Some(Exit::Signal(15)))
+                    ended(stopped_status(why), Some(Exit::Signal(15)), false)
                 };
                 let (wait, code) = match act {
                     Act::Exit(ms, code) => (ms, Some(code)),
+                    Act::Lose(ready_ms, ms) => {
+                        tokio::time::sleep(Duration::from_millis(ready_ms)).await;
+                        let _ = tx.send(Report::Ready {
+                            idx,
+                            at: Stamp::now(),
+                        });
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(ms)) => {
+                                let _ = tx.send(ended(StepStatus::Failed, None, true));
+                            }
+                            _ = ctl.changed() => {
+                                let _ = tx.send(stopped(*ctl.borrow()));
+                            }
+                        }
+                        return;
+                    }
                     Act::Serve(ready_ms, die) => {
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_millis(ready_ms)) => {}
@@ -1519,7 +1570,7 @@ mod tests {
                     () = tokio::time::sleep(Duration::from_millis(wait)) => {
                         let c = code.unwrap_or(0);
                         let status = if c == 0 { StepStatus::Passed } else { StepStatus::Failed };
-                        let _ = tx.send(ended(status, Some(Exit::Code(c))));
+                        let _ = tx.send(ended(status, Some(Exit::Code(c)), false));
                     }
                     _ = ctl.changed() => {
                         let _ = tx.send(stopped(*ctl.borrow()));
@@ -1705,6 +1756,31 @@ mod tests {
             log.lines().last().is_some_and(|l| l.contains("\tfinal\t")),
             "{log}"
         );
+    }
+
+    #[test]
+    fn a_lost_host_ends_the_run_unless_on_host_loss_continue() {
+        let w = |policy: &str| {
+            format!(
+                "workload: w\nsteps:\n  a: {{ kind: monitor, run: m{policy} }}\n  b: {{ kind: monitor, run: m }}\n  job: {{ run: 'true', needs: [a, b] }}\n"
+            )
+        };
+        let script = [
+            ("a", Act::Lose(0, 50)),
+            ("b", Act::Serve(0, None)),
+            ("job", Act::Exit(400, 0)),
+        ];
+        let ends = run(&w(""), &script, None);
+        assert_eq!(status(&ends, "job@local"), StepStatus::Cancelled);
+        let goes_on = run(&w(", on_host_loss: continue"), &script, None);
+        assert_eq!(status(&goes_on, "job@local"), StepStatus::Passed);
+        assert_eq!(status(&goes_on, "b@local"), StepStatus::Passed);
+        assert_eq!(status(&goes_on, "a@local"), StepStatus::Failed);
+        // Its data is incomplete: never a pass.
+        assert_eq!(goes_on.result.status, RunStatus::Failed);
+        let journal =
+            std::fs::read_to_string(Path::new(&goes_on.dir).join("events.jsonl")).expect("journal");
+        assert!(journal.contains(r#""event":"host_lost""#), "{journal}");
     }
 
     #[test]

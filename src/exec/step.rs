@@ -74,6 +74,8 @@ pub struct Ended {
     pub leaked: Vec<Leak>,
     /// Start and end on the host's own wall clock (remote steps).
     pub host_times: Option<(Option<u64>, Option<u64>)>,
+    /// It ended because its host stopped answering.
+    pub host_lost: bool,
 }
 
 /// Everything a supervisor needs, fixed when the step is started.
@@ -143,11 +145,16 @@ pub(crate) fn ended(status: StepStatus, exit: Option<Exit>, error: Option<String
         stop_signals: Vec::new(),
         leaked: Vec::new(),
         host_times: None,
+        host_lost: false,
     }
 }
 
 fn lost(e: HostError) -> Ended {
-    ended(StepStatus::Failed, None, Some(e.to_string()))
+    let host_lost = matches!(e, HostError::Lost { .. });
+    Ended {
+        host_lost,
+        ..ended(StepStatus::Failed, None, Some(e.to_string()))
+    }
 }
 
 /// The status a step gets when flow stops it for `ctl`.
@@ -549,12 +556,14 @@ async fn stop_with(
     let name = |s: Signal| s.as_str().trim_start_matches("SIG").to_string();
     let mut sent = vec![name(sig)];
     let fail = |e: HostError, sent: Vec<String>| {
+        let host_lost = matches!(e, HostError::Lost { .. });
         let mut e = ended(
             StepStatus::Failed,
             None,
             Some(format!("cannot stop it: {e}")),
         );
         e.stop_signals = sent;
+        e.host_lost = host_lost;
         e
     };
     if let Err(e) = proc.signal(sig).await {
@@ -628,6 +637,7 @@ mod tests {
                 stop: None,
                 retries: 0,
                 allow_failure: false,
+                continue_on_host_loss: false,
                 paths: vec![],
             },
             cwd: "/nonexistent".into(),

@@ -682,6 +682,7 @@ impl<'a> Planner<'a> {
             stop,
             retries: step.retries,
             allow_failure: step.allow_failure,
+            continue_on_host_loss: step.continue_on_host_loss,
             paths,
         })
     }

@@ -140,6 +140,7 @@ mod tests {
             timeout: None,
             duration: None,
             every: None,
+            continue_on_host_loss: false,
             stop: None,
             env: vec![],
             retries: 0,

@@ -81,6 +81,10 @@ pub struct StepInstance {
     pub retries: u32,
     #[serde(skip_serializing_if = "is_false", default)]
     pub allow_failure: bool,
+    /// `on_host_loss: continue`: losing its host does not end the run's
+    /// other steps.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub continue_on_host_loss: bool,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub paths: Vec<String>,
 }

@@ -178,9 +178,21 @@ pub struct RawStep {
     pub when: Option<When>,
     /// A failure of this step does not fail the run.
     pub allow_failure: Option<bool>,
+    /// Services and monitors: what losing their host does to the run:
+    /// `fail` (the default) ends it; `continue` lets the other hosts'
+    /// steps go on (the run still fails: that host's data is incomplete).
+    pub on_host_loss: Option<HostLoss>,
     /// For `fetch`: paths (globs) relative to the host's run dir.
     #[serde(default)]
     pub paths: Vec<String>,
+}
+
+/// `on_host_loss:` of a service or monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostLoss {
+    Fail,
+    Continue,
 }
 
 /// Readiness probe of a service. Exactly one of `log`, `port`, `cmd`.

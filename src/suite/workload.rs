@@ -102,6 +102,8 @@ pub struct Step {
     pub retries: u32,
     pub when: Condition,
     pub allow_failure: bool,
+    /// A lost host does not end the run's other steps.
+    pub continue_on_host_loss: bool,
     pub paths: Vec<Field>,
 }
 
@@ -395,6 +397,9 @@ fn build_step(
     if raw.from.is_some() && kind != StepKind::Fetch {
         not_for("from", "fetch", diags);
     }
+    if raw.on_host_loss.is_some() && !matches!(kind, StepKind::Service | StepKind::Monitor) {
+        not_for("on_host_loss", "service and monitor", diags);
+    }
     if raw.every.is_some() && kind != StepKind::Fetch {
         not_for("every", "fetch", diags);
     }
@@ -614,6 +619,7 @@ fn build_step(
         retries: raw.retries.unwrap_or(0),
         when,
         allow_failure: raw.allow_failure.unwrap_or(false),
+        continue_on_host_loss: raw.on_host_loss == Some(super::raw::HostLoss::Continue),
         paths: seq_fields(node.get("paths")),
     };
     (diags.len() == before).then_some(step)

@@ -415,3 +415,96 @@ metrics:
         .expect(0);
     assert!(stopped.contains("nothing to stop"), "{stopped}");
 }
+
+/// `on_host_loss: continue`: one host drops off the network mid-collection;
+/// the other collects to the end and its data comes back whole, while the
+/// run is failed (the lost host's data ends early) and says which host.
+#[test]
+fn with_on_host_loss_continue_a_lost_host_does_not_end_the_others_collection() {
+    let mut s = Sshds::start(2);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory_direct(&inv, &[("a", "roles: [sensor]"), ("b", "roles: [sensor]")]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("suite.yaml"),
+        format!(
+            "suite: t\nhosts: {}\nworkloads:\n  - workload: collect.yaml\n",
+            inv.display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(
+        dir.join("collect.yaml"),
+        r#"workload: collect
+steps:
+  sensor:
+    kind: monitor
+    on: sensor
+    run: "i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; sleep 0.2; done"
+    duration: 30s
+    on_host_loss: continue
+  pull: { kind: fetch, from: sensor, paths: [samples.csv], every: 1s }
+"#,
+    )
+    .expect("workload");
+    let child = Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flow starts");
+    let artifacts = dir.join("artifacts");
+    wait_for(Duration::from_secs(60), "both sensors", || {
+        let j = super::remote::journal(&artifacts);
+        let ready = |h: &str| {
+            j.lines().any(|l| {
+                l.contains(r#""event":"step_ready""#)
+                    && l.contains(&format!(r#""step":"sensor@{h}""#))
+            })
+        };
+        ready("a") && ready("b")
+    });
+    let tag = super::remote::run_tag(&artifacts);
+    std::thread::sleep(Duration::from_secs(3));
+    s.vanish("h1"); // host `a`
+    let out = child.wait_with_output().expect("flow exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // What ran on the vanished host still runs there; this test ends it.
+    for (pid, _) in super::run::processes_with_env(&tag) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let journal = super::remote::journal(&artifacts);
+    assert!(
+        stderr.contains("host `a` was lost") || stdout.contains("host `a` was lost"),
+        "{stdout}\n{stderr}\n{journal}"
+    );
+    let run = run_dir(&dir);
+    let res = json(&run.join("run_result.json"));
+    assert_eq!(res["status"], "failed", "{res}");
+    let step = |id: &str| {
+        res["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id}"))
+    };
+    assert_eq!(step("sensor@a")["status"], "failed");
+    assert_eq!(step("sensor@b")["status"], "passed", "{}", step("sensor@b"));
+    // `b` collected for the whole 30 s (5 samples a second; a loaded
+    // machine's `sleep 0.2` takes longer), and it is all here.
+    let b = samples(&run.join("hosts/b/samples.csv"));
+    assert!(b.len() >= 120, "{} samples from b", b.len());
+    assert!(b.iter().enumerate().all(|(i, &n)| n == i as u64 + 1));
+    // What `a` sent before it was lost is kept.
+    assert!(!samples(&run.join("hosts/a/samples.csv")).is_empty());
+}

@@ -317,7 +317,7 @@ pub(super) fn spawn_run(dir: &std::path::Path, extra: &[&str]) -> std::process::
 }
 
 /// `FLOW_RUN_TAG=…` of the first run, from its journal.
-fn run_tag(artifacts: &std::path::Path) -> String {
+pub(crate) fn run_tag(artifacts: &std::path::Path) -> String {
     let first: serde_json::Value =
         serde_json::from_str(journal(artifacts).lines().next().expect("a line")).expect("json");
     format!("FLOW_RUN_TAG={}", first["tag"].as_str().expect("tag"))
