@@ -73,6 +73,21 @@ fn samples(path: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The shipped collection suite (`suites/collection.yaml`, its workload and
+/// script) in `dir`, as the tutorial uses it.
+fn shipped_collection(dir: &Path) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.join("suites")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("workloads/collection")).expect("mkdir");
+    for f in [
+        "suites/collection.yaml",
+        "workloads/collection.yaml",
+        "workloads/collection/sample.sh",
+    ] {
+        std::fs::copy(root.join(f), dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}
+
 /// The issue's test: three ssh hosts sample at 1 Hz for 60 s; data comes
 /// back every 5 s while they do; `flow status --json` shows it grow; the
 /// controller is killed at 30 s and `flow attach` finishes the run with
@@ -90,31 +105,26 @@ fn a_60s_collection_on_three_ssh_hosts_comes_back_as_it_is_made_and_survives_kil
         ],
     );
     let dir = s.dir.path().join("project");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(
-        dir.join("suite.yaml"),
-        format!(
-            "suite: day\nhosts: {}\nworkloads:\n  - workload: collect.yaml\n",
-            inv.display()
-        ),
-    )
-    .expect("suite");
-    std::fs::write(
-        dir.join("collect.yaml"),
-        r#"workload: collect
-clock_every: 10s
-steps:
-  sensor:
-    kind: monitor
-    on: sensor
-    run: "i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; sleep 1; done"
-    duration: 60s
-  pull: { kind: fetch, from: sensor, paths: [samples.csv], every: 5s }
-"#,
-    )
-    .expect("workload");
+    shipped_collection(&dir);
     let t0 = Instant::now();
-    let mut child = spawn(&dir, &["run", "--suite", "suite.yaml"]);
+    // The shipped 24-hour collection (the tutorial's), shortened to 60 s.
+    let inv = inv.display().to_string();
+    let mut child = spawn(
+        &dir,
+        &[
+            "run",
+            "--suite",
+            "collection",
+            "--hosts",
+            &inv,
+            "--set",
+            "length=60s",
+            "--set",
+            "steps.pull.every=5s",
+            "--set",
+            "clock_every=10s",
+        ],
+    );
     // Bytes fetched so far grow while the run goes, on every host.
     let mut seen: Vec<Vec<(String, u64)>> = Vec::new();
     while t0.elapsed() < Duration::from_secs(29) {
@@ -319,37 +329,22 @@ fn a_suite_detached_onto_an_ssh_controller_is_followed_synced_and_reanalysed_her
         ],
     );
     let dir = s.dir.path().join("laptop");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(
-        dir.join("suite.yaml"),
-        format!(
-            "suite: night\nhosts: {}\nworkloads:\n  - workload: collect.yaml\n    repetitions: 2\n",
-            inv.display()
-        ),
-    )
-    .expect("suite");
-    std::fs::write(
-        dir.join("collect.yaml"),
-        r#"workload: collect
-steps:
-  sensor:
-    kind: monitor
-    on: sensor
-    run: "echo ns,n > samples.csv; i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; sleep 0.2; done"
-    duration: 4s
-  pull: { kind: fetch, from: sensor, paths: [samples.csv], every: 1s }
-metrics:
-  samples:
-    from: "hosts/*/samples.csv"
-    csv: { column: n, agg: count }
-"#,
-    )
-    .expect("workload");
+    shipped_collection(&dir);
+    // The tutorial's command, with a 4 s collection instead of a day's.
+    let inv = inv.display().to_string();
     let (out, err) = Flow::new()
         .args([
             "run",
             "--suite",
-            "suite.yaml",
+            "collection",
+            "--hosts",
+            &inv,
+            "--set",
+            "length=4s",
+            "--set",
+            "interval=0.2",
+            "--set",
+            "steps.pull.every=1s",
             "--detach",
             "--controller",
             "devvm",
@@ -365,7 +360,7 @@ metrics:
     // From the laptop: its progress, forwarded.
     let v = status_json(&dir);
     assert_eq!(v["state"], "running", "{v}");
-    assert_eq!(v["counts"]["total"], 2, "{v}");
+    assert_eq!(v["counts"]["total"], 1, "{v}");
     // A sync while it runs brings what is there so far.
     wait_for(Duration::from_secs(30), "data on the controller", || {
         Flow::new()
@@ -383,7 +378,7 @@ metrics:
         .args(["attach", "--artifacts", "artifacts"])
         .cwd(&dir)
         .expect(0);
-    assert!(followed.contains("2 runs: 2 passed"), "{followed}");
+    assert!(followed.contains("1 run: 1 passed"), "{followed}");
     let (synced, _) = Flow::new()
         .args(["sync", "--artifacts", "artifacts"])
         .cwd(&dir)
@@ -407,7 +402,7 @@ metrics:
         assert!(after == b, "{f} differs after flow analyze");
     }
     let csv = std::fs::read_to_string(local.join("runs.csv")).expect("runs.csv");
-    assert_eq!(csv.matches(",passed,").count(), 2, "{csv}");
+    assert_eq!(csv.matches(",passed,").count(), 1, "{csv}");
     // The forwarded stop of a finished artifact: nothing to stop.
     let (stopped, _) = Flow::new()
         .args(["stop", "--artifacts", "artifacts"])
