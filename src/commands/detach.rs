@@ -16,6 +16,9 @@ use super::{Error, exit};
 /// Where a detached flow's stdout and stderr go, in its artifact folder.
 pub const CONTROLLER_LOG: &str = "controller.log";
 
+/// Set for the background flow `--detach` starts.
+pub const DETACHED_VAR: &str = "FLOW_DETACHED";
+
 /// How long `--detach` waits for the background flow to take the artifact.
 const TAKE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -58,7 +61,8 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
     if d.share_hosts {
         cmd.arg("--share-hosts");
     }
-    cmd.stdin(std::process::Stdio::null())
+    cmd.env(DETACHED_VAR, "1")
+        .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);
     {

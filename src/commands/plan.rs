@@ -144,14 +144,25 @@ pub fn summary(p: &Prepared) -> String {
 
 pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
     let p = prepare(args)?;
+    check_plans(&p, |_| true)?;
+    writeln!(std::io::stdout().lock(), "{}\nvalid", summary(&p)).map_err(Error::Output)?;
+    Ok(exit::OK)
+}
+
+/// Plans every run without writing anything, as `flow validate` does: an
+/// error when any run does not plan, or when `keep` selects none.
+pub(super) fn check_plans(p: &Prepared, keep: impl Fn(&RunPlan) -> bool) -> Result<usize, Error> {
     let opts = PlanOptions {
         artifact_dir: Path::new("artifacts").join("validate"),
     };
     let planner =
         Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
-    plan_all(&p, &planner, |_| Ok(()))?;
-    writeln!(std::io::stdout().lock(), "{}\nvalid", summary(&p)).map_err(Error::Output)?;
-    Ok(exit::OK)
+    let mut kept = 0;
+    plan_all(p, &planner, |r| {
+        kept += usize::from(keep(r));
+        Ok(())
+    })?;
+    Ok(kept)
 }
 
 /// Creates an artifact folder and writes `suite.json` and the `plan.json` of

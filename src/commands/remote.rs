@@ -113,10 +113,10 @@ impl Session {
             })?;
         if out.code != 0 {
             return Err(Error::Invalid(format!(
-                "error: controller host `{}`: `{line}` failed (exit {}): {}\n",
+                "error: controller host `{}`: `{line}` failed (exit {}):\n{}\n",
                 self.t.name,
                 out.code,
-                crate::exec::ssh::clean_stderr(&out.stderr)
+                String::from_utf8_lossy(&out.stderr).trim_end()
             )));
         }
         Ok(out.stdout_text())

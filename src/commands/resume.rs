@@ -417,7 +417,13 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
         let _ = writeln!(
             out,
             "{} artifact {id}: {} run{}: {}",
-            if attach { "attaching to" } else { "resuming" },
+            if attach {
+                "attaching to"
+            } else if std::env::var_os(super::detach::DETACHED_VAR).is_some() {
+                "running in the background:"
+            } else {
+                "resuming"
+            },
             rows.len(),
             if rows.len() == 1 { "" } else { "s" },
             parts.join(", ")

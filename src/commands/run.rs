@@ -15,6 +15,10 @@ use super::{Error, exit};
 /// The file that marks an artifact as being run, holding flow's pid.
 pub const LOCK_FILE: &str = "flow.pid";
 
+fn keep_fn(only: &[glob::Pattern]) -> impl Fn(&RunPlan) -> bool + '_ {
+    move |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id))
+}
+
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
     if let Some(id) = &args.resume {
         let r = crate::cli::ResumeArgs {
@@ -44,7 +48,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let only = patterns(&args.only)?;
     let p = prepare(&args.suite)?;
     if let Some(host) = &args.controller {
-        // Checked here, planned and run there.
+        // Planned here first, so a suite that does not plan is reported
+        // here, before anything is pushed; then planned and run there.
+        if super::plan::check_plans(&p, keep_fn(&only))? == 0 {
+            return Err(Error::Invalid(no_match(&args.only)));
+        }
         return super::remote::start(args, host, &p.suite.inventory);
     }
     let keep = |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id));

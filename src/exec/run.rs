@@ -1025,7 +1025,11 @@ impl Run<'_> {
                 self.finish_step(*e);
                 let fails = self.result.steps[idx].fails_run();
                 let background = matches!(self.kind(idx), StepKind::Service | StepKind::Monitor);
-                self.write_result(false);
+                // While others still run; the last one's end is written
+                // with what follows it (teardown, fetch, the final result).
+                if self.nodes.iter().any(|n| n.ctl.is_some()) {
+                    self.write_result(false);
+                }
                 let s = &self.plan.steps[idx];
                 if background && was_ready && fails && host_lost && s.continue_on_host_loss {
                     // The run fails (that host's data ends here), but the
