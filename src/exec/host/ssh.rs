@@ -706,9 +706,15 @@ impl Host for SshHost {
                 .absolute(host, &job.cwd.to_string_lossy())
                 .await
                 .map_err(HostError::Failed)?;
-            // Its whole output comes home when it ends, after what this
-            // run's logs hold now.
-            let base = (file_len(&job.out), file_len(&job.err));
+            // Its whole output comes home when it ends. A first attempt's
+            // replaces what the dead flow's follower had brought of it; a
+            // later attempt's goes after what the run's logs hold now
+            // (earlier attempts, and possibly part of this one).
+            let base = if job.adopt.is_some_and(|a| a.attempt <= 1) {
+                (0, 0)
+            } else {
+                (file_len(&job.out), file_len(&job.err))
+            };
             r.ready(host).await?;
             Ok(Box::new(remote_running(r, host, dir, pid, job, base)) as Box<dyn Running>)
         })
