@@ -1674,8 +1674,9 @@ mod tests {
             } else {
                 std::mem::forget(itx);
             }
-            let rj = journal.open(0, PathBuf::from(&plan.dir).join("events.jsonl"));
+            // The folder first: the writer thread opens the file at once.
             let _ = std::fs::create_dir_all(&plan.dir);
+            let rj = journal.open(0, PathBuf::from(&plan.dir).join("events.jsonl"));
             run_one(&plan, &env, rj, &progress, irx, Resume::Fresh).await
         });
         journal.finish();
