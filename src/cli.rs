@@ -89,6 +89,12 @@ pub struct PlanArgs {
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,
+    /// Only the runs of shard I of N (see `flow run --shard`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::plan::Shard>,
+    /// Print how many runs each of N shards gets, and nothing else.
+    #[arg(long, value_name = "N", conflicts_with_all = ["shard", "dry_run"])]
+    pub shards: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +104,9 @@ pub struct RunArgs {
     /// Only runs whose id matches this glob (`streaming.perf.*`); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub only: Vec<String>,
+    /// Only the runs of shard I of N: a partition by workload, variant and repetition that keeps a point's modes together and does not move when other runs are added.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::plan::Shard>,
     /// Runs at once, at most; runs share a host only when their workload says `exclusive: false`.
     #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
     pub jobs: usize,

@@ -149,6 +149,36 @@ pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
+/// `flow plan --shards N`: how many runs each shard gets.
+fn shard_sizes(p: &Prepared, n: u32) -> Result<i32, Error> {
+    if n == 0 {
+        return Err(Error::Invalid(
+            "error: `--shards 0`: the shard count must be at least 1\n".into(),
+        ));
+    }
+    let a = crate::plan::shard::Assignment::of_expansion(&p.expansion, n);
+    // Runs, not points: every mode of a point is a run of its shard.
+    let sizes = a.sizes(p.expansion.runs.iter().map(|r| {
+        (
+            p.expansion.groups[r.group].workload.name.as_str(),
+            r.variant_label(),
+            r.repetition,
+        )
+    }));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", summary(p)).map_err(Error::Output)?;
+    for (i, s) in sizes.iter().enumerate() {
+        writeln!(
+            out,
+            "shard {}/{n}: {s} run{}",
+            i + 1,
+            if *s == 1 { "" } else { "s" }
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(exit::OK)
+}
+
 /// Plans every run without writing anything, as `flow validate` does: an
 /// error when any run does not plan, or when `keep` selects none.
 pub(super) fn check_plans(p: &Prepared, keep: impl Fn(&RunPlan) -> bool) -> Result<usize, Error> {
@@ -241,6 +271,16 @@ pub fn write_suite_json(
 
 pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let p = prepare(&args.suite)?;
+    if let Some(n) = args.shards {
+        return shard_sizes(&p, n);
+    }
+    let shard = args.shard;
+    let assignment =
+        shard.map(|s| crate::plan::shard::Assignment::of_expansion(&p.expansion, s.count));
+    let keep = |r: &RunPlan| match (shard, &assignment) {
+        (Some(s), Some(a)) => a.holds(s, r),
+        _ => true,
+    };
     if args.dry_run {
         let opts = PlanOptions {
             artifact_dir: args.artifacts.join("dry-run"),
@@ -252,11 +292,14 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             PlanFormat::Json => Format::Json,
             PlanFormat::Dot => Format::Dot,
         };
-        let header = serde_json::json!({
+        let mut header = serde_json::json!({
             "schema_version": SCHEMA_VERSION,
             "suite": p.suite.name,
             "run_count": p.expansion.runs.len(),
         });
+        if let Some(s) = shard {
+            header["shard"] = serde_json::json!(s.to_string());
+        }
         let stdout = std::io::stdout().lock();
         let mut w = PlanWriter::new(
             BufWriter::with_capacity(1 << 16, stdout),
@@ -265,11 +308,16 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             &summary(&p),
         )
         .map_err(Error::Output)?;
-        plan_all(&p, &planner, |run| w.write(run).map_err(Error::Output))?;
+        plan_all(&p, &planner, |run| {
+            if keep(run) {
+                w.write(run).map_err(Error::Output)?;
+            }
+            Ok(())
+        })?;
         w.finish().map_err(Error::Output)?;
         return Ok(exit::OK);
     }
-    let (artifact, _) = write_artifact(&p, &args.artifacts, |_| true, |_| Ok(()))?;
+    let (artifact, _) = write_artifact(&p, &args.artifacts, keep, |_| Ok(()))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -294,6 +294,9 @@ pub fn start(
     for o in &args.only {
         remote_args.extend(["--only".into(), o.clone()]);
     }
+    if let Some(s) = args.shard {
+        remote_args.extend(["--shard".into(), s.to_string()]);
+    }
     remote_args.extend([
         "--max-runs".into(),
         args.suite.max_runs.to_string(),

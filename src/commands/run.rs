@@ -15,8 +15,15 @@ use super::{Error, exit};
 /// The file that marks an artifact as being run, holding flow's pid.
 pub const LOCK_FILE: &str = "flow.pid";
 
-fn keep_fn(only: &[glob::Pattern]) -> impl Fn(&RunPlan) -> bool + '_ {
-    move |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id))
+/// `--only` and `--shard` together.
+fn keep_fn<'a>(
+    only: &'a [glob::Pattern],
+    shard: Option<(crate::plan::Shard, &'a crate::plan::shard::Assignment)>,
+) -> impl Fn(&RunPlan) -> bool + 'a {
+    move |r: &RunPlan| {
+        (only.is_empty() || only.iter().any(|g| g.matches(&r.id)))
+            && shard.is_none_or(|(s, a)| a.holds(s, r))
+    }
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -43,19 +50,28 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             dry_run: true,
             format: args.format,
             artifacts: args.artifacts.clone(),
+            shard: args.shard,
+            shards: None,
         });
     }
     let only = patterns(&args.only)?;
     let p = prepare(&args.suite)?;
+    let assignment = args
+        .shard
+        .map(|s| crate::plan::shard::Assignment::of_expansion(&p.expansion, s.count));
+    let shard = args.shard.zip(assignment.as_ref());
     if let Some(host) = &args.controller {
         // Planned here first, so a suite that does not plan is reported
         // here, before anything is pushed; then planned and run there.
-        if super::plan::check_plans(&p, keep_fn(&only))? == 0 {
-            return Err(Error::Invalid(no_match(&args.only)));
+        if super::plan::check_plans(&p, keep_fn(&only, shard))? == 0 {
+            return empty_selection(args, &p);
         }
         return super::remote::start(args, host, &p.suite.inventory);
     }
-    let keep = |r: &RunPlan| only.is_empty() || only.iter().any(|g| g.matches(&r.id));
+    if args.shard.is_some() && super::plan::check_plans(&p, keep_fn(&only, shard))? == 0 {
+        return empty_selection(args, &p);
+    }
+    let keep = keep_fn(&only, shard);
     let (artifact, plans) = write_artifact(&p, &args.artifacts, keep, |plans| {
         if plans.is_empty() {
             return Err(Error::Invalid(no_match(&args.only)));
@@ -66,10 +82,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     {
         let mut out = std::io::stdout().lock();
         let head = summary(&p);
-        let selected = if n == p.expansion.runs.len() {
-            String::new()
-        } else {
-            format!("\n{n} of them selected by --only")
+        let selected = match (n == p.expansion.runs.len(), args.shard) {
+            (true, _) => String::new(),
+            (false, Some(s)) if args.only.is_empty() => format!("\n{n} of them in shard {s}"),
+            (false, Some(s)) => format!("\n{n} of them in shard {s} selected by --only"),
+            (false, None) => format!("\n{n} of them selected by --only"),
         };
         // A closed stdout does not stop the runs: the artifact is the output.
         let _ = writeln!(
@@ -268,6 +285,23 @@ pub(super) fn patterns(only: &[String]) -> Result<Vec<glob::Pattern>, Error> {
         Ok(out)
     } else {
         Err(Error::Invalid(diags.render(&Sources::default())))
+    }
+}
+
+/// No run selected: with `--shard` alone, a CI job with nothing to do
+/// (exit 0, no artifact); with `--only`, an error.
+fn empty_selection(args: &RunArgs, p: &super::plan::Prepared) -> Result<i32, Error> {
+    match args.shard {
+        Some(s) if args.only.is_empty() => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{}\nshard {s} holds none of these runs: nothing to run",
+                summary(p)
+            );
+            Ok(exit::OK)
+        }
+        _ => Err(Error::Invalid(no_match(&args.only))),
     }
 }
 

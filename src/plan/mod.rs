@@ -8,6 +8,8 @@ pub mod template;
 mod types;
 
 pub use build::{PlanOptions, Planner, SCHEMA_VERSION};
+pub mod shard;
+pub use shard::Shard;
 pub use types::{
     CLOCK_EVERY_DEFAULT_MS, CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance,
     StopPlan,

@@ -324,3 +324,119 @@ fn a_param_named_like_a_column_never_shadows_it() {
         .expect(0);
     assert!(out.contains("2 runs, 2 passed, 0 failed"), "{out}");
 }
+
+/// `flow plan --shard I/N` over random suites: the shards are disjoint,
+/// cover the plan, and keep every mode of a (workload, variant,
+/// repetition) with its baseline.
+#[test]
+fn shards_of_random_suites_are_disjoint_cover_the_plan_and_keep_baselines_with_their_modes() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut seed: u64 = 42;
+    let mut next = |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    for _ in 0..8 {
+        let mut p = super::run::Project::new();
+        let mut suite = String::from("suite: s\nworkloads:\n");
+        for w in 0..1 + next(3) {
+            let workload = format!(
+                "workload: w{w}\nparams: {{ a: 0, b: x }}\nsteps:\n  job: {{ run: 'true' }}\nmodes:\n  m1: {{ env: {{ M: '1' }} }}\n  m2: {{ env: {{ M: '2' }} }}\n"
+            );
+            p = p.file(&format!("w{w}.yaml"), &workload);
+            let a: Vec<String> = (0..1 + next(5)).map(|i| i.to_string()).collect();
+            let b: Vec<String> = (0..1 + next(3)).map(|i| format!("v{i}")).collect();
+            let modes = ["baseline", "m1", "m2"][..1 + next(3) as usize].join(", ");
+            suite.push_str(&format!(
+                "  - workload: w{w}.yaml\n    modes: [{modes}]\n    repetitions: {}\n    matrix: {{ a: [{}], b: [{}] }}\n",
+                1 + next(4),
+                a.join(", "),
+                b.join(", ")
+            ));
+        }
+        let p = p.file("suite.yaml", &suite);
+        let runs = |extra: &[&str]| -> Vec<serde_json::Value> {
+            let mut args = vec![
+                "plan",
+                "--suite",
+                "suite.yaml",
+                "--dry-run",
+                "--format",
+                "json",
+            ];
+            args.extend_from_slice(extra);
+            let (out, _) = Flow::new().args(args).cwd(p.path()).expect(0);
+            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+            v["runs"].as_array().cloned().unwrap_or_default()
+        };
+        let all: BTreeSet<String> = runs(&[])
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let n = 1 + next(6);
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        let mut point_shard: BTreeMap<String, u64> = BTreeMap::new();
+        for i in 1..=n {
+            for r in runs(&["--shard", &format!("{i}/{n}")]) {
+                let id = r["id"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    seen.insert(id.clone(), i).is_none(),
+                    "{id} in two shards\n{suite}"
+                );
+                let point = format!("{}|{}|{}", r["workload"], r["variant"], r["repetition"]);
+                let s = *point_shard.entry(point.clone()).or_insert(i);
+                assert_eq!(
+                    s, i,
+                    "{point}: its modes are in shards {s} and {i}\n{suite}"
+                );
+            }
+        }
+        let covered: BTreeSet<String> = seen.keys().cloned().collect();
+        assert_eq!(covered, all, "{suite}");
+    }
+}
+
+#[test]
+fn an_empty_shard_is_a_job_with_nothing_to_do_and_a_bad_shard_is_refused() {
+    let p = Project::new()
+        .file("suite.yaml", "suite: s\nworkloads:\n  - workload: w.yaml\n")
+        .file("w.yaml", "workload: w\nsteps:\n  job: { run: 'true' }\n");
+    let (sizes, _) = Flow::new()
+        .args(["plan", "--suite", "suite.yaml", "--shards", "2"])
+        .cwd(p.path())
+        .expect(0);
+    // One run: one shard has it, the other has none.
+    assert!(
+        sizes.contains(": 1 run\n") && sizes.contains(": 0 runs\n"),
+        "{sizes}"
+    );
+    let empty = if sizes.contains("shard 1/2: 0 runs") {
+        "1/2"
+    } else {
+        "2/2"
+    };
+    let (out, _) = Flow::new()
+        .args([
+            "run",
+            "--suite",
+            "suite.yaml",
+            "--shard",
+            empty,
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert!(
+        out.contains("holds none of these runs: nothing to run"),
+        "{out}"
+    );
+    assert!(!p.path().join("artifacts/latest").exists());
+    let (_, err) = Flow::new()
+        .args(["run", "--suite", "suite.yaml", "--shard", "3/2"])
+        .cwd(p.path())
+        .expect(2);
+    assert!(err.contains("`3/2`: shards are numbered 1 to 2"), "{err}");
+}
