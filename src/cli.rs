@@ -323,6 +323,8 @@ pub enum PlanFormat {
     Text,
     Json,
     Dot,
+    /// With `--shards N`: the JSON a GitHub Actions `strategy.matrix` takes (`fromJSON`).
+    GithubMatrix,
 }
 
 #[derive(Debug, Args)]

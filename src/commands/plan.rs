@@ -149,8 +149,10 @@ pub fn validate(args: &SuiteArgs) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
-/// `flow plan --shards N`: how many runs each shard gets.
-fn shard_sizes(p: &Prepared, n: u32) -> Result<i32, Error> {
+/// `flow plan --shards N`: how many runs each shard gets; with
+/// `matrix`, as a GitHub Actions matrix: one entry per shard with a
+/// readable name (`{"include": [{"shard": "1/4", "name": "…", "runs": 24}]}`).
+fn shard_sizes(p: &Prepared, n: u32, matrix: bool) -> Result<i32, Error> {
     if n == 0 {
         return Err(Error::Invalid(
             "error: `--shards 0`: the shard count must be at least 1\n".into(),
@@ -166,6 +168,22 @@ fn shard_sizes(p: &Prepared, n: u32) -> Result<i32, Error> {
         )
     }));
     let mut out = std::io::stdout().lock();
+    if matrix {
+        let include: Vec<serde_json::Value> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                serde_json::json!({
+                    "shard": format!("{}/{n}", i + 1),
+                    "name": format!("{} {}/{n} ({s} run{})", p.suite.name, i + 1, if *s == 1 { "" } else { "s" }),
+                    "runs": s,
+                })
+            })
+            .collect();
+        let m = serde_json::json!({ "include": include });
+        writeln!(out, "{m}").map_err(Error::Output)?;
+        return Ok(exit::OK);
+    }
     writeln!(out, "{}", summary(p)).map_err(Error::Output)?;
     for (i, s) in sizes.iter().enumerate() {
         writeln!(
@@ -272,7 +290,10 @@ pub fn write_suite_json(
 pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let p = prepare(&args.suite)?;
     if let Some(n) = args.shards {
-        return shard_sizes(&p, n);
+        return shard_sizes(&p, n, args.format == PlanFormat::GithubMatrix);
+    }
+    if args.format == PlanFormat::GithubMatrix {
+        return shard_sizes(&p, 1, true);
     }
     let shard = args.shard;
     let assignment =
@@ -291,6 +312,7 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             PlanFormat::Text => Format::Text,
             PlanFormat::Json => Format::Json,
             PlanFormat::Dot => Format::Dot,
+            PlanFormat::GithubMatrix => unreachable!("handled above"),
         };
         let mut header = serde_json::json!({
             "schema_version": SCHEMA_VERSION,

@@ -440,3 +440,34 @@ fn an_empty_shard_is_a_job_with_nothing_to_do_and_a_bad_shard_is_refused() {
         .expect(2);
     assert!(err.contains("`3/2`: shards are numbered 1 to 2"), "{err}");
 }
+
+#[test]
+fn the_github_matrix_has_one_entry_per_shard_and_counts_every_run() {
+    let (out, _) = Flow::new()
+        .args([
+            "plan",
+            "--suite",
+            "overhead",
+            "--shards",
+            "4",
+            "--format",
+            "github-matrix",
+        ])
+        .cwd(&super::root())
+        .expect(0);
+    let m: Value = serde_json::from_str(&out).expect("json");
+    let include = m["include"].as_array().expect("include");
+    assert_eq!(include.len(), 4);
+    let mut total = 0;
+    for (i, e) in include.iter().enumerate() {
+        assert_eq!(e["shard"], format!("{}/4", i + 1));
+        assert!(
+            e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("overhead ")),
+            "{e}"
+        );
+        total += e["runs"].as_u64().expect("runs");
+    }
+    assert_eq!(total, 90);
+}
