@@ -69,6 +69,9 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     if let Err(e) = results::write_report(&artifact, &runs, &rows) {
         problems.push(e);
     }
+    if let Err(e) = results::junit::write(&artifact, &runs) {
+        problems.push(e);
+    }
     let (mut extracted, mut failed) = (0, 0);
     for r in runs.iter().filter(|r| select(&r.plan.id)) {
         for v in r.result.iter().flat_map(|x| x.metrics.values()) {

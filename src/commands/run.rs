@@ -223,6 +223,9 @@ impl Invocation<'_> {
             if let Err(e) = crate::results::write_report(self.dir, &runs, &rows) {
                 warnings.push(e);
             }
+            if let Err(e) = crate::results::junit::write(self.dir, &runs) {
+                warnings.push(e);
+            }
         }
         for w in &warnings {
             let _ = writeln!(std::io::stderr().lock(), "warning: {w}");

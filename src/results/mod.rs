@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod extract;
+pub mod junit;
 pub mod report;
 pub mod stats;
 pub mod suite_steps;

@@ -356,3 +356,45 @@ fn suite_analyze_steps_run_once_after_all_runs_and_again_with_analyze() {
         "{stderr}"
     );
 }
+
+/// `junit.xml`: one case per run; a failed run carries its error and its
+/// failing step's stderr; the document is well-formed XML (Python's parser).
+#[test]
+fn junit_xml_has_a_case_per_run_and_a_failure_with_its_stderr() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: j\nworkloads:\n  - workload: w.yaml\n    matrix: { code: [0, 3] }\n",
+        )
+        .file(
+            "w.yaml",
+            "workload: w\nparams: { code: 0 }\nsteps:\n  job: { run: \"echo 'bad <input> & more' >&2; exit {{ params.code }}\" }\n",
+        );
+    Flow::new()
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(1);
+    let xml = p.path().join("artifacts/latest/junit.xml");
+    let text = std::fs::read_to_string(&xml).expect("junit.xml");
+    assert!(
+        text.contains(r#"tests="2" failures="1" errors="0" skipped="0""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"classname="w.baseline""#), "{text}");
+    assert!(text.contains("exited with 3"), "{text}");
+    assert!(text.contains("bad &lt;input&gt; &amp; more"), "{text}");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E\nr = E.parse(sys.argv[1]).getroot()\ncases = r.findall('./testsuite/testcase')\nprint(len(cases), sum(1 for c in cases if c.find('failure') is not None))",
+        ])
+        .arg(&xml)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2 1");
+}
