@@ -55,9 +55,9 @@ pub fn render(suite: &str, runs: &[StoredRun]) -> String {
             .map_or(0.0, |ms| ms as f64 / 1000.0);
         time += secs;
         let rel = format!("runs/{}", p.id);
-        let _ = write!(
+        let _ = writeln!(
             cases,
-            "    <testcase classname=\"{}\" name=\"{}\" time=\"{secs:.3}\">\n",
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{secs:.3}\">",
             xml(&classname),
             xml(&format!("{} r{} ({})", p.variant, p.repetition, p.id))
         );
@@ -82,26 +82,26 @@ pub fn render(suite: &str, runs: &[StoredRun]) -> String {
                         )
                     })
                     .unwrap_or_else(|| r.errors.join("\n"));
-                let _ = write!(
+                let _ = writeln!(
                     cases,
-                    "      <failure message=\"{}\" type=\"failed\">{}</failure>\n",
+                    "      <failure message=\"{}\" type=\"failed\">{}</failure>",
                     xml(&message),
                     xml(&body)
                 );
             }
             Some((status, _)) => {
                 errors += 1;
-                let _ = write!(
+                let _ = writeln!(
                     cases,
-                    "      <error message=\"{}\" type=\"{}\"/>\n",
+                    "      <error message=\"{}\" type=\"{}\"/>",
                     xml(&format!("the run was {}", status.as_str())),
                     status.as_str()
                 );
             }
         }
-        let _ = write!(
+        let _ = writeln!(
             cases,
-            "      <system-out>{}</system-out>\n    </testcase>\n",
+            "      <system-out>{}</system-out>\n    </testcase>",
             xml(&format!(
                 "plan: {rel}/plan.json\nresult: {rel}/run_result.json\njournal: {rel}/events.jsonl\nlogs: {rel}/logs/\nfetched: {rel}/hosts/"
             ))
