@@ -52,6 +52,17 @@ pub(super) fn invalid(diags: &Diagnostics, sources: &Sources) -> Error {
 pub(super) fn plan_all(
     p: &Prepared,
     planner: &Planner<'_>,
+    each: impl FnMut(&RunPlan) -> Result<(), Error>,
+) -> Result<(), Error> {
+    plan_where(p, planner, |_| true, each)
+}
+
+/// [`plan_all`] of the runs `pick` selects by index (the first run of each
+/// group is planned all the same, for its errors).
+pub(super) fn plan_where(
+    p: &Prepared,
+    planner: &Planner<'_>,
+    pick: impl Fn(usize) -> bool,
     mut each: impl FnMut(&RunPlan) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut diags = Diagnostics::new();
@@ -73,7 +84,7 @@ pub(super) fn plan_all(
         diags.finish();
         return Err(invalid(&diags, &p.suite.sources));
     }
-    for i in 0..planner.len() {
+    for i in (0..planner.len()).filter(|&i| pick(i)) {
         match planner.plan(i) {
             Ok(run) => {
                 if let Some(prev) = seen.insert(run.id.clone(), i) {
@@ -330,7 +341,16 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             &summary(&p),
         )
         .map_err(Error::Output)?;
-        plan_all(&p, &planner, |run| {
+        // A shard plans only its own runs.
+        let pick = |i: usize| match (shard, &assignment) {
+            (Some(s), Some(a)) => {
+                let r = &p.expansion.runs[i];
+                let wl = &p.expansion.groups[r.group].workload.name;
+                a.shard(wl, &r.variant_label(), r.repetition) == s.index
+            }
+            _ => true,
+        };
+        plan_where(&p, &planner, pick, |run| {
             if keep(run) {
                 w.write(run).map_err(Error::Output)?;
             }
