@@ -153,6 +153,17 @@ pub struct RunArgs {
     pub controller: Option<String>,
 }
 
+impl RunArgs {
+    /// `--fail-fast` is `--max-failures 1`.
+    pub fn max_failures(&self) -> Option<usize> {
+        if self.fail_fast {
+            Some(1)
+        } else {
+            self.max_failures
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// An artifact id or folder; the latest when left out.

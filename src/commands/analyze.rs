@@ -89,6 +89,9 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     for w in results::metric_gaps(runs.iter().filter(|r| select(&r.plan.id))) {
         let _ = writeln!(err, "warning: {w}");
     }
+    if let Some(w) = results::unfinished(runs.iter().filter(|r| select(&r.plan.id))) {
+        let _ = writeln!(err, "warning: {w}");
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,

@@ -19,6 +19,16 @@ use crate::suite::StepKind;
 pub fn fetch(args: &FetchArgs) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
     let only = super::run::patterns(&args.only)?;
+    // The controller reaches the hosts and holds the artifact; `flow sync`
+    // brings what it fetched here.
+    if let Some((r, there)) = super::remote::forwarded(&dir) {
+        let mut a = vec!["fetch".to_string(), there.display().to_string()];
+        for o in &args.only {
+            a.extend(["--only".to_string(), o.clone()]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        return r.forward(&a);
+    }
     let v = super::status::read_suite_json(&dir)?;
     let inv = super::status::stored_inventory(&dir, &v)?;
     let mut plans: Vec<RunPlan> = Vec::new();

@@ -251,6 +251,18 @@ pub fn exec(args: &ExecArgs) -> Result<i32, Error> {
 /// hosts (after flow itself was killed), found by `FLOW_ARTIFACT_ID`.
 pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
     let dir = super::status::resolve(&args.artifacts, args.id.as_deref())?;
+    // Only the controller knows whether its flow still runs the artifact.
+    if let Some((r, there)) = super::remote::forwarded(&dir) {
+        return r.forward(&["reap", &there.display().to_string()]);
+    }
+    // Its steps are a live run's, collecting: never killed as leftovers.
+    if let super::status::State::Running(pid) = super::status::state(&dir) {
+        return Err(Error::Invalid(format!(
+            "error: flow (pid {pid}) is running `{}`: its steps are not leftovers\n  = help: `flow stop {}` stops it cleanly (teardown, fetch, analysis)\n",
+            crate::diag::display_path(&dir),
+            crate::diag::display_path(&dir)
+        )));
+    }
     let v = super::status::read_suite_json(&dir)?;
     let id = v["artifact_id"].as_str().unwrap_or_default().to_string();
     let inv = super::status::stored_inventory(&dir, &v)?;

@@ -305,11 +305,8 @@ pub fn start(
         "--artifacts".into(),
         "artifacts".into(),
     ]);
-    if let Some(n) = args.max_failures {
+    if let Some(n) = args.max_failures() {
         remote_args.extend(["--max-failures".into(), n.to_string()]);
-    }
-    if args.fail_fast {
-        remote_args.push("--fail-fast".into());
     }
     if args.verbose {
         remote_args.push("--verbose".into());
@@ -480,6 +477,7 @@ pub fn sync(args: &SyncArgs) -> Result<i32, Error> {
         return Ok(exit::OK);
     };
     sync_from(&r, &dir, &rsync_e(&r.target))?;
+    let (runs, _) = crate::results::load_runs(&dir);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -488,6 +486,10 @@ pub fn sync(args: &SyncArgs) -> Result<i32, Error> {
         r.target.name,
         r.artifact
     );
+    // A copy of a run still going is not the whole artifact yet.
+    if let Some(w) = crate::results::unfinished(&runs) {
+        let _ = writeln!(out, "{w}: sync again once `flow status` says done");
+    }
     Ok(exit::OK)
 }
 

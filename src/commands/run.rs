@@ -33,11 +33,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             rerun_failed: args.rerun_failed,
             replan: args.replan,
             jobs: args.jobs,
-            max_failures: if args.fail_fast {
-                Some(1)
-            } else {
-                args.max_failures
-            },
+            max_failures: args.max_failures(),
             verbose: args.verbose,
             share_hosts: args.share_hosts,
             artifacts: args.artifacts.clone(),
@@ -60,16 +56,16 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         .shard
         .map(|s| crate::plan::shard::Assignment::of_expansion(&p.expansion, s.count));
     let shard = args.shard.zip(assignment.as_ref());
-    if let Some(host) = &args.controller {
-        // Planned here first, so a suite that does not plan is reported
-        // here, before anything is pushed; then planned and run there.
-        if super::plan::check_plans(&p, keep_fn(&only, shard))? == 0 {
-            return empty_selection(args, &p);
-        }
-        return super::remote::start(args, host, &p.suite.inventory);
-    }
-    if args.shard.is_some() && super::plan::check_plans(&p, keep_fn(&only, shard))? == 0 {
+    // Planned once without an artifact where a selection may be empty (a
+    // shard with nothing to do), and for a controller host, so that a
+    // suite that does not plan is reported here before anything is pushed.
+    if (args.controller.is_some() || args.shard.is_some())
+        && super::plan::check_plans(&p, keep_fn(&only, shard))? == 0
+    {
         return empty_selection(args, &p);
+    }
+    if let Some(host) = &args.controller {
+        return super::remote::start(args, host, &p.suite.inventory);
     }
     let keep = keep_fn(&only, shard);
     let (artifact, plans) = write_artifact(&p, &args.artifacts, keep, |plans| {
@@ -99,11 +95,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         let d = super::detach::Detach {
             artifacts: &args.artifacts,
             jobs: args.jobs.max(1),
-            max_failures: if args.fail_fast {
-                Some(1)
-            } else {
-                args.max_failures
-            },
+            max_failures: args.max_failures(),
             verbose: args.verbose,
             share_hosts: args.share_hosts,
         };
@@ -111,11 +103,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     }
     let opts = Options {
         jobs: args.jobs.max(1),
-        max_failures: if args.fail_fast {
-            Some(1)
-        } else {
-            args.max_failures
-        },
+        max_failures: args.max_failures(),
         verbose: args.verbose,
         plain: false,
     };

@@ -29,6 +29,30 @@ pub struct StoredRun {
     raw: Vec<u8>,
 }
 
+/// Runs that have not ended (never started, or running: still going, or
+/// left by a flow that died), as one warning: summaries leave them out, so
+/// an analysis of a copy synced mid-run is not taken for the whole.
+pub fn unfinished<'a>(runs: impl IntoIterator<Item = &'a StoredRun>) -> Option<String> {
+    let (mut total, mut open, mut first) = (0, 0, None);
+    for r in runs {
+        total += 1;
+        let ended = r
+            .result
+            .as_ref()
+            .is_some_and(|x| x.status != RunStatus::Running);
+        if !ended {
+            open += 1;
+            first.get_or_insert_with(|| r.plan.id.clone());
+        }
+    }
+    (open > 0).then(|| {
+        format!(
+            "{open} of {total} runs have not ended (first: {}); the summaries leave them out",
+            first.unwrap_or_default()
+        )
+    })
+}
+
 /// One line per metric that has no value in some run that passed: which
 /// metric, in how many of those runs, and the first reason. A typo in a
 /// metric's `from` or in a fetch path shows here instead of as a silent

@@ -212,20 +212,8 @@ fn a_60s_collection_on_three_ssh_hosts_comes_back_as_it_is_made_and_survives_kil
     );
 }
 
-fn collecting(p: Project, duration: &str) -> Project {
-    p.file("suite.yaml", "suite: t\nworkloads:\n  - workload: w.yaml\n")
-        .file(
-            "w.yaml",
-            &format!(
-                "workload: w\nsteps:\n  sensor:\n    kind: monitor\n    run: \"i=0; while :; do i=$((i+1)); echo $i >> data.csv; sleep 0.1; done\"\n    duration: {duration}\n  pull: {{ kind: fetch, paths: [data.csv], every: 1s }}\n"
-            ),
-        )
-}
-
-#[test]
-fn a_detached_run_returns_at_once_and_is_followed_to_its_end() {
-    let p = collecting(Project::new(), "3s");
-    let t0 = Instant::now();
+/// `flow run --suite suite.yaml --detach` in `p`; its stdout.
+fn detach(p: &Project) -> String {
     let (out, _) = Flow::new()
         .args([
             "run",
@@ -237,6 +225,35 @@ fn a_detached_run_returns_at_once_and_is_followed_to_its_end() {
         ])
         .cwd(p.path())
         .expect(0);
+    out
+}
+
+/// The last output line of each running step, from `flow status --json`.
+fn last_lines(v: &Value) -> Vec<String> {
+    v["runs"][0]["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|h| h["steps"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["last_line"].as_str().map(String::from))
+        .collect()
+}
+
+fn collecting(p: Project, duration: &str) -> Project {
+    p.file("suite.yaml", "suite: t\nworkloads:\n  - workload: w.yaml\n")
+        .file(
+            "w.yaml",
+            &format!(
+                "workload: w\nsteps:\n  sensor:\n    kind: monitor\n    run: \"i=0; while :; do i=$((i+1)); echo $i >> data.csv; echo sample $i; sleep 0.1; done\"\n    duration: {duration}\n  pull: {{ kind: fetch, paths: [data.csv], every: 1s }}\n"
+            ),
+        )
+}
+
+#[test]
+fn a_detached_run_returns_at_once_and_is_followed_to_its_end() {
+    let p = collecting(Project::new(), "3s");
+    let t0 = Instant::now();
+    let out = detach(&p);
     let returned = t0.elapsed();
     assert!(out.contains("detached: flow (pid "), "{out}");
     assert!(out.contains("flow stop "), "{out}");
@@ -268,22 +285,25 @@ fn samples_plain(p: &Path) -> usize {
 #[test]
 fn flow_stop_ends_a_detached_run_cleanly_with_its_data_fetched() {
     let p = collecting(Project::new(), "10m");
-    Flow::new()
-        .args([
-            "run",
-            "--suite",
-            "suite.yaml",
-            "--detach",
-            "--artifacts",
-            "artifacts",
-        ])
-        .cwd(p.path())
-        .expect(0);
+    detach(&p);
     wait_for(Duration::from_secs(30), "a fetch pass", || {
         bytes_fetched(&status_json(p.path()))
             .iter()
             .any(|(_, b)| *b > 0)
     });
+    // The running step's last line, live.
+    let lines = last_lines(&status_json(p.path()));
+    assert!(lines.iter().any(|l| l.starts_with("sample ")), "{lines:?}");
+    // A live run's steps are not leftovers: reap refuses, nothing is killed.
+    let (_, refused) = Flow::new()
+        .args(["reap", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(2);
+    assert!(
+        refused.contains("is running") && refused.contains("flow stop"),
+        "{refused}"
+    );
+    assert_eq!(status_json(p.path())["state"], "running");
     let (_, err) = Flow::new()
         .args(["stop", "--artifacts", "artifacts"])
         .cwd(p.path())
@@ -340,7 +360,7 @@ fn a_suite_detached_onto_an_ssh_controller_is_followed_synced_and_reanalysed_her
             "--hosts",
             &inv,
             "--set",
-            "length=4s",
+            "length=8s",
             "--set",
             "interval=0.2",
             "--set",
@@ -374,6 +394,12 @@ fn a_suite_detached_onto_an_ssh_controller_is_followed_synced_and_reanalysed_her
             })
             .unwrap_or(false)
     });
+    // That copy is not the whole artifact yet, and analysing it says so.
+    let (_, warned) = Flow::new()
+        .args(["analyze", "--no-steps", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(warned.contains("1 of 1 runs have not ended"), "{warned}");
     let (followed, _) = Flow::new()
         .args(["attach", "--artifacts", "artifacts"])
         .cwd(&dir)
@@ -436,7 +462,7 @@ steps:
   sensor:
     kind: monitor
     on: sensor
-    run: "i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; sleep 0.2; done"
+    run: "i=0; while :; do i=$((i+1)); echo $(date +%s%N),$i >> samples.csv; echo sample $i; sleep 0.2; done"
     duration: 30s
     on_host_loss: continue
   pull: { kind: fetch, from: sensor, paths: [samples.csv], every: 1s }
@@ -464,6 +490,13 @@ steps:
     });
     let tag = super::remote::run_tag(&artifacts);
     std::thread::sleep(Duration::from_secs(3));
+    // An ssh monitor's output comes back as it is written.
+    let lines = last_lines(&status_json(&dir));
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("sample ")).count(),
+        2,
+        "{lines:?}"
+    );
     s.vanish("h1"); // host `a`
     let out = child.wait_with_output().expect("flow exits");
     let stdout = String::from_utf8_lossy(&out.stdout);

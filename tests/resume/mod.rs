@@ -274,7 +274,7 @@ fn a_collector_outlives_its_controller_and_is_taken_over_with_its_csv_continuous
         dir.join("workload.yaml"),
         r#"workload: collect
 steps:
-  collect: { kind: monitor, on: server, run: "echo start > data.csv; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo $i >> data.csv; sleep 0.05; done" }
+  collect: { kind: monitor, on: server, run: "echo start > data.csv; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo $i >> data.csv; echo line $i; sleep 0.05; done" }
   work: { on: client, run: "sleep 5", needs: [collect] }
   grab: { kind: fetch, from: server, paths: [data.csv] }
 "#,
@@ -339,6 +339,18 @@ steps:
     assert!(
         samples.iter().enumerate().all(|(i, &v)| v == i as u64 + 1),
         "{csv}"
+    );
+    // Its output, followed by the dead flow and then by the one that took
+    // it over, is in its log once, in order.
+    let log = std::fs::read_to_string(run.join("logs/collect@a.out")).expect("log");
+    let numbered: Vec<&str> = log.lines().collect();
+    assert!(numbered.len() > 20, "{log}");
+    assert!(
+        numbered
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == format!("line {}", i + 1)),
+        "{log}"
     );
 }
 
