@@ -19,6 +19,10 @@ pub const CONTROLLER_LOG: &str = "controller.log";
 /// Set for the background flow `--detach` starts.
 pub const DETACHED_VAR: &str = "FLOW_DETACHED";
 
+/// How the background flow's first line begins (`flow resume` prints it
+/// once it has compared the suite with the artifact and decided each run).
+pub const RUNNING_LINE: &str = "running in the background:";
+
 /// How long `--detach` waits for the background flow to take the artifact.
 const TAKE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -83,13 +87,27 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
     let pid = child.id() as i32;
     let lock = dir.join(super::run::LOCK_FILE);
     let t0 = Instant::now();
-    // It has the artifact once its pid is in `flow.pid`; an early exit
-    // (a refused resume) is reported here, with what it said.
+    // It has started once its pid is in `flow.pid` and it has said what it
+    // runs (after comparing the suite with the artifact's plans); an exit
+    // before that (a refused resume) is reported here, with what it said.
+    let logged_before = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
     loop {
-        if std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid.to_string()) {
+        let said_it_runs = || {
+            std::fs::read(&log_path).is_ok_and(|b| {
+                String::from_utf8_lossy(b.get(logged_before..).unwrap_or_default())
+                    .contains(RUNNING_LINE)
+            })
+        };
+        if std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid.to_string())
+            && said_it_runs()
+        {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // A short suite may be done before we looked.
+            if said_it_runs() {
+                break;
+            }
             let said = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = said.lines().rev().take(12).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -100,7 +118,7 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
         }
         if t0.elapsed() > TAKE_WITHIN {
             return Err(Error::Invalid(format!(
-                "error: the background flow (pid {pid}) did not take the artifact within {}s; see `{}`\n",
+                "error: the background flow (pid {pid}) did not start the artifact within {}s; see `{}`\n",
                 TAKE_WITHIN.as_secs(),
                 display_path(&log_path)
             )));

@@ -420,7 +420,7 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
             if attach {
                 "attaching to"
             } else if std::env::var_os(super::detach::DETACHED_VAR).is_some() {
-                "running in the background:"
+                super::detach::RUNNING_LINE
             } else {
                 "resuming"
             },
