@@ -317,6 +317,20 @@ pub(super) fn spawn_run(dir: &std::path::Path, extra: &[&str]) -> std::process::
 }
 
 /// `FLOW_RUN_TAG=…` of the first run, from its journal.
+/// `again.yaml`, a suite of `workload` (as `quick.yaml`) on the hosts of `s`:
+/// a second invocation after the first one's flow was killed.
+fn second_suite(s: &Sshds, dir: &std::path::Path, workload: &str) {
+    std::fs::write(
+        dir.join("again.yaml"),
+        format!(
+            "suite: again\nhosts: {}\nworkloads:\n  - workload: quick.yaml\n",
+            s.dir.path().join("inventory.yaml").display()
+        ),
+    )
+    .expect("suite");
+    std::fs::write(dir.join("quick.yaml"), workload).expect("workload");
+}
+
 pub(crate) fn run_tag(artifacts: &std::path::Path) -> String {
     let first: serde_json::Value =
         serde_json::from_str(journal(artifacts).lines().next().expect("a line")).expect("json");
@@ -562,19 +576,11 @@ fn after_kill_9_of_flow_a_new_run_fetches_what_the_leftovers_wrote_into_their_ar
  {
     let s = Sshds::start(2);
     let (dir, id, needle) = orphans_after_kill_9(&s);
-    std::fs::write(
-        dir.join("again.yaml"),
-        format!(
-            "suite: again\nhosts: {}\nworkloads:\n  - workload: quick.yaml\n",
-            s.dir.path().join("inventory.yaml").display()
-        ),
-    )
-    .expect("suite");
-    std::fs::write(
-        dir.join("quick.yaml"),
+    second_suite(
+        &s,
+        &dir,
         "workload: quick\nsteps:\n  q1: { on: server, run: \"true\" }\n  q2: { on: client, run: \"true\" }\n",
-    )
-    .expect("workload");
+    );
     let (stdout, stderr) = Flow::new()
         .args(["run", "--suite", "again.yaml", "--artifacts", "artifacts"])
         .cwd(&dir)
@@ -617,19 +623,11 @@ fn after_kill_9_leftovers_whose_artifact_is_not_here_are_left_running() {
     let (dir, id, needle) = orphans_after_kill_9(&s);
     // Its folder is gone from this machine (copied elsewhere, say).
     std::fs::remove_dir_all(dir.join("artifacts").join(&id)).expect("rm");
-    std::fs::write(
-        dir.join("again.yaml"),
-        format!(
-            "suite: again\nhosts: {}\nworkloads:\n  - workload: quick.yaml\n",
-            s.dir.path().join("inventory.yaml").display()
-        ),
-    )
-    .expect("suite");
-    std::fs::write(
-        dir.join("quick.yaml"),
+    second_suite(
+        &s,
+        &dir,
         "workload: quick\nsteps:\n  q1: { on: server, run: \"true\" }\n",
-    )
-    .expect("workload");
+    );
     let (_, stderr) = Flow::new()
         .args([
             "run",
