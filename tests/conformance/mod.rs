@@ -80,8 +80,8 @@ steps:
   srv:
     kind: service
     on: h
-    run: ["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 47391)); s.listen(); time.sleep(30)"]
-    ready: { port: 47391, timeout: 10s, interval: 50ms }
+    run: ["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', @PORT@)); s.listen(); time.sleep(30)"]
+    ready: { port: @PORT@, timeout: 10s, interval: 50ms }
   t: { on: h, run: "true" }
 "#,
         code: 0,
@@ -437,6 +437,11 @@ fn json_of(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
 }
 
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 /// Runs every case with the inventory written by `inventory`, and says
 /// which cases failed and how (all of them, not just the first).
 fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
@@ -444,7 +449,10 @@ fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
     for case in CASES {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        write_project(d, inventory, case.workload);
+        // Each case gets its own free port: the tables of several
+        // transports run at once on one machine.
+        let workload = case.workload.replace("@PORT@", &free_port().to_string());
+        write_project(d, inventory, &workload);
         let outcome = std::panic::catch_unwind(|| {
             let (stdout, stderr) = Flow::new()
                 .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
