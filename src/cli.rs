@@ -32,6 +32,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Two artifacts side by side: per metric and variant, both means, the delta and its significance.
     Compare(CompareArgs),
+    /// Merge artifacts of one plan (the shards of a CI matrix) into one artifact folder.
+    Merge(MergeArgs),
     /// Progress of a running or finished artifact.
     Status(StatusArgs),
     /// Bring an artifact that runs on a controller host (`--controller`) here: only what changed, also while it runs.
@@ -162,6 +164,26 @@ impl RunArgs {
             self.max_failures
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The artifacts to merge: ids (in `--artifacts`) or folders.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+    /// The merged artifact's id: a new folder in `--artifacts` (default: a
+    /// new `<time>-<suite>` id).
+    #[arg(long, short = 'o', value_name = "ID")]
+    pub output: Option<String>,
+    /// Move the runs' folders out of the inputs instead of copying them.
+    #[arg(long = "move")]
+    pub move_runs: bool,
+    /// Do not run the suite's analyze steps on the merged artifact.
+    #[arg(long)]
+    pub no_steps: bool,
+    /// Where artifact folders live (inputs named by id, and the output).
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
 }
 
 #[derive(Debug, Args)]

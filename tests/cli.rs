@@ -7,6 +7,7 @@ use assert_cmd::Command;
 
 mod conformance;
 mod longrun;
+mod merge;
 mod netns;
 mod plans;
 mod remote;

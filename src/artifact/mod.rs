@@ -1,6 +1,7 @@
 //! The artifact folder of one invocation: its id, layout and atomic writes.
 
 pub mod logs;
+pub mod merge;
 pub mod replay;
 pub mod run_result;
 mod suite_json;

@@ -224,6 +224,30 @@ pub(super) fn check_plans(p: &Prepared, keep: impl Fn(&RunPlan) -> bool) -> Resu
     Ok(kept)
 }
 
+/// How the runs of an artifact were picked from its suite's plan
+/// (`--shard`, `--only`); recorded in `suite.json` as `selection` when not
+/// every run was, with the ids of the whole plan, so that `flow merge`
+/// can tell which runs no shard holds.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    pub shard: Option<crate::plan::Shard>,
+    pub only: Vec<String>,
+}
+
+impl Selection {
+    pub fn to_json(&self, all_runs: &[String]) -> serde_json::Value {
+        serde_json::json!({
+            "shard": self.shard.map(|s| serde_json::json!({
+                "index": s.index,
+                "count": s.count,
+                "text": s.to_string(),
+            })),
+            "only": self.only,
+            "all_runs": all_runs,
+        })
+    }
+}
+
 /// Creates an artifact folder and writes `suite.json` and the `plan.json` of
 /// every run `keep` selects; returns the folder and those plans, in order.
 /// `check` sees the selected plans first: when it refuses them (or the suite
@@ -231,6 +255,7 @@ pub(super) fn check_plans(p: &Prepared, keep: impl Fn(&RunPlan) -> bool) -> Resu
 pub fn write_artifact(
     p: &Prepared,
     root: &Path,
+    selection: &Selection,
     keep: impl Fn(&RunPlan) -> bool,
     check: impl FnOnce(&[RunPlan]) -> Result<(), Error>,
 ) -> Result<(ArtifactDir, Vec<RunPlan>), Error> {
@@ -256,7 +281,9 @@ pub fn write_artifact(
     let planner =
         Planner::new(&p.suite, &p.expansion, &opts).map_err(|d| invalid(&d, &p.suite.sources))?;
     let mut plans = Vec::with_capacity(planner.len());
+    let mut all = Vec::with_capacity(planner.len());
     plan_all(p, &planner, |run| {
+        all.push(run.id.clone());
         if keep(run) {
             plans.push(run.clone());
         }
@@ -268,7 +295,11 @@ pub fn write_artifact(
         atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
     }
     let ids: Vec<String> = plans.iter().map(|r| r.id.clone()).collect();
-    write_suite_json(p, &artifact.path, &artifact.id, &ids, None)?;
+    let mut extra = serde_json::Map::new();
+    if ids.len() < all.len() {
+        extra.insert("selection".into(), selection.to_json(&all));
+    }
+    write_suite_json(p, &artifact.path, &artifact.id, &ids, Some(&extra))?;
     Ok((artifact, plans))
 }
 
@@ -359,7 +390,11 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
         w.finish().map_err(Error::Output)?;
         return Ok(exit::OK);
     }
-    let (artifact, _) = write_artifact(&p, &args.artifacts, keep, |_| Ok(()))?;
+    let selection = Selection {
+        shard,
+        only: Vec::new(),
+    };
+    let (artifact, _) = write_artifact(&p, &args.artifacts, &selection, keep, |_| Ok(()))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -197,6 +197,7 @@ fn replan(
     fresh: Vec<RunPlan>,
     changes: &Changes,
 ) -> Result<(Vec<RunPlan>, HashSet<String>), Error> {
+    let fresh_ids: Vec<String> = fresh.iter().map(|r| r.id.clone()).collect();
     let mut keep: HashSet<String> = stored.iter().cloned().collect();
     for (old, now, _) in &changes.gone {
         keep.remove(old);
@@ -236,6 +237,12 @@ fn replan(
         "new": changes.new,
     }));
     extra.insert("replans".into(), Value::from(history));
+    // The whole plan is the fresh one now.
+    if let Some(sel) = sj.get("selection").filter(|v| v.is_object()) {
+        let mut sel = sel.clone();
+        sel["all_runs"] = fresh_ids.into();
+        extra.insert("selection".into(), sel);
+    }
     write_suite_json(p, dir, id, &ids, Some(&extra))?;
     Ok((plans, changed))
 }

@@ -68,7 +68,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         return super::remote::start(args, host, &p.suite.inventory);
     }
     let keep = keep_fn(&only, shard);
-    let (artifact, plans) = write_artifact(&p, &args.artifacts, keep, |plans| {
+    let selection = super::plan::Selection {
+        shard: args.shard,
+        only: args.only.clone(),
+    };
+    let (artifact, plans) = write_artifact(&p, &args.artifacts, &selection, keep, |plans| {
         if plans.is_empty() {
             return Err(Error::Invalid(no_match(&args.only)));
         }
