@@ -103,11 +103,13 @@ pub struct PlanArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub suite: SuiteArgs,
-    /// Only runs whose id matches this glob (`streaming.perf.*`); repeatable.
-    #[arg(long, value_name = "GLOB")]
+    /// Only these runs: a glob on the run id (`streaming.perf.*`), or
+    /// `key=glob` conditions joined by commas (`mode=perf,num_events=100`;
+    /// with `--resume`, also `status=failed`); repeatable.
+    #[arg(long, value_name = "FILTER")]
     pub only: Vec<String>,
     /// Only the runs of shard I of N: a partition by workload, variant and repetition that keeps a point's modes together and does not move when other runs are added.
-    #[arg(long, value_name = "I/N")]
+    #[arg(long, value_name = "I/N", conflicts_with = "resume")]
     pub shard: Option<crate::plan::Shard>,
     /// Runs at once, at most; runs share a host only when their workload says `exclusive: false`.
     #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
@@ -199,8 +201,9 @@ pub struct SyncArgs {
 pub struct FetchArgs {
     /// An artifact id or folder; the latest when left out.
     pub id: Option<String>,
-    /// Only runs whose id matches this glob; repeatable.
-    #[arg(long, value_name = "GLOB")]
+    /// Only these runs: a glob on the run id, or `key=glob` conditions
+    /// (`status=running`, `mode=perf`); repeatable.
+    #[arg(long, value_name = "FILTER")]
     pub only: Vec<String>,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
@@ -214,6 +217,12 @@ pub struct ResumeArgs {
     /// Run failed runs again too (by default they are kept as they are).
     #[arg(long)]
     pub rerun_failed: bool,
+    /// Only these runs: a glob on the run id, or `key=glob` conditions
+    /// (`status=failed`, `mode=perf,num_events=100`); repeatable. A
+    /// selected run that failed is run again; the others are left as they
+    /// are.
+    #[arg(long, value_name = "FILTER")]
+    pub only: Vec<String>,
     /// Go on even though the suite, as its files are now, plans other runs
     /// than the artifact holds: changed runs are run under their new ids.
     #[arg(long)]
@@ -310,8 +319,10 @@ pub struct ReapArgs {
 pub struct AnalyzeArgs {
     /// An artifact id or folder; the latest when left out.
     pub id: Option<String>,
-    /// Only runs whose id matches this glob (the summaries still cover every run); repeatable.
-    #[arg(long, value_name = "GLOB")]
+    /// Only these runs (the summaries still cover every run): a glob on
+    /// the run id, or `key=glob` conditions (`status=passed`,
+    /// `mode=perf`); repeatable.
+    #[arg(long, value_name = "FILTER")]
     pub only: Vec<String>,
     /// Extract metrics and summarize without re-running the analyze steps.
     #[arg(long)]

@@ -14,9 +14,16 @@ use crate::suite::StepKind;
 
 pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     let artifact = resolve(&args.artifacts, args.id.as_deref())?;
-    let only = super::run::patterns(&args.only)?;
-    let select = |id: &str| only.is_empty() || only.iter().any(|p| p.matches(id));
+    let only = super::run::only(&args.only)?;
     let (mut runs, mut problems) = results::load_runs(&artifact);
+    super::run::unknown_keys(&only, results::param_names(runs.iter().map(|r| &r.plan)))?;
+    // Decided before anything is extracted again: the runs as they were.
+    let picked_ids: std::collections::HashSet<String> = runs
+        .iter()
+        .filter(|r| only.matches(&r.plan, Some(results::status_of(r.result.as_ref()))))
+        .map(|r| r.plan.id.clone())
+        .collect();
+    let select = |id: &str| picked_ids.contains(id);
     let artifact_id = artifact
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -18,7 +18,7 @@ use crate::suite::StepKind;
 
 pub fn fetch(args: &FetchArgs) -> Result<i32, Error> {
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
-    let only = super::run::patterns(&args.only)?;
+    let only = super::run::only(&args.only)?;
     // The controller reaches the hosts and holds the artifact; `flow sync`
     // brings what it fetched here.
     if let Some((r, there)) = super::remote::forwarded(&dir) {
@@ -34,13 +34,15 @@ pub fn fetch(args: &FetchArgs) -> Result<i32, Error> {
     let mut plans: Vec<RunPlan> = Vec::new();
     for id in v["expansion"]["runs"].as_array().into_iter().flatten() {
         let Some(id) = id.as_str() else { continue };
-        if !only.is_empty() && !only.iter().any(|g| g.matches(id)) {
-            continue;
-        }
         let path = dir.join("runs").join(id).join("plan.json");
         let text = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         let plan: RunPlan = serde_json::from_slice(&text)
             .map_err(|e| Error::io("read", &path, std::io::Error::other(e)))?;
+        let status = (!only.is_empty() && only.needs_status())
+            .then(|| crate::results::status_in(&dir.join("runs").join(id)));
+        if !only.matches(&plan, Some(status.unwrap_or("pending"))) {
+            continue;
+        }
         if plan.steps.iter().any(|s| s.kind == StepKind::Fetch) {
             plans.push(plan);
         }

@@ -359,6 +359,24 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
 
     let inventory = &p.suite.inventory;
     let remote = |h: &str| inventory.host(h).is_some_and(|x| !x.is_local());
+    let only = super::run::only(&args.only)?;
+    super::run::unknown_keys(&only, crate::results::param_names(&plans))?;
+    // How each run stands before this resume, as its journal says.
+    let journal_status = |run_dir: &Path| match crate::artifact::replay::Replay::ending(run_dir) {
+        None => "pending",
+        Some(None) => "running",
+        Some(Some(s)) => s.as_str(),
+    };
+    let selected: Vec<bool> = plans
+        .iter()
+        .map(|plan| only.matches(plan, Some(journal_status(Path::new(&plan.dir)))))
+        .collect();
+    if !selected.contains(&true) {
+        return Err(Error::Invalid(format!(
+            "error: no run of artifact {id} matches `--only {}`\n  = help: `flow status {id}` shows how its runs went\n",
+            args.only.join(" --only ")
+        )));
+    }
     let mut rows = Vec::with_capacity(plans.len());
     let mut todo = Vec::new();
     let mut counts: Vec<(&'static str, usize)> = Vec::new();
@@ -374,9 +392,36 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
                 },
                 None => Decision::Start,
             }
+        } else if selected[row] && !only.is_empty() {
+            // Picked by `--only`: to be run again if it failed.
+            decide(&plan, &run_dir, true, &remote)
         } else {
             decide(&plan, &run_dir, args.rerun_failed, &remote)
         };
+        // What `--only` leaves out stays as it is; only what a dead flow
+        // left running is still taken over, or it would be lost.
+        if !selected[row]
+            && !changed.contains(&plan.id)
+            && !matches!(decision, Decision::Keep(..) | Decision::Adopt(_))
+        {
+            const LEFT: &str = "left as they are (--only)";
+            match counts.iter_mut().find(|(l, _)| *l == LEFT) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((LEFT, 1)),
+            }
+            let ending = crate::artifact::replay::Replay::ending(&run_dir).flatten();
+            r.status = ending.map_or("pending", RunStatus::as_str).to_string();
+            if let Some(res) = std::fs::read(run_dir.join("run_result.json"))
+                .ok()
+                .and_then(|b| {
+                    serde_json::from_slice::<crate::artifact::run_result::RunResult>(&b).ok()
+                })
+            {
+                r.duration_ms = res.duration_ms;
+            }
+            rows.push(r);
+            continue;
+        }
         match counts.iter_mut().find(|(l, _)| *l == decision.label()) {
             Some((_, n)) => *n += 1,
             None => counts.push((decision.label(), 1)),

@@ -7,7 +7,7 @@ use crate::cli::{PlanArgs, RunArgs};
 use crate::diag::{Diagnostic, Diagnostics, Sources, display_path};
 use crate::exec::host::HostSet;
 use crate::exec::{self, Options};
-use crate::plan::RunPlan;
+use crate::plan::{Only, RunPlan};
 
 use super::plan::{prepare, summary, write_artifact};
 use super::{Error, exit};
@@ -17,13 +17,10 @@ pub const LOCK_FILE: &str = "flow.pid";
 
 /// `--only` and `--shard` together.
 fn keep_fn<'a>(
-    only: &'a [glob::Pattern],
+    only: &'a Only,
     shard: Option<(crate::plan::Shard, &'a crate::plan::shard::Assignment)>,
 ) -> impl Fn(&RunPlan) -> bool + 'a {
-    move |r: &RunPlan| {
-        (only.is_empty() || only.iter().any(|g| g.matches(&r.id)))
-            && shard.is_none_or(|(s, a)| a.holds(s, r))
-    }
+    move |r: &RunPlan| only.matches(r, None) && shard.is_none_or(|(s, a)| a.holds(s, r))
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -31,6 +28,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         let r = crate::cli::ResumeArgs {
             id: Some(id.clone()),
             rerun_failed: args.rerun_failed,
+            only: args.only.clone(),
             replan: args.replan,
             jobs: args.jobs,
             max_failures: args.max_failures(),
@@ -50,8 +48,14 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             shards: None,
         });
     }
-    let only = patterns(&args.only)?;
+    let only = only(&args.only)?;
+    if only.needs_status() {
+        return Err(Error::Invalid(
+            "error: `--only status=…` picks runs by how they went in an artifact, and a new run has none\n  = help: `flow run --resume ID --only status=failed` runs the failed runs of artifact ID again\n".into(),
+        ));
+    }
     let p = prepare(&args.suite)?;
+    check_keys(&only, &p)?;
     let assignment = args
         .shard
         .map(|s| crate::plan::shard::Assignment::of_expansion(&p.expansion, s.count));
@@ -264,23 +268,57 @@ impl Invocation<'_> {
     }
 }
 
-pub(super) fn patterns(only: &[String]) -> Result<Vec<glob::Pattern>, Error> {
-    let mut diags = Diagnostics::new();
-    let mut out = Vec::new();
-    for g in only {
-        match glob::Pattern::new(g) {
-            Ok(p) => out.push(p),
-            Err(e) => diags.push(Diagnostic::new(
-                None,
-                format!("`--only {g}` is not a valid glob: {}", e.msg),
-            )),
+/// `--only` values, parsed; bad ones are reported together.
+pub(super) fn only(values: &[String]) -> Result<Only, Error> {
+    Only::parse(values).map_err(|errors| {
+        let mut diags = Diagnostics::new();
+        for e in errors {
+            diags.push(Diagnostic::new(None, e).with_help(ONLY_HELP));
+        }
+        Error::Invalid(diags.render(&Sources::default()))
+    })
+}
+
+const ONLY_HELP: &str = "`--only` takes a glob on the run id (`'*.perf.*'`) or `key=glob` conditions joined by commas (`mode=perf,num_events=100`); keys: id, workload, mode, variant, repetition, status, or a param";
+
+/// `--only` keys that no run of the suite has: a typo, which would
+/// otherwise select nothing.
+fn check_keys(only: &Only, p: &super::plan::Prepared) -> Result<(), Error> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    let mut params: Vec<&str> = Vec::new();
+    for r in &p.expansion.runs {
+        for k in r.params.keys() {
+            if !params.contains(&k.as_str()) {
+                params.push(k);
+            }
         }
     }
-    if diags.is_empty() {
-        Ok(out)
-    } else {
-        Err(Error::Invalid(diags.render(&Sources::default())))
+    unknown_keys(only, params)
+}
+
+/// The error for `--only` keys that are neither a field nor in `params`.
+pub(super) fn unknown_keys(only: &Only, mut params: Vec<&str>) -> Result<(), Error> {
+    let unknown = only.unknown_keys(&params);
+    if unknown.is_empty() {
+        return Ok(());
     }
+    params.sort_unstable();
+    let mut d = Diagnostics::new();
+    for k in unknown {
+        d.push(
+            Diagnostic::new(None, format!("`--only`: no run has a `{k}`")).with_help(format!(
+                "keys: id, workload, mode, variant, repetition, status, and the params {}",
+                params
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        );
+    }
+    Err(Error::Invalid(d.render(&Sources::default())))
 }
 
 /// No run selected: with `--shard` alone, a CI job with nothing to do

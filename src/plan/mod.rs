@@ -4,11 +4,13 @@ mod build;
 pub mod dag;
 pub mod diff;
 pub mod output;
+pub mod select;
 pub mod template;
 mod types;
 
 pub use build::{PlanOptions, Planner, SCHEMA_VERSION};
 pub mod shard;
+pub use select::Only;
 pub use shard::Shard;
 pub use types::{
     CLOCK_EVERY_DEFAULT_MS, CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance,

@@ -29,6 +29,37 @@ pub struct StoredRun {
     raw: Vec<u8>,
 }
 
+/// A run's status for `--only status=…`: its result's, or `pending`
+/// when it never started.
+pub fn status_of(result: Option<&RunResult>) -> &'static str {
+    result.map_or("pending", |r| r.status.as_str())
+}
+
+/// [`status_of`] the run in `run_dir`, from its `run_result.json`.
+pub fn status_in(run_dir: &Path) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        status: RunStatus,
+    }
+    std::fs::read(run_dir.join("run_result.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Status>(&b).ok())
+        .map_or("pending", |s| s.status.as_str())
+}
+
+/// The params any of `plans` has, for `--only` keys.
+pub fn param_names<'a>(plans: impl IntoIterator<Item = &'a RunPlan>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for p in plans {
+        for k in p.params.keys() {
+            if !out.contains(&k.as_str()) {
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
 /// Runs that have not ended (never started, or running: still going, or
 /// left by a flow that died), as one warning: summaries leave them out, so
 /// an analysis of a copy synced mid-run is not taken for the whole.

@@ -214,6 +214,104 @@ fn failed_runs_are_kept_unless_rerun_failed() {
     assert!(Path::new(&format!("{cwd}/tried.txt")).is_file());
 }
 
+/// A CI job's second try: `--resume ID --only status=failed` runs the
+/// failed runs again and nothing else; `status=` on a new run, an unknown
+/// key and a bad status are refused.
+#[test]
+fn only_status_failed_runs_the_failed_runs_again_and_leaves_the_rest() {
+    let p = Project::new();
+    let flags = p.path().join("flags");
+    std::fs::create_dir_all(&flags).expect("mkdir");
+    // k=2 fails while `flags/fail-2` exists.
+    std::fs::write(flags.join("fail-2"), "").expect("flag");
+    let p = p
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - workload: workload.yaml\n    repetitions: 2\n    matrix: { k: [1, 2, 3] }\n",
+        )
+        .file(
+            "workload.yaml",
+            &format!(
+                "workload: w\nparams: {{ k: 1 }}\nsteps:\n  job: {{ run: \"test ! -e {}/fail-{{{{ params.k }}}}\" }}\n",
+                flags.display()
+            ),
+        );
+    let (out, _) = p.run(&[], 1);
+    assert!(out.contains("4 passed, 2 failed"), "{out}");
+    let before: Vec<(PathBuf, Vec<u8>)> = runs(p.path())
+        .into_iter()
+        .map(|r| {
+            let b = std::fs::read(r.join("run_result.json")).expect("result");
+            (r, b)
+        })
+        .collect();
+    // Refused: status on a new run, a key no run has, a status that is none.
+    for (args, snap) in [
+        (vec!["--only", "status=failed"], "only__status_on_a_new_run"),
+        (vec!["--only", "kk=2"], "only__unknown_key"),
+        (vec!["--only", "status=broken"], "only__bad_status"),
+    ] {
+        let (_, err) = p.run(&args, 2);
+        insta::assert_snapshot!(snap, err);
+    }
+    std::fs::remove_file(flags.join("fail-2")).expect("rm");
+    // Runs `--only` leaves out are not run again, failed or not.
+    let (out, _) = Flow::new()
+        .args(["resume", "--only", "k=1", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(
+        out.contains("2 failed, kept") && !out.contains("run again"),
+        "{out}"
+    );
+    assert!(out.contains("nothing to do"), "{out}");
+    let (out, _) = Flow::new()
+        .args(["run", "--resume", "latest", "--only", "status=failed"])
+        .args(["--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(
+        out.contains("4 passed, kept") && out.contains("2 run again"),
+        "{out}"
+    );
+    for (run, bytes) in before {
+        let now = std::fs::read(run.join("run_result.json")).expect("result");
+        let was = serde_json::from_slice::<Value>(&bytes).expect("json");
+        if was["status"] == "passed" {
+            assert_eq!(now, bytes, "{} was left as it was", run.display());
+        } else {
+            assert_eq!(json(&run.join("run_result.json"))["status"], "passed");
+            assert!(run.join("attempts/1/run_result.json").is_file());
+        }
+    }
+    let csv = std::fs::read_to_string(artifact(p.path()).join("runs.csv")).expect("csv");
+    assert_eq!(csv.matches(",passed,").count(), 6, "{csv}");
+    // Nothing failed any more: a second try selects nothing, and says so.
+    let (_, err) = Flow::new()
+        .args([
+            "resume",
+            "--only",
+            "status=failed",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(2);
+    assert!(err.contains("no run of artifact"), "{err}");
+    // Conditions joined by commas; analyze takes them too.
+    let (out, _) = Flow::new()
+        .args([
+            "analyze",
+            "--only",
+            "k=2,status=passed",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert!(out.starts_with("2 runs:"), "{out}");
+}
+
 #[test]
 fn resume_after_editing_the_suite_is_refused_naming_the_changed_runs() {
     let p = four_runs(None);
