@@ -5,6 +5,7 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+mod checkers;
 mod conformance;
 mod longrun;
 mod merge;

@@ -48,9 +48,11 @@ fn summary_structure(artifact: &Path) -> Vec<String> {
     out
 }
 
-/// Runs `suite` (from the checkout, with `extra`) as `shards` CI jobs and
-/// once whole, merges the shards, and checks the merged artifact against
-/// the whole one.
+/// Runs `suite` (from the checkout, with `extra`) as the example workflow
+/// (`docs/ci/github-actions.yml`) does, in `shards` jobs laid out as its
+/// upload and download steps leave them, and once whole; merges the shards
+/// as its last job does, and checks the merged artifact against the whole
+/// one.
 fn shards_merge_like_one_run(suite: &str, shards: u32, extra: &[String]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -62,23 +64,50 @@ fn shards_merge_like_one_run(suite: &str, shards: u32, extra: &[String]) {
             .cwd(&root())
             .expect(0)
     };
-    let mut inputs = Vec::new();
-    for i in 1..=shards {
-        let into = d.join(format!("shard-{i}"));
-        let shard = format!("{i}/{shards}");
-        let (out, _) = run(&[
-            "--shard",
-            &shard,
-            "--artifacts",
-            &into.display().to_string(),
-        ]);
+    // The plan job.
+    let (matrix, _) = Flow::new()
+        .args(["plan", "--suite", suite, "--shards", &shards.to_string()])
+        .args(["--format", "github-matrix"])
+        .args(extra)
+        .cwd(&root())
+        .expect(0);
+    let matrix: Value = serde_json::from_str(&matrix).expect("matrix json");
+    let entries = matrix["include"].as_array().expect("include").clone();
+    assert_eq!(entries.len(), shards as usize);
+    // The run jobs: `--artifacts shard`, uploaded without `latest`, and
+    // downloaded as `shards/shard-<job index>/<artifact id>/`.
+    for (job, e) in entries.iter().enumerate() {
+        let shard = e["shard"].as_str().expect("shard");
+        let into = d.join(format!("job-{job}/shard"));
+        let (out, _) = run(&["--shard", shard, "--artifacts", &into.display().to_string()]);
         if out.contains("nothing to run") {
+            assert_eq!(e["runs"], 0, "{e}");
             continue;
         }
-        let sj = json(&into.join("latest/suite.json"));
-        assert_eq!(sj["selection"]["shard"]["text"], shard.as_str(), "{sj}");
-        inputs.push(into.join("latest").display().to_string());
+        let id = std::fs::read_link(into.join("latest")).expect("latest");
+        let sj = json(&into.join(&id).join("suite.json"));
+        assert_eq!(sj["selection"]["shard"]["text"], shard, "{sj}");
+        assert_eq!(
+            sj["expansion"]["runs"].as_array().map(Vec::len),
+            e["runs"].as_u64().map(|n| n as usize),
+            "the matrix says how many runs the shard holds"
+        );
+        let to = d.join(format!("shards/shard-{job}"));
+        std::fs::create_dir_all(&to).expect("mkdir");
+        std::fs::rename(into.join(&id), to.join(&id)).expect("download");
     }
+    // The merge job: `flow merge shards/*/*/ -o sweep`, the glob as the
+    // shell expands it.
+    let mut inputs: Vec<String> = Vec::new();
+    for job in std::fs::read_dir(d.join("shards"))
+        .expect("shards")
+        .flatten()
+    {
+        for a in std::fs::read_dir(job.path()).expect("job").flatten() {
+            inputs.push(format!("{}/", a.path().display()));
+        }
+    }
+    inputs.sort();
     assert!(inputs.len() >= 2, "{suite}: at least two shards hold runs");
     run(&["--artifacts", &d.join("whole").display().to_string()]);
     let whole = d.join("whole/latest");
