@@ -23,8 +23,9 @@ pub struct Input {
     pub all_runs: Vec<String>,
     /// The runs it holds.
     pub runs: Vec<String>,
-    /// `--shard` it ran with, if any.
-    pub shard: Option<Shard>,
+    /// The shards it holds: the `--shard` it ran with, or for a merged
+    /// artifact those of its inputs; empty when not made of shards.
+    pub shards: Vec<Shard>,
 }
 
 impl Input {
@@ -38,12 +39,28 @@ impl Input {
             })
         };
         let runs = ids("/expansion/runs").unwrap_or_default();
-        let shard = v.pointer("/selection/shard").and_then(|s| {
+        let parse = |s: &Value| -> Option<Shard> {
+            if let Some(text) = s.as_str() {
+                return text.parse().ok();
+            }
             Some(Shard {
                 index: u32::try_from(s["index"].as_u64()?).ok()?,
                 count: u32::try_from(s["count"].as_u64()?).ok()?,
             })
-        });
+        };
+        let mut shards: Vec<Shard> = v
+            .pointer("/selection/shard")
+            .and_then(parse)
+            .into_iter()
+            .collect();
+        if let Some(from) = v.pointer("/merged/from").and_then(Value::as_array) {
+            for f in from {
+                match f["shard"].as_array() {
+                    Some(many) => shards.extend(many.iter().filter_map(parse)),
+                    None => shards.extend(parse(&f["shard"])),
+                }
+            }
+        }
         Input {
             name: name.to_string(),
             suite: v
@@ -53,7 +70,7 @@ impl Input {
                 .to_string(),
             all_runs: ids("/selection/all_runs").unwrap_or_else(|| runs.clone()),
             runs,
-            shard,
+            shards,
         }
     }
 }
@@ -134,17 +151,16 @@ pub fn plan(inputs: &[Input]) -> Result<Merge, String> {
             if n == 1 { " is" } else { "s are" }
         ));
     }
+    // Named only when every input is made of shards of one count.
     let counts: Vec<u32> = inputs
         .iter()
-        .filter_map(|i| i.shard.map(|s| s.count))
+        .flat_map(|i| &i.shards)
+        .map(|s| s.count)
         .collect();
+    let whole_shards = inputs.iter().all(|i| !i.shards.is_empty());
     let missing_shards = match counts.first() {
-        Some(&n) if counts.len() == inputs.len() && counts.iter().all(|&c| c == n) => (1..=n)
-            .filter(|k| {
-                !inputs
-                    .iter()
-                    .any(|i| i.shard.is_some_and(|s| s.index == *k))
-            })
+        Some(&n) if whole_shards && counts.iter().all(|&c| c == n) => (1..=n)
+            .filter(|k| !inputs.iter().flat_map(|i| &i.shards).any(|s| s.index == *k))
             .map(|index| Shard { index, count: n })
             .collect(),
         _ => Vec::new(),
@@ -202,7 +218,10 @@ mod tests {
             suite: "s".into(),
             all_runs: all.iter().map(|s| s.to_string()).collect(),
             runs: runs.iter().map(|s| s.to_string()).collect(),
-            shard: shard.map(|(index, count)| Shard { index, count }),
+            shards: shard
+                .map(|(index, count)| Shard { index, count })
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -257,6 +276,22 @@ mod tests {
         other.suite = "t".into();
         let e = plan(&[input("x", &["a"], &[], None), other]).expect_err("refused");
         assert!(e.contains("different suites"), "{e}");
+    }
+
+    #[test]
+    fn a_merged_input_brings_its_shards() {
+        let v = serde_json::json!({
+            "suite": {"name": "s"},
+            "expansion": {"runs": ["a"]},
+            "selection": {"shard": null, "only": [], "all_runs": ["a", "b", "c"]},
+            "merged": {"from": [{"shard": "1/3"}, {"shard": "3/3"}]},
+        });
+        let merged = Input::of_suite_json("m", &v);
+        assert_eq!(merged.all_runs.len(), 3);
+        let all = ["a", "b", "c"];
+        let m = plan(&[merged, input("y", &all, &["b"], Some((2, 3)))]).expect("merges");
+        assert!(m.missing_shards.is_empty(), "{m:?}");
+        assert_eq!(m.missing, vec!["c".to_string()]);
     }
 
     #[test]

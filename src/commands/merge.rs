@@ -180,10 +180,12 @@ pub fn merge(args: &MergeArgs) -> Result<i32, Error> {
     for w in &warnings {
         let _ = writeln!(err, "warning: {w}");
     }
-    let shards: Vec<String> = inputs
+    let mut shards: Vec<crate::plan::Shard> = inputs
         .iter()
-        .filter_map(|i| i.shard.map(|s| s.to_string()))
+        .flat_map(|i| i.shards.iter().copied())
         .collect();
+    shards.sort_by_key(|s| (s.count, s.index));
+    let shards: Vec<String> = shards.iter().map(ToString::to_string).collect();
     let mut parts = vec![format!("{passed} passed"), format!("{failed} failed")];
     if interrupted > 0 {
         parts.push(format!("{interrupted} interrupted"));
@@ -250,6 +252,7 @@ fn build(
 ) -> Result<(), Error> {
     std::fs::create_dir_all(staging.join("runs")).map_err(|e| Error::io("create", staging, e))?;
     let mut copied_instead = 0;
+    let mut copies: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (run, i) in &plan.held {
         let from = dirs[*i].join("runs").join(run);
         let to = staging.join("runs").join(run);
@@ -261,12 +264,13 @@ fn build(
             gone.push(run.clone());
             continue;
         }
+        held.push(run.clone());
         if args.move_runs {
             match std::fs::rename(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
                     copied_instead += 1;
-                    copy_exact(&from, &to).map_err(|e| Error::io("copy", &from, e))?;
+                    copies.push((from, to));
                 }
                 Err(e) => {
                     return Err(Error::io(
@@ -280,10 +284,10 @@ fn build(
                 }
             }
         } else {
-            copy_exact(&from, &to).map_err(|e| Error::io("copy", &from, e))?;
+            copies.push((from, to));
         }
-        held.push(run.clone());
     }
+    copy_all(&copies)?;
     if copied_instead > 0 {
         warnings.push(format!(
             "{copied_instead} runs were copied, not moved: their inputs are on another file system"
@@ -363,7 +367,11 @@ fn merged_suite_json(
                 "input": i.name,
                 "artifact_id": j["artifact_id"],
                 "folder": format!("shards/{}", n + 1),
-                "shard": i.shard.map(|s| s.to_string()),
+                "shard": match i.shards.as_slice() {
+                    [one] => json!(one.to_string()),
+                    [] => Value::Null,
+                    many => json!(many.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                },
                 "runs": held.iter().filter(|r| i.runs.contains(r)).count(),
                 "created": j["created"],
                 "command_line": j["command_line"],
@@ -421,6 +429,40 @@ fn planned_dir(dir: &Path, input: &Input) -> Option<String> {
     let v: Value = serde_json::from_slice(&text).ok()?;
     let d = v["dir"].as_str()?;
     d.strip_suffix(&format!("/runs/{run}")).map(String::from)
+}
+
+/// Copies each `(from, to)` folder, on a few threads: run folders are
+/// many small files, and copying them is bound by system calls.
+fn copy_all(copies: &[(PathBuf, PathBuf)]) -> Result<(), Error> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(2, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<(PathBuf, std::io::Error)>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(copies.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((from, to)) = copies.get(i) else {
+                        return;
+                    };
+                    if let Err(e) = copy_exact(from, to) {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert((from.clone(), e));
+                        }
+                        // The others stop at their next folder.
+                        next.store(copies.len(), std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().ok().flatten() {
+        Some((from, e)) => Err(Error::io("copy", &from, e)),
+        None => Ok(()),
+    }
 }
 
 /// Copies a file, symlink or folder (recursively), keeping symlinks as
