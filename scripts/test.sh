@@ -22,6 +22,10 @@ requirements=(
   "unshare|util-linux|a pid namespace per test host"
   "/usr/bin/chromium|chromium|report.html rendered in a real browser"
   "py:ensurepip|python3-venv|a venv for the checkers below, from PyPI"
+  "/usr/sbin/munged|munge|authentication of the test Slurm cluster"
+  "/usr/sbin/slurmctld|slurmctld|the test Slurm cluster's controller"
+  "/usr/sbin/slurmd|slurmd|the test Slurm cluster's nodes"
+  "srun|slurm-client|salloc, sbatch, srun, squeue, scancel"
 )
 
 # Checkers of flow's files, from PyPI, in a venv of their own:

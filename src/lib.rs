@@ -17,5 +17,6 @@ pub mod names;
 pub mod paths;
 pub mod plan;
 pub mod results;
+pub mod slurm;
 pub mod suite;
 pub mod yaml;

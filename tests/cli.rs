@@ -15,6 +15,7 @@ mod remote;
 mod results;
 mod resume;
 mod run;
+mod slurm;
 mod sshd;
 
 /// A small fluent helper around one `flow` invocation.

@@ -123,10 +123,28 @@ impl Inventory {
         }
     }
 
-    /// Builds an inventory from a parsed file, collecting every error.
+    /// Builds an inventory from a parsed file, collecting every error. One
+    /// with `provider: slurm` takes its hosts from the allocation named by
+    /// `SLURM_JOB_NODELIST`.
     pub fn from_node(node: &Node, path: &Path, diags: &mut Diagnostics) -> Option<Self> {
+        let nodelist = std::env::var("SLURM_JOB_NODELIST")
+            .or_else(|_| std::env::var("SLURM_NODELIST"))
+            .ok();
+        Inventory::from_node_with(node, path, diags, nodelist.as_deref())
+    }
+
+    /// [`Inventory::from_node`] with the allocation's node list given.
+    pub fn from_node_with(
+        node: &Node,
+        path: &Path,
+        diags: &mut Diagnostics,
+        nodelist: Option<&str>,
+    ) -> Option<Self> {
         let raw: RawInventory = decode(node, diags)?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        if raw.provider.is_some() || raw.roles.is_some() || raw.role_vars.is_some() {
+            return from_allocation(&raw, node, path, diags, nodelist);
+        }
         let defaults = raw.defaults.unwrap_or_default();
         let order: Vec<&str> = node
             .get("hosts")
@@ -306,6 +324,148 @@ fn check_host_fields(h: &RawHost, node: Option<&Node>, diags: &mut Diagnostics) 
     }
 }
 
+/// The hosts of an inventory with `provider: slurm`: one per node of the
+/// allocation, named as Slurm names it, with the roles its rules give.
+fn from_allocation(
+    raw: &RawInventory,
+    node: &Node,
+    path: &Path,
+    diags: &mut Diagnostics,
+    nodelist: Option<&str>,
+) -> Option<Inventory> {
+    use crate::slurm::alloc::{Take, assign};
+    let at = |key: &str| node.get_key(key).map_or(node.span, |k| k.span);
+    let before = diags.len();
+    match raw.provider.as_deref() {
+        Some("slurm") => {}
+        Some(other) => diags.push(
+            Diagnostic::at(
+                node.get("provider").map_or(node.span, |n| n.span),
+                format!("unknown provider `{other}`"),
+            )
+            .with_help("the one provider is `slurm`: the nodes of the allocation flow runs in"),
+        ),
+        None => diags.push(
+            Diagnostic::at(
+                at("roles"),
+                "`roles` and `role_vars` belong to an inventory with `provider: slurm`",
+            )
+            .with_help("add `provider: slurm`, or give each host its roles under `hosts:`"),
+        ),
+    }
+    if !raw.hosts.is_empty() {
+        diags.push(
+            Diagnostic::at(
+                at("hosts"),
+                "an inventory with `provider: slurm` takes its hosts from the allocation",
+            )
+            .with_help("remove `hosts:`; `roles:` says which nodes carry which role"),
+        );
+    }
+    match raw.transport.as_deref() {
+        None | Some("ssh") => {}
+        Some(other) => diags.push(
+            Diagnostic::at(node.get("transport").map_or(node.span, |n| n.span), format!("unknown transport `{other}`"))
+                .with_help("`ssh`: steps reach the nodes over ssh, with `defaults` for user, identity and the like"),
+        ),
+    }
+    // Rules in the order written.
+    let mut rules: Vec<(String, Take)> = Vec::new();
+    match node.get("roles").and_then(Node::as_map) {
+        Some(m) if !m.is_empty() => {
+            for (k, v) in m.iter() {
+                if let Err((message, help)) = NameKind::Role.check(&k.name) {
+                    diags.push(Diagnostic::at(k.span, message).with_help(help));
+                }
+                match Take::parse(&v.to_json()) {
+                    Ok(t) => rules.push((k.name.clone(), t)),
+                    Err(e) => diags.push(Diagnostic::at(v.span, format!("role `{}`: {e}", k.name))),
+                }
+            }
+        }
+        _ => diags.push(
+            Diagnostic::at(
+                at("provider"),
+                "an inventory with `provider: slurm` needs `roles:`",
+            )
+            .with_help(
+                "say which nodes carry which role, like `roles: { coordinator: 1, worker: rest }`",
+            ),
+        ),
+    }
+    for role in raw.role_vars.iter().flat_map(|r| r.keys()) {
+        if !rules.iter().any(|(r, _)| r == role) {
+            diags.push(Diagnostic::at(
+                at("role_vars"),
+                format!("`role_vars` names role `{role}`, which `roles:` does not"),
+            ));
+        }
+    }
+    if diags.len() > before {
+        return None;
+    }
+    let Some(list) = nodelist else {
+        diags.push(
+            Diagnostic::at(at("provider"), "`provider: slurm`, but flow is not inside a Slurm allocation: `SLURM_JOB_NODELIST` is not set")
+                .with_help("run flow inside `salloc`/`sbatch`; to plan outside one, set `SLURM_JOB_NODELIST` to the nodes, like `node[1-3]`"),
+        );
+        return None;
+    };
+    let nodes = match crate::slurm::hostlist::expand(list) {
+        Ok(n) if !n.is_empty() => n,
+        Ok(_) => {
+            diags.push(Diagnostic::at(
+                at("provider"),
+                "`SLURM_JOB_NODELIST` is empty",
+            ));
+            return None;
+        }
+        Err(e) => {
+            diags.push(Diagnostic::at(
+                at("provider"),
+                format!("`SLURM_JOB_NODELIST`: {e}"),
+            ));
+            return None;
+        }
+    };
+    let roles = match assign(&nodes, &rules) {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push(Diagnostic::at(
+                at("roles"),
+                format!("the allocation `{list}` does not fit: {e}"),
+            ));
+            return None;
+        }
+    };
+    let defaults = raw.defaults.clone().unwrap_or_default();
+    check_host_fields(&defaults, node.get("defaults"), diags);
+    let hosts = nodes
+        .iter()
+        .zip(roles)
+        .map(|(name, roles)| {
+            let mut vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+            for r in &roles {
+                for (k, v) in raw.role_vars.iter().flat_map(|rv| rv.get(r)).flatten() {
+                    vars.insert(k.clone(), v.clone());
+                }
+            }
+            vars.insert("slurm_node".into(), serde_json::Value::from(name.clone()));
+            let h = RawHost {
+                roles: Some(roles),
+                vars: Some(vars),
+                ..RawHost::default()
+            };
+            merge_host(name, &h, &defaults, path.parent().unwrap_or(Path::new(".")))
+        })
+        .collect();
+    (diags.len() == before).then(|| Inventory {
+        hosts,
+        source: Some(path.to_path_buf()),
+        builtin: false,
+    })
+}
+
 fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {
     let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
     let mut vars = serde_json::Map::new();
@@ -364,6 +524,51 @@ mod tests {
         let inv = Inventory::from_node(&node, Path::new("hosts/x.yaml"), &mut d);
         assert!(d.is_empty(), "{d:?}");
         inv.expect("valid")
+    }
+
+    fn alloc(yaml: &str, nodelist: Option<&str>) -> Result<Inventory, String> {
+        let node = parse(yaml, 0).expect("parses");
+        let mut d = Diagnostics::new();
+        let inv = Inventory::from_node_with(&node, Path::new("hosts/s.yaml"), &mut d, nodelist);
+        match inv {
+            Some(i) if d.is_empty() => Ok(i),
+            _ => Err(d
+                .iter()
+                .map(|x| x.message.clone())
+                .collect::<Vec<_>>()
+                .join("\n")),
+        }
+    }
+
+    #[test]
+    fn an_allocation_becomes_hosts_with_roles_by_rule() {
+        let yaml = "provider: slurm\ntransport: ssh\ndefaults: { user: root, workdir: /scratch/flow }\nroles:\n  coordinator: 1\n  worker: rest\nrole_vars:\n  worker: { port: 9001 }\n";
+        let i = alloc(yaml, Some("c[08-10]")).expect("valid");
+        let names: Vec<&str> = i.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["c08", "c09", "c10"]);
+        assert_eq!(i.hosts[0].roles, ["coordinator"]);
+        assert_eq!(i.hosts[2].roles, ["worker"]);
+        assert_eq!(i.hosts[1].address, "c09");
+        assert_eq!(i.hosts[1].user.as_deref(), Some("root"));
+        assert_eq!(i.hosts[1].vars["port"], 9001);
+        assert_eq!(i.hosts[0].vars["slurm_node"], "c08");
+        assert!(i.hosts[0].vars.get("port").is_none());
+
+        let e = alloc(yaml, None).expect_err("outside an allocation");
+        assert!(e.contains("not inside a Slurm allocation"), "{e}");
+        let e = alloc(yaml, Some("c1")).expect_err("too small");
+        assert!(e.contains("no node is left for role `worker`"), "{e}");
+        let e = alloc(yaml, Some("c[1-")).expect_err("bad list");
+        assert!(e.contains("`[` without `]`"), "{e}");
+        let e = alloc(
+            "provider: slurm\nroles: { a: 1 }\nhosts: { x: {} }\n",
+            Some("n1"),
+        )
+        .expect_err("hosts too");
+        assert!(e.contains("takes its hosts from the allocation"), "{e}");
+        let e = alloc("provider: pbs\nroles: { a: some }\n", Some("n1")).expect_err("bad");
+        assert!(e.contains("unknown provider `pbs`"), "{e}");
+        assert!(e.contains("is not a node rule"), "{e}");
     }
 
     #[test]

@@ -21,8 +21,21 @@ pub struct RawInventory {
     /// Fields applied to every host unless the host sets them.
     #[serde(default)]
     pub defaults: Option<RawHost>,
-    /// Hosts by name.
+    /// Hosts by name (an inventory with `provider:` has none: its hosts come
+    /// from the provider).
+    #[serde(default)]
     pub hosts: BTreeMap<String, RawHost>,
+    /// `slurm`: the hosts are the nodes of the Slurm allocation flow runs
+    /// in (`SLURM_JOB_NODELIST`), with roles by `roles`.
+    pub provider: Option<String>,
+    /// With `provider: slurm`: how steps reach the nodes (`ssh`: over ssh,
+    /// with `defaults` for user, identity and the like).
+    pub transport: Option<String>,
+    /// With `provider: slurm`: role → the nodes it takes, in the order
+    /// written: a count (`1`), `rest`, `all`, or node indexes (`[0, 2]`).
+    pub roles: Option<BTreeMap<String, Any>>,
+    /// With `provider: slurm`: `host.vars` of the nodes carrying a role.
+    pub role_vars: Option<BTreeMap<String, BTreeMap<String, Any>>>,
 }
 
 /// One host of an inventory. Every field may also sit in `defaults`.

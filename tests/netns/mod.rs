@@ -60,6 +60,13 @@ fn ip(args: &[&str]) {
     );
 }
 
+impl NsHost {
+    /// The network namespace's name (`ip netns exec NAME …`).
+    pub fn ns_name(&self) -> String {
+        self.ns.clone()
+    }
+}
+
 impl NsHosts {
     /// Starts hosts with the given names, each in its own namespace.
     pub fn start(names: &[&str]) -> NsHosts {

@@ -1,0 +1,4 @@
+//! Slurm: the hosts of an allocation.
+
+pub mod alloc;
+pub mod hostlist;

@@ -1,0 +1,264 @@
+//! Test support: a real Slurm cluster on this machine, from Debian's
+//! packages. munged with a key of its own, slurmctld on the bridge's
+//! address, and one slurmd per node in that node's network namespace
+//! (`slurmd -N nodeN`, a spool folder of its own, proctrack/linuxproc, no
+//! cgroups), with a `slurm.conf` written per cluster. The nodes are
+//! network-namespace hosts (with sshd), so a node is reachable both by
+//! `srun` and over ssh. Needs root; everything is stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::netns::NsHosts;
+
+pub struct Cluster {
+    pub hosts: NsHosts,
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    daemons: Vec<Child>,
+}
+
+const DAEMONS: [&str; 3] = [
+    "/usr/sbin/munged",
+    "/usr/sbin/slurmctld",
+    "/usr/sbin/slurmd",
+];
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Cluster {
+    /// A cluster of `n` nodes named `node1` … `noden`, idle and up.
+    pub fn start(n: usize) -> Cluster {
+        super::netns::require_root();
+        for d in DAEMONS {
+            assert!(
+                Path::new(d).exists(),
+                "{d} is missing: install slurmctld, slurmd, slurm-client and munge (scripts/test.sh does)"
+            );
+        }
+        let names: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hosts = NsHosts::start(&refs);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for sub in ["state", "spool", "log"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        let mut me = Cluster {
+            hosts,
+            conf: d.join("slurm.conf"),
+            dir,
+            daemons: Vec::new(),
+        };
+        let d = me.dir.path().to_path_buf();
+
+        // munge: a key and a socket of this cluster's own.
+        let key: Vec<u8> = (0..1024u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(d.join("munge.key"), key).expect("key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("munge.key"), std::fs::Permissions::from_mode(0o400))
+            .expect("chmod");
+        let sock = d.join("munge.sock");
+        let munged = Command::new("/usr/sbin/munged")
+            .args(["--foreground", "--force"])
+            .arg(format!("--socket={}", sock.display()))
+            .arg(format!("--key-file={}", d.join("munge.key").display()))
+            .arg(format!("--pid-file={}", d.join("munged.pid").display()))
+            .arg(format!("--log-file={}", d.join("log/munged.log").display()))
+            .arg(format!("--seed-file={}", d.join("munged.seed").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("log/munged.err")).expect("log"))
+            .spawn()
+            .expect("munged starts");
+        me.daemons.push(munged);
+        wait_for(Duration::from_secs(10), "munged's socket", || sock.exists());
+
+        let ctl_addr = me
+            .hosts
+            .hosts
+            .first()
+            .map(|h| {
+                let mut parts: Vec<&str> = h.address.split('.').collect();
+                parts.pop();
+                format!("{}.1", parts.join("."))
+            })
+            .expect("a node");
+        let (ctld_port, slurmd_port) = (free_port(), free_port());
+        // slurmctld runs only on the host slurm.conf names as its own.
+        let me_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let me_host = me_host.split('.').next().unwrap_or("localhost").to_string();
+        let mut conf = format!(
+            "ClusterName=flowtest\n\
+             SlurmctldHost={me_host}({ctl_addr})\n\
+             MailProg=/bin/true\n\
+             SlurmctldPort={ctld_port}\n\
+             SlurmdPort={slurmd_port}\n\
+             AuthType=auth/munge\n\
+             CredType=cred/munge\n\
+             AuthInfo=socket={sock}\n\
+             SlurmUser=root\n\
+             SlurmdUser=root\n\
+             StateSaveLocation={d}/state\n\
+             SlurmdSpoolDir={d}/spool/%n\n\
+             SlurmctldPidFile={d}/slurmctld.pid\n\
+             SlurmdPidFile={d}/slurmd.%n.pid\n\
+             SlurmctldLogFile={d}/log/slurmctld.log\n\
+             SlurmdLogFile={d}/log/slurmd.%n.log\n\
+             SlurmdParameters=config_overrides\n\
+             ProctrackType=proctrack/linuxproc\n\
+             TaskPlugin=task/none\n\
+             JobAcctGatherType=jobacct_gather/none\n\
+             AccountingStorageType=accounting_storage/none\n\
+             JobCompType=jobcomp/none\n\
+             SchedulerType=sched/backfill\n\
+             SelectType=select/cons_tres\n\
+             SelectTypeParameters=CR_Core\n\
+             MpiDefault=none\n\
+             ReturnToService=2\n\
+             SlurmctldTimeout=30\n\
+             SlurmdTimeout=30\n\
+             InactiveLimit=0\n\
+             KillWait=2\n\
+             MinJobAge=600\n",
+            sock = sock.display(),
+            d = d.display(),
+        );
+        for h in &me.hosts.hosts {
+            conf.push_str(&format!(
+                "NodeName={} NodeAddr={} NodeHostname={} CPUs=2 State=UNKNOWN\n",
+                h.name, h.address, h.name
+            ));
+        }
+        conf.push_str("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4\n");
+        std::fs::write(&me.conf, conf).expect("slurm.conf");
+
+        let ctld = Command::new("/usr/sbin/slurmctld")
+            .args(["-D", "-i", "-f"])
+            .arg(&me.conf)
+            .env("SLURM_CONF", &me.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("log/slurmctld.err")).expect("log"))
+            .spawn()
+            .expect("slurmctld starts");
+        me.daemons.push(ctld);
+        for h in &me.hosts.hosts {
+            std::fs::create_dir_all(d.join("spool").join(&h.name)).expect("spool");
+            // Into the node's network namespace only: `ip netns exec` would
+            // also mount a /sys of its own, without the cgroup mounts slurmd
+            // looks for when it starts.
+            let child = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", h.ns_name()))
+                .args(["/usr/sbin/slurmd", "-D", "-N", &h.name, "-f"])
+                .arg(&me.conf)
+                .env("SLURM_CONF", &me.conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(d.join(format!("log/slurmd.{}.err", h.name)))
+                        .expect("log"),
+                )
+                .spawn()
+                .expect("slurmd starts");
+            me.daemons.push(child);
+        }
+        // Up once every node is idle.
+        let t0 = Instant::now();
+        loop {
+            let out = me
+                .command("sinfo")
+                .args(["-h", "-N", "-o", "%N %t"])
+                .output();
+            let text = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let idle = text.lines().filter(|l| l.ends_with(" idle")).count();
+            if idle == n {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the cluster is not up after 20 s: sinfo says\n{text}\n{}",
+                me.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        me
+    }
+
+    /// A Slurm client command (`srun`, `salloc`, `sbatch`, `squeue`, …)
+    /// that talks to this cluster.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", &self.conf);
+        c
+    }
+
+    /// The daemons' logs, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path().join("log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            out.push_str(&format!("== {}\n", e.path().display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // slurmd and slurmctld first, then munged; the namespaces go with
+        // `hosts`.
+        for c in self.daemons.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "no {what} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn the_test_cluster_runs_a_job_step_on_every_node() {
+    let c = Cluster::start(3);
+    let out = c
+        .command("srun")
+        .args(["-N3", "-n3", "sh", "-c", "echo $SLURMD_NODENAME"])
+        .output()
+        .expect("srun runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut nodes: Vec<&str> = text.lines().collect();
+    nodes.sort_unstable();
+    assert_eq!(
+        nodes,
+        ["node1", "node2", "node3"],
+        "srun: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}
