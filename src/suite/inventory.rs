@@ -55,16 +55,19 @@ impl Host {
     }
 
     /// A run's folder on this host. Each invocation has its own
-    /// (`<workdir>/runs/<invocation>/<run-id>`, see [`invocation_folder`]),
-    /// so two invocations of the same suite on the same hosts never share
-    /// files or stop each other's steps. A local host without a `workdir`
-    /// works inside the artifact itself (`<artifact>/work/<host>/runs/<run-id>`).
+    /// (`<workdir>/runs/<invocation>/<host>/<run-id>`, see
+    /// [`invocation_folder`]), so two invocations of the same suite on the
+    /// same hosts never share files or stop each other's steps; and each
+    /// host has its own below it, so hosts whose workdir is on one shared
+    /// file system (a cluster's home or scratch) never write into each
+    /// other's run dirs. A local host without a `workdir` works inside the
+    /// artifact itself (`<artifact>/work/<host>/runs/<run-id>`).
     pub fn run_dir_for(&self, artifact_dir: &Path, invocation: &str, run_id: &str) -> String {
         let workdir = self.workdir_for(artifact_dir);
         if self.workdir.is_none() && self.is_local() {
             return format!("{workdir}/runs/{run_id}");
         }
-        format!("{workdir}/runs/{invocation}/{run_id}")
+        format!("{workdir}/runs/{invocation}/{}/{run_id}", self.name)
     }
 
     /// The working directory on the host. A local host without one works

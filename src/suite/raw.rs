@@ -52,7 +52,7 @@ pub struct RawHost {
     pub jump: Option<String>,
     /// ssh identity file.
     pub identity: Option<String>,
-    /// Directory on the host under which runs live (`<workdir>/runs/<artifact-id>-<hash>/<run-id>/`).
+    /// Directory on the host under which runs live (`<workdir>/runs/<artifact-id>-<hash>/<host>/<run-id>/`).
     pub workdir: Option<String>,
     /// Roles this host carries; steps select hosts by role.
     pub roles: Option<Vec<String>>,
