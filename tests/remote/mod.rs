@@ -783,3 +783,39 @@ fn verbose_streams_a_remote_tasks_output_while_it_runs() {
         "second\n"
     );
 }
+
+/// Two hosts whose workdir is one folder (as a cluster's shared home is for
+/// every node): each host's files come back as that host wrote them.
+#[test]
+fn hosts_sharing_a_workdir_keep_their_files_apart() {
+    let s = Sshds::start(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let inv = d.join("inventory.yaml");
+    s.inventory(&inv, &[&["worker"], &["worker"]]);
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let shared = text.replace("work-h2", "work-h1");
+    assert_ne!(text, shared);
+    std::fs::write(&inv, shared).expect("inventory");
+    project(
+        d,
+        &inv,
+        "workload: shared\nsteps:\n  write: { on: worker, run: \"echo {{ host.name }} > who.txt\" }\n  back: { kind: fetch, from: worker, paths: [who.txt] }\n",
+    );
+    Flow::new()
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .cwd(d)
+        .expect(0);
+    let runs = d.join("artifacts/latest/runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a run")
+        .path();
+    for h in ["h1", "h2"] {
+        let got =
+            std::fs::read_to_string(run.join("hosts").join(h).join("who.txt")).expect("fetched");
+        assert_eq!(got.trim(), h, "host {h}'s own file");
+    }
+}
