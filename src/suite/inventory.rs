@@ -133,20 +133,28 @@ impl Inventory {
         let nodelist = std::env::var("SLURM_JOB_NODELIST")
             .or_else(|_| std::env::var("SLURM_NODELIST"))
             .ok();
-        Inventory::from_node_with(node, path, diags, nodelist.as_deref())
+        Inventory::from_node_with(
+            node,
+            path,
+            diags,
+            nodelist.as_deref(),
+            &crate::slurm::node_addresses,
+        )
     }
 
-    /// [`Inventory::from_node`] with the allocation's node list given.
+    /// [`Inventory::from_node`] with the allocation's node list given, and
+    /// how to find its nodes' addresses.
     pub fn from_node_with(
         node: &Node,
         path: &Path,
         diags: &mut Diagnostics,
         nodelist: Option<&str>,
+        addresses: &dyn Fn(&[String]) -> std::collections::HashMap<String, String>,
     ) -> Option<Self> {
         let raw: RawInventory = decode(node, diags)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         if raw.provider.is_some() || raw.roles.is_some() || raw.role_vars.is_some() {
-            return from_allocation(&raw, node, path, diags, nodelist);
+            return from_allocation(&raw, node, path, diags, nodelist, addresses);
         }
         let defaults = raw.defaults.unwrap_or_default();
         let order: Vec<&str> = node
@@ -335,6 +343,7 @@ fn from_allocation(
     path: &Path,
     diags: &mut Diagnostics,
     nodelist: Option<&str>,
+    addresses: &dyn Fn(&[String]) -> std::collections::HashMap<String, String>,
 ) -> Option<Inventory> {
     use crate::slurm::alloc::{Take, assign};
     let at = |key: &str| node.get_key(key).map_or(node.span, |k| k.span);
@@ -443,6 +452,8 @@ fn from_allocation(
     };
     let defaults = raw.defaults.clone().unwrap_or_default();
     check_host_fields(&defaults, node.get("defaults"), diags);
+    // Reached where Slurm reaches them (`NodeAddr`).
+    let addrs = addresses(&nodes);
     let hosts = nodes
         .iter()
         .zip(roles)
@@ -455,6 +466,7 @@ fn from_allocation(
             }
             vars.insert("slurm_node".into(), serde_json::Value::from(name.clone()));
             let h = RawHost {
+                address: addrs.get(name).cloned(),
                 roles: Some(roles),
                 vars: Some(vars),
                 ..RawHost::default()
@@ -532,7 +544,15 @@ mod tests {
     fn alloc(yaml: &str, nodelist: Option<&str>) -> Result<Inventory, String> {
         let node = parse(yaml, 0).expect("parses");
         let mut d = Diagnostics::new();
-        let inv = Inventory::from_node_with(&node, Path::new("hosts/s.yaml"), &mut d, nodelist);
+        let addrs = |nodes: &[String]| {
+            nodes
+                .iter()
+                .filter(|n| n.as_str() == "c09")
+                .map(|n| (n.clone(), "10.0.0.9".to_string()))
+                .collect()
+        };
+        let inv =
+            Inventory::from_node_with(&node, Path::new("hosts/s.yaml"), &mut d, nodelist, &addrs);
         match inv {
             Some(i) if d.is_empty() => Ok(i),
             _ => Err(d
@@ -551,7 +571,9 @@ mod tests {
         assert_eq!(names, ["c08", "c09", "c10"]);
         assert_eq!(i.hosts[0].roles, ["coordinator"]);
         assert_eq!(i.hosts[2].roles, ["worker"]);
-        assert_eq!(i.hosts[1].address, "c09");
+        // Where Slurm reaches it, else by its name.
+        assert_eq!(i.hosts[1].address, "10.0.0.9");
+        assert_eq!(i.hosts[2].address, "c10");
         assert_eq!(i.hosts[1].user.as_deref(), Some("root"));
         assert_eq!(i.hosts[1].vars["port"], 9001);
         assert_eq!(i.hosts[0].vars["slurm_node"], "c08");

@@ -262,3 +262,80 @@ fn the_test_cluster_runs_a_job_step_on_every_node() {
         c.logs()
     );
 }
+
+/// An inventory of the allocation: `provider: slurm`, reached over ssh as
+/// root with the namespace hosts' key, every node's workdir one shared
+/// folder (as a cluster's home is).
+fn allocation_inventory(c: &Cluster, path: &Path, rules: &str) {
+    let text = format!(
+        "provider: slurm\ntransport: ssh\ndefaults:\n  user: root\n  identity: {}\n  workdir: {}\n  \
+         ssh_options: {{ StrictHostKeyChecking: \"no\", UserKnownHostsFile: /dev/null, LogLevel: ERROR }}\n\
+         roles: {rules}\n",
+        c.hosts.dir.path().join("id").display(),
+        c.dir.path().join("shared-home").display(),
+    );
+    std::fs::write(path, text).expect("inventory");
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn the_streaming_demo_runs_inside_salloc_on_three_nodes() {
+    let c = Cluster::start(3);
+    let d = tempfile::tempdir().expect("tempdir");
+    let inv = d.path().join("slurm.yaml");
+    allocation_inventory(&c, &inv, "{ coordinator: 1, worker: rest }");
+    let out = c
+        .command("salloc")
+        .args(["-N3", "--quiet"])
+        .arg(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["run", "--suite", "streaming", "--hosts"])
+        .arg(&inv)
+        .arg("--artifacts")
+        .arg(d.path().join("artifacts"))
+        .current_dir(super::root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("salloc runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("4 runs: 4 passed"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    assert!(stdout.contains("4 runs on 3 hosts"), "{stdout}");
+    // Roles by the rule: the coordinator on the first node, workers on the
+    // others, each reached at its own address.
+    let sj: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.path().join("artifacts/latest/suite.json")).expect("suite.json"),
+    )
+    .expect("json");
+    let hosts = sj["inventory"]["hosts"].as_array().expect("hosts");
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    assert_eq!(names, ["node1", "node2", "node3"]);
+    assert_eq!(hosts[0]["roles"], serde_json::json!(["coordinator"]));
+    assert_eq!(hosts[2]["roles"], serde_json::json!(["worker"]));
+    for (h, ns) in hosts.iter().zip(&c.hosts.hosts) {
+        assert_eq!(h["address"].as_str(), Some(ns.address.as_str()));
+    }
+    // `flow hosts check` inside an allocation reports its nodes.
+    let out = c
+        .command("salloc")
+        .args(["-N3", "--quiet"])
+        .arg(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["hosts", "check", "--json", "--hosts"])
+        .arg(&inv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("salloc runs");
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rows = checked.as_array().expect("one row per node");
+    assert_eq!(rows.len(), 3, "{checked}");
+    assert!(out.status.success(), "{checked}");
+}
