@@ -45,7 +45,11 @@ impl Flow {
 
     fn output(self) -> Output {
         let mut cmd = Command::cargo_bin("flow").expect("the flow binary is built");
-        cmd.args(&self.args).env_remove("FLOW_LOG");
+        // Never inside an allocation, whatever runs the tests.
+        cmd.args(&self.args)
+            .env_remove("FLOW_LOG")
+            .env_remove("SLURM_JOB_NODELIST")
+            .env_remove("SLURM_NODELIST");
         if let Some(d) = &self.cwd {
             cmd.current_dir(d);
         }
