@@ -36,7 +36,14 @@ pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_i
             "path": crate::diag::display_path(&suite.path),
             // What `flow resume` loads the suite from again.
             "file": crate::paths::absolute(&suite.path),
-            "hosts_file": suite.inventory.source.as_deref().map(crate::paths::absolute),
+            "hosts_file": suite.inventory.source.as_deref().map(|p| {
+                // The allocation shorthand is kept as written.
+                if crate::slurm::is_shorthand(p) {
+                    p.to_path_buf()
+                } else {
+                    crate::paths::absolute(p)
+                }
+            }),
             "max_runs": suite.max_runs,
             "set": suite.set_args,
         },

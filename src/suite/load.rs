@@ -252,6 +252,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
 
     // The inventory: --hosts, else the suite's `hosts:`, else built in.
     let inventory = match (&opts.hosts, root.get("hosts")) {
+        (Some(p), _) if crate::slurm::is_shorthand(p) => load_shorthand(&mut l, p),
         (Some(p), _) => load_inventory(&mut l, p, None),
         (None, Some(n)) if !n.is_null() => match n.as_str() {
             Some("") => {
@@ -342,6 +343,35 @@ pub fn load_inventory_file(path: &Path) -> Result<Inventory, LoadFailure> {
                 sources: l.sources,
                 diags: l.diags,
             })
+        }
+    }
+}
+
+/// `--hosts slurm:ROLE=RULE,…`: an allocation inventory written on the
+/// command line, read as the YAML it stands for.
+fn load_shorthand(l: &mut Loader, spec: &Path) -> Option<Inventory> {
+    let text = match crate::slurm::shorthand_yaml(&spec.to_string_lossy()) {
+        Ok(t) => t,
+        Err(e) => {
+            l.diags.push(Diagnostic::new(None, e).with_help(
+                "`--hosts slurm:coordinator=1,worker=rest` puts roles on the allocation's nodes (a count, `rest` or `all` each); an inventory file with `provider: slurm` says more",
+            ));
+            return None;
+        }
+    };
+    let id = l
+        .sources
+        .add_named("<--hosts>".into(), spec.to_path_buf(), text);
+    let text = l
+        .sources
+        .get(id)
+        .map(|f| f.text.clone())
+        .unwrap_or_default();
+    match parse(&text, id) {
+        Ok(node) => Inventory::from_node(&node, spec, &mut l.diags),
+        Err(d) => {
+            l.diags.push(d);
+            None
         }
     }
 }
