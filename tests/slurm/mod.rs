@@ -339,3 +339,109 @@ fn the_streaming_demo_runs_inside_salloc_on_three_nodes() {
     assert_eq!(rows.len(), 3, "{checked}");
     assert!(out.status.success(), "{checked}");
 }
+
+/// The children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`; comm may hold spaces.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn ctrl_c_inside_an_allocation_leaves_no_process_on_any_node() {
+    let c = Cluster::start(2);
+    let d = tempfile::tempdir().expect("tempdir");
+    let inv = d.path().join("slurm.yaml");
+    allocation_inventory(&c, &inv, "{ node: all }");
+    std::fs::write(
+        d.path().join("suite.yaml"),
+        "suite: cc\nworkloads:\n  - workload: w.yaml\n",
+    )
+    .expect("suite");
+    std::fs::write(
+        d.path().join("w.yaml"),
+        "workload: w\nsteps:\n  hold:\n    kind: service\n    on: node\n    run: \"sleep 3017\"\n    ready: { cmd: \"true\" }\n  wait: { on: node, needs: [hold], run: \"sleep 3017\" }\n",
+    )
+    .expect("workload");
+    let mut salloc = c
+        .command("salloc")
+        .args(["-N2", "--quiet"])
+        .arg(assert_cmd::cargo::cargo_bin("flow"))
+        .args([
+            "run",
+            "--suite",
+            "suite.yaml",
+            "--artifacts",
+            "artifacts",
+            "--hosts",
+        ])
+        .arg(&inv)
+        .current_dir(d.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("salloc starts");
+    let marked = |node: &str| c.hosts.processes(node, "sleep 301").len();
+    let t0 = Instant::now();
+    while marked("node1") < 2 || marked("node2") < 2 {
+        if let Ok(Some(_)) = salloc.try_wait() {
+            let out = salloc.wait_with_output().expect("output");
+            panic!(
+                "flow ended before its steps ran:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no steps on both nodes after 60 s: {} and {}",
+            marked("node1"),
+            marked("node2")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flow = children(salloc.id());
+    assert_eq!(flow.len(), 1, "salloc runs flow: {flow:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(flow[0]),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = salloc.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "flow did not end within 60 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130), "flow's exit code, through salloc");
+    for node in ["node1", "node2"] {
+        assert_eq!(marked(node), 0, "{node} still runs a step");
+    }
+    // The allocation is released with flow.
+    wait_for(Duration::from_secs(20), "the allocation released", || {
+        c.command("squeue")
+            .args(["-h", "-o", "%i"])
+            .output()
+            .is_ok_and(|o| o.stdout.is_empty())
+    });
+}
