@@ -104,7 +104,7 @@ cmd_start() {
   mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
   cd "$dir" || die "cannot enter $dir"
   f=".flow/$id"
-  rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp" "$f.t0" "$f.t1"
+  rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp" "$f.t0" "$f.t1" "$f.sig"
   # The command (with its environment) comes on stdin (`-`), so that no
   # value of it is ever on a command line `ps` shows; it is kept in a 0600
   # file that the wrapper runs.
@@ -115,16 +115,39 @@ cmd_start() {
   fi
   # The wrapper catches (does not ignore) the stop signals so that it lives
   # to write the exit status; the command starts with default dispositions.
-  setsid sh -c '
+  # A signal can reach the command's shell before it has reset the
+  # wrapper's traps, and be lost: `signal` writes which one to `$f.sig`
+  # before it sends it, and the command's shell, once its traps are reset,
+  # ends as that signal would have ended it (128+N) instead of running on.
+  wrapper='
     f=$1
-    echo $$ > "$f.pid.tmp" && mv "$f.pid.tmp" "$f.pid"
     trap : TERM INT HUP QUIT USR1 USR2
+    echo $$ > "$f.pid.tmp" && mv "$f.pid.tmp" "$f.pid"
     date +%s%N > "$f.t0" 2>/dev/null
-    ( umask "$2"; exec sh "$f.cmd" ) > "$f.out" 2> "$f.err" < /dev/null
+    (
+      if [ -e "$f.sig" ]; then
+        case $(cat "$f.sig") in
+          HUP) exit 129 ;; INT) exit 130 ;; QUIT) exit 131 ;; KILL) exit 137 ;;
+          USR1) exit 138 ;; USR2) exit 140 ;; *) exit 143 ;;
+        esac
+      fi
+      umask "$2"; exec sh "$f.cmd"
+    ) > "$f.out" 2> "$f.err" < /dev/null
     s=$?
     date +%s%N > "$f.t1" 2>/dev/null
     echo $s > "$f.exit.tmp" && mv "$f.exit.tmp" "$f.exit"
-  ' flow-step "$f" "$step_umask" < /dev/null > /dev/null 2>&1 &
+  '
+  # Started in the foreground where setsid can fork by itself: a `&` job of
+  # a non-interactive shell has INT and QUIT ignored, for good (no trap can
+  # undo that), and a step stopped with INT (perf) would never see it.
+  if [ -z "${setsid_forks-}" ]; then
+    if setsid --help 2>&1 | grep -q -e --fork; then setsid_forks=yes; else setsid_forks=no; fi
+  fi
+  if [ "$setsid_forks" = yes ]; then
+    setsid -f sh -c "$wrapper" flow-step "$f" "$step_umask" < /dev/null > /dev/null 2>&1
+  else
+    setsid sh -c "$wrapper" flow-step "$f" "$step_umask" < /dev/null > /dev/null 2>&1 &
+  fi
   i=0
   while [ ! -s "$f.pid" ]; do
     i=$((i + 1))
@@ -375,6 +398,8 @@ cmd_signal() {
   first_line "$f.pid"
   pid=$val
   [ -n "$pid" ] || die "no step $2 in $1"
+  # Written first: see `cmd_start`.
+  leader_alive "$f" && printf '%s\n' "$3" > "$f.sig"
   if leader_alive "$f" && kill -s "$3" -- "-$pid" 2>/dev/null; then
     echo sent
   else

@@ -41,7 +41,31 @@ const fn s(step: &'static str, status: &'static str, error: &'static str) -> Ste
     }
 }
 
+/// The service's INT trap ran, and its file came back.
+fn saw_int(_: &Value, run: &Path) {
+    let got = std::fs::read_to_string(run.join("hosts/h1/stopped.txt"))
+        .expect("the file the INT trap wrote was fetched");
+    assert_eq!(got.trim(), "got-int");
+}
+
 const CASES: &[Case] = &[
+    Case {
+        name: "a service stopped with INT gets INT (a `perf stat` writes its output then)",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "trap 'echo got-int > stopped.txt; exit 0' INT; echo up; while :; do sleep 0.1; done"
+    ready: { log: up, timeout: 10s }
+    stop: { signal: INT, grace: 20s }
+  t: { on: h, needs: [srv], run: "true" }
+  back: { kind: fetch, from: h, paths: [stopped.txt] }
+"#,
+        code: 0,
+        steps: &[s("srv", "passed", ""), s("back", "passed", "")],
+        check: saw_int,
+    },
     Case {
         name: "ready by a log regex (Rust syntax: \\d)",
         workload: r#"workload: c
