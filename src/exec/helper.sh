@@ -419,6 +419,8 @@ cmd_agent() {
   t="$FLOW_WORKDIR/.flow/agent.$$"
   trap 'rm -f "$t.o" "$t.e"' EXIT
   trap 'exit 0' HUP TERM
+  # Looked up once: each request runs in a subshell of its own.
+  if setsid --help 2>&1 | grep -q -e --fork; then setsid_forks=yes; else setsid_forks=no; fi
   echo "flow-agent 1"
   while IFS= read -r line; do
     eval "set -- $line"
