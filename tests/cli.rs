@@ -71,6 +71,18 @@ impl Flow {
     }
 }
 
+/// A TCP port no one listens on now, on any address.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A UDP port no one is bound to now.
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -256,11 +256,10 @@ fn build(
     for (run, i) in &plan.held {
         let from = dirs[*i].join("runs").join(run);
         let to = staging.join("runs").join(run);
-        if !from.join("plan.json").is_file() {
-            warnings.push(format!(
-                "`{}` lists run {run} but has no `runs/{run}/plan.json`",
-                inputs[*i].name
-            ));
+        // The folder must hold that run: a folder renamed or copied over
+        // by hand would bring another run's data under this id.
+        if let Err(why) = holds_run(&from, run) {
+            warnings.push(format!("`{}` lists run {run} but {why}", inputs[*i].name));
             gone.push(run.clone());
             continue;
         }
@@ -429,6 +428,21 @@ fn planned_dir(dir: &Path, input: &Input) -> Option<String> {
     let v: Value = serde_json::from_slice(&text).ok()?;
     let d = v["dir"].as_str()?;
     d.strip_suffix(&format!("/runs/{run}")).map(String::from)
+}
+
+/// Whether `dir` is the folder of run `id`: its `plan.json` says so.
+fn holds_run(dir: &Path, id: &str) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let path = dir.join("plan.json");
+    let bytes = std::fs::read(&path).map_err(|_| format!("has no `runs/{id}/plan.json`"))?;
+    match serde_json::from_slice::<Id>(&bytes) {
+        Ok(p) if p.id == id => Ok(()),
+        Ok(p) => Err(format!("its `runs/{id}/plan.json` is the plan of {}", p.id)),
+        Err(e) => Err(format!("its `runs/{id}/plan.json` cannot be read: {e}")),
+    }
 }
 
 /// Copies each `(from, to)` folder, on a few threads: run folders are

@@ -461,11 +461,6 @@ fn json_of(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// Runs every case with the inventory written by `inventory`, and says
 /// which cases failed and how (all of them, not just the first).
 fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
@@ -475,7 +470,9 @@ fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
         let d = dir.path();
         // Each case gets its own free port: the tables of several
         // transports run at once on one machine.
-        let workload = case.workload.replace("@PORT@", &free_port().to_string());
+        let workload = case
+            .workload
+            .replace("@PORT@", &super::free_port().to_string());
         write_project(d, inventory, &workload);
         let outcome = std::panic::catch_unwind(|| {
             let (stdout, stderr) = Flow::new()

@@ -6,17 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::run::Project;
-use super::{Flow, root};
-
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        s.local_addr().expect("addr").port()
-    } else {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    }
-}
+use super::{Flow, free_port, free_udp_port, root};
 
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
@@ -172,7 +162,7 @@ fn shards_merge_like_one_run(suite: &str, shards: u32, extra: &[String]) {
 fn merged_shards_of_the_streaming_demo_are_one_unsharded_run() {
     // Ports of its own, so that other tests running the demo do not meet it.
     let hosts = tempfile::NamedTempFile::new().expect("tmp");
-    let (p1, p2) = (free_port(true), free_port(true));
+    let (p1, p2) = (free_udp_port(), free_udp_port());
     std::fs::write(
         hosts.path(),
         format!(
@@ -191,7 +181,7 @@ fn merged_shards_of_the_streaming_demo_are_one_unsharded_run() {
 
 #[test]
 fn merged_shards_of_the_overhead_suite_are_one_unsharded_run() {
-    let (port, observer) = (free_port(false), free_port(false));
+    let (port, observer) = (free_port(), free_port());
     shards_merge_like_one_run(
         "overhead",
         3,
@@ -281,6 +271,28 @@ fn merge_refuses_what_is_not_one_plan_and_says_what_is_missing() {
     let again = p.path().join("artifacts/again");
     let ab = p.path().join("artifacts/ab");
     assert_eq!(rows(&again), rows(&ab));
+    // A run folder that holds another run's plan (renamed by hand) is not
+    // taken for the run it is named after: the merge says so and fails.
+    let runs_b: Vec<std::path::PathBuf> = std::fs::read_dir(p.path().join("b/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let swapped = p.path().join("b-swapped");
+    copy_dir(&p.path().join("b"), &swapped);
+    let (x, y) = (&runs_b[0], &runs_b[1]);
+    let name = |r: &std::path::Path| r.file_name().expect("name").to_owned();
+    std::fs::copy(
+        y.join("plan.json"),
+        swapped.join("runs").join(name(x)).join("plan.json"),
+    )
+    .expect("swap");
+    let (out, err) = merge(&["a", "b-swapped", "-o", "swapped"], 1);
+    assert!(out.contains("1 missing"), "{out}");
+    assert!(
+        err.contains(&format!("is the plan of {}", name(y).to_string_lossy())),
+        "{err}"
+    );
     // Shards of another plan (another param value) are refused.
     let other = tiny();
     two_shards(&other, &["--set", "fail=1"]);
@@ -337,4 +349,17 @@ fn merge_refuses_a_running_artifact_and_a_bad_output_id() {
         .expect("ls")
         .count();
     assert_eq!(runs, 6);
+}
+
+/// `cp -r`, for a test's own folders.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read").flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
 }

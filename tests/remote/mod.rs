@@ -125,16 +125,11 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
     );
 }
 
-fn udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr").port()
-}
-
 #[test]
 fn the_streaming_demo_runs_across_three_ssh_hosts() {
     let mut s = Sshds::start(3);
     let inv = s.dir.path().join("inventory.yaml");
-    let (p1, p2) = (udp_port(), udp_port());
+    let (p1, p2) = (super::free_udp_port(), super::free_udp_port());
     s.inventory_direct(
         &inv,
         &[

@@ -442,7 +442,7 @@ steps:
 
 #[test]
 fn readiness_by_port_and_by_command() {
-    let port = free_port();
+    let port = super::free_port();
     let p = Project::new().workload(&format!(
         r#"
 workload: probes
@@ -469,11 +469,6 @@ steps:
         assert!(waited >= 150_000_000, "{id} was ready after {waited} ns");
     }
     assert_eq!(step(&r, "use@local")["status"], "passed");
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 #[test]

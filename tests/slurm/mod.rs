@@ -25,11 +25,6 @@ const DAEMONS: [&str; 3] = [
     "/usr/sbin/slurmd",
 ];
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 impl Cluster {
     /// A cluster of `n` nodes named `node1` … `noden`, idle and up.
     pub fn start(n: usize) -> Cluster {
@@ -90,7 +85,7 @@ impl Cluster {
                 format!("{}.1", parts.join("."))
             })
             .expect("a node");
-        let (ctld_port, slurmd_port) = (free_port(), free_port());
+        let (ctld_port, slurmd_port) = (super::free_port(), super::free_port());
         // slurmctld runs only on the host slurm.conf names as its own.
         let me_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -203,6 +198,15 @@ impl Cluster {
         c
     }
 
+    /// `salloc -N<nodes> flow …`: flow inside a new allocation (its
+    /// arguments are added by the caller).
+    pub fn flow_in_allocation(&self, nodes: usize) -> Command {
+        let mut c = self.command("salloc");
+        c.args([format!("-N{nodes}").as_str(), "--quiet"])
+            .arg(assert_cmd::cargo::cargo_bin("flow"));
+        c
+    }
+
     /// The daemons' logs, for a failing test's message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -285,9 +289,7 @@ fn the_streaming_demo_runs_inside_salloc_on_three_nodes() {
     let inv = d.path().join("slurm.yaml");
     allocation_inventory(&c, &inv, "{ coordinator: 1, worker: rest }");
     let out = c
-        .command("salloc")
-        .args(["-N3", "--quiet"])
-        .arg(assert_cmd::cargo::cargo_bin("flow"))
+        .flow_in_allocation(3)
         .args(["run", "--suite", "streaming", "--hosts"])
         .arg(&inv)
         .arg("--artifacts")
@@ -320,9 +322,7 @@ fn the_streaming_demo_runs_inside_salloc_on_three_nodes() {
     }
     // `flow hosts check` inside an allocation reports its nodes.
     let out = c
-        .command("salloc")
-        .args(["-N3", "--quiet"])
-        .arg(assert_cmd::cargo::cargo_bin("flow"))
+        .flow_in_allocation(3)
         .args(["hosts", "check", "--json", "--hosts"])
         .arg(&inv)
         .stdin(Stdio::null())
@@ -378,9 +378,7 @@ fn ctrl_c_inside_an_allocation_leaves_no_process_on_any_node() {
     )
     .expect("workload");
     let mut salloc = c
-        .command("salloc")
-        .args(["-N2", "--quiet"])
-        .arg(assert_cmd::cargo::cargo_bin("flow"))
+        .flow_in_allocation(2)
         .args([
             "run",
             "--suite",

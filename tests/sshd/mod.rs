@@ -30,11 +30,6 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 impl Sshds {
     /// Starts `n` sshd instances named `h1` … `hn`.
     pub fn start(n: usize) -> Sshds {
@@ -79,7 +74,7 @@ impl Sshds {
         let mut hosts = Vec::new();
         for i in 1..=n {
             let name = format!("h{i}");
-            let port = free_port();
+            let port = super::free_port();
             let hd = d.join(&name);
             std::fs::create_dir_all(&hd).expect("mkdir");
             run(Command::new("ssh-keygen")
