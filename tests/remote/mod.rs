@@ -785,16 +785,38 @@ fn verbose_streams_a_remote_tasks_output_while_it_runs() {
 fn hosts_sharing_a_workdir_keep_their_files_apart() {
     let s = Sshds::start(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let inv = d.join("inventory.yaml");
+    let inv = dir.path().join("inventory.yaml");
     s.inventory(&inv, &[&["worker"], &["worker"]]);
     let text = std::fs::read_to_string(&inv).expect("inventory");
     let shared = text.replace("work-h2", "work-h1");
     assert_ne!(text, shared);
     std::fs::write(&inv, shared).expect("inventory");
+    each_host_gets_its_own_file(dir.path(), &inv, &["h1", "h2"]);
+}
+
+/// The same for two local hosts with one `workdir`.
+#[test]
+fn local_hosts_sharing_a_workdir_keep_their_files_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = dir.path().join("inventory.yaml");
+    let work = dir.path().join("shared");
+    std::fs::write(
+        &inv,
+        format!(
+            "defaults: {{ address: local, workdir: {} }}\nhosts:\n  l1: {{ roles: [worker] }}\n  l2: {{ roles: [worker] }}\n",
+            work.display()
+        ),
+    )
+    .expect("inventory");
+    each_host_gets_its_own_file(dir.path(), &inv, &["l1", "l2"]);
+}
+
+/// Runs a suite in `d` whose workers each write their name to `who.txt`,
+/// fetched from each; every host's copy must hold its own name.
+fn each_host_gets_its_own_file(d: &std::path::Path, inv: &std::path::Path, hosts: &[&str]) {
     project(
         d,
-        &inv,
+        inv,
         "workload: shared\nsteps:\n  write: { on: worker, run: \"echo {{ host.name }} > who.txt\" }\n  back: { kind: fetch, from: worker, paths: [who.txt] }\n",
     );
     Flow::new()
@@ -808,9 +830,9 @@ fn hosts_sharing_a_workdir_keep_their_files_apart() {
         .next()
         .expect("a run")
         .path();
-    for h in ["h1", "h2"] {
+    for h in hosts {
         let got =
             std::fs::read_to_string(run.join("hosts").join(h).join("who.txt")).expect("fetched");
-        assert_eq!(got.trim(), h, "host {h}'s own file");
+        assert_eq!(got.trim(), *h, "host {h}'s own file");
     }
 }
