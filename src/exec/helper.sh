@@ -411,13 +411,26 @@ cmd_signal() {
 # that each costs a round trip instead of an ssh session. A request is
 # `RID INPUT COMMAND ARGS...` as shell words; INPUT is `-` (no input) or
 # `=` and the input in printf %b escapes. The answer is
-# `R RID STATUS OUT_LEN ERR_LEN`, then that many bytes of stdout and stderr.
+# `R RID STATUS OUT_LEN ERR_LEN`, then that many bytes of stdout and stderr,
+# then a newline.
 # Steps never depend on the agent: they run under setsid.
 cmd_agent() {
   [ $# -eq 0 ] || die "usage: agent"
   umask 077
-  t="$FLOW_WORKDIR/.flow/agent.$$"
-  trap 'rm -f "$t.o" "$t.e"' EXIT
+  # The answer's scratch files, in a folder of this agent's alone. Not named
+  # by the pid only: a workdir shared over NFS is seen by agents on many
+  # nodes (or in many pid namespaces) that may have the same pid, and one
+  # agent writing into another's files would answer with the wrong bytes.
+  # mkdir is atomic: the first free name is this agent's.
+  n=0
+  while :; do
+    t="$FLOW_WORKDIR/.flow/agent.$(uname -n).$$.$n"
+    mkdir "$t" 2>/dev/null && break
+    n=$((n + 1))
+    [ $n -lt 1000 ] || die "cannot create a folder $FLOW_WORKDIR/.flow/agent.*"
+  done
+  trap 'rm -rf "$t"' EXIT
+  t="$t/a"
   trap 'exit 0' HUP TERM
   # Looked up once: each request runs in a subshell of its own.
   if setsid --help 2>&1 | grep -q -e --fork; then setsid_forks=yes; else setsid_forks=no; fi
@@ -441,6 +454,9 @@ cmd_agent() {
     printf 'R %s %s %s %s\n' "$rid" "$rc" $lo $le
     [ "$lo" = 0 ] || cat "$t.o"
     [ "$le" = 0 ] || cat "$t.e"
+    # A newline ends every answer: a channel that passes on whole lines
+    # only (srun's) passes it at once, and flow checks it is there.
+    echo
   done
 }
 

@@ -6,7 +6,10 @@
 //!
 //! Requests are shell words on one line: `RID INPUT COMMAND ARGS…`, INPUT
 //! being `-` or `=` and the input in `printf %b` escapes; each answer is
-//! `R RID STATUS OUT_LEN ERR_LEN` and that many bytes. The helper serves
+//! `R RID STATUS OUT_LEN ERR_LEN`, that many bytes, and a newline (checked:
+//! a channel whose lengths went wrong is closed, never read on; and srun,
+//! which passes a task's output on in whole lines, passes each answer at
+//! once). The helper serves
 //! them in order; answers are matched to callers by RID, so any number of
 //! supervisors share the channel.
 //!
@@ -306,8 +309,19 @@ async fn read_answers(mut out: BufReader<ChildStdout>, pending: Pending, dead: A
         };
         let mut stdout = vec![0u8; lo];
         let mut stderr = vec![0u8; le];
-        if out.read_exact(&mut stdout).await.is_err() || out.read_exact(&mut stderr).await.is_err()
+        let mut end = [0u8; 1];
+        if out.read_exact(&mut stdout).await.is_err()
+            || out.read_exact(&mut stderr).await.is_err()
+            || out.read_exact(&mut end).await.is_err()
         {
+            break;
+        }
+        // The answer's last byte: anything else means the lengths were not
+        // the bytes sent, and nothing more on this channel can be trusted.
+        if end != *b"\n" {
+            tracing::warn!(
+                "the agent's answer {rid} did not end where it said; closing its channel"
+            );
             break;
         }
         let waiter = pending.lock().ok().and_then(|mut p| p.remove(&rid));
@@ -393,6 +407,13 @@ mod tests {
     use super::*;
 
     fn local_agent(dir: &std::path::Path) -> Agent {
+        agent_under(dir, &[])
+    }
+
+    /// An agent on this machine started by `prefix` (a program and its
+    /// arguments), as `unshare --pid --fork`.
+    fn agent_under(dir: &std::path::Path, prefix: &[&str]) -> Agent {
+        let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         let flow = dir.join(".flow");
         std::fs::create_dir_all(&flow).expect("mkdir");
         let helper = flow.join("helper.sh");
@@ -401,9 +422,17 @@ mod tests {
             "test",
             Box::new(move || {
                 let helper = helper.clone();
+                let prefix = prefix.clone();
                 Box::pin(async move {
-                    tokio::process::Command::new("sh")
-                        .arg(&helper)
+                    let mut cmd = match prefix.split_first() {
+                        Some((program, args)) => {
+                            let mut c = tokio::process::Command::new(program);
+                            c.args(args).arg("sh");
+                            c
+                        }
+                        None => tokio::process::Command::new("sh"),
+                    };
+                    cmd.arg(&helper)
                         .arg("agent")
                         .stdin(std::process::Stdio::piped())
                         .stdout(std::process::Stdio::piped())
@@ -488,6 +517,46 @@ mod tests {
         assert_eq!(bad.code, 2);
         assert!(bad.stderr_text().contains("unknown command"), "{bad:?}");
         agent.close().await;
+    }
+
+    /// Agents on the nodes of a cluster share a workdir over NFS, and may
+    /// have the same pid: each must still answer with its own bytes. Here
+    /// both are pid 1, each in a pid namespace of its own, and their
+    /// answers differ in length.
+    #[tokio::test]
+    #[ignore = "needs root: each agent runs in a pid namespace of its own"]
+    async fn agents_with_one_pid_in_one_workdir_keep_their_answers_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidns = ["unshare", "--pid", "--fork", "--kill-child"];
+        let agents = [
+            Arc::new(agent_under(dir.path(), &pidns)),
+            Arc::new(agent_under(dir.path(), &pidns)),
+        ];
+        let run = dir.path().join("run").to_string_lossy().into_owned();
+        let mut set = tokio::task::JoinSet::new();
+        for (a, agent) in agents.iter().enumerate() {
+            let (agent, run) = (Arc::clone(agent), run.clone());
+            set.spawn(async move {
+                let id = format!("step-{}", "x".repeat(1 + a * 40));
+                for _ in 0..200 {
+                    let r = agent
+                        .call(&["status", &run, &id], None, Duration::from_secs(10))
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
+                    let want = format!("{id} unknown");
+                    if r.stdout_text().trim() != want {
+                        return Err(format!("{:?} instead of {want:?}", r.stdout_text()));
+                    }
+                }
+                Ok::<(), String>(())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("join").expect("each agent's own answer");
+        }
+        for agent in agents {
+            agent.close().await;
+        }
     }
 
     #[tokio::test]
