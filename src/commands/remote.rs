@@ -161,6 +161,7 @@ fn target(spec: &str, inventory: &crate::suite::Inventory) -> (Target, Option<St
             identity: None,
             options: Vec::new(),
             config: None,
+            srun_node: None,
         },
         None,
     )

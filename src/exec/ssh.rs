@@ -9,6 +9,13 @@
 //! [`CHANNELS_PER_HOST`] at once per host, and are retried with backoff when
 //! ssh itself fails (exit 255), never when the command does.
 //!
+//! A host of a Slurm allocation with `transport: srun` is reached the same
+//! way through `srun --nodelist=NODE -N1 -n1 --overlap` instead: no master
+//! (Slurm's daemons carry the bytes), each command a job step of the
+//! allocation flow runs in. srun returns the task's exit status and says
+//! nothing of its own failures in it, so the command is wrapped to report
+//! its status on stderr's last line: one without it was never run.
+//!
 //! A master that dies (the host rebooted, its link went down and
 //! `ServerAlive` gave up) is reopened once by the next command. When that
 //! fails too the host is lost: every command fails at once with the same
@@ -61,6 +68,9 @@ pub struct Target {
     pub identity: Option<PathBuf>,
     pub options: Vec<(String, String)>,
     pub config: Option<PathBuf>,
+    /// Reached as a job step on this Slurm node (`transport: srun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srun_node: Option<String>,
 }
 
 impl Target {
@@ -98,6 +108,7 @@ impl Target {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             config: host.ssh_config.clone(),
+            srun_node: (host.transport == crate::suite::Transport::Srun).then(|| host.name.clone()),
         }
     }
 }
@@ -109,7 +120,7 @@ pub enum SshError {
     Connect { host: String, stderr: String },
     #[error("lost the connection to host `{host}`: {stderr}")]
     Lost { host: String, stderr: String },
-    #[error("cannot run ssh for host `{host}`: {message}")]
+    #[error("cannot run ssh or srun for host `{host}`: {message}")]
     Spawn { host: String, message: String },
     #[error("host `{host}` is not in the inventory")]
     Unknown { host: String },
@@ -179,6 +190,9 @@ impl Ssh {
     /// is lost (see the module's notes). Returns how long opening took.
     pub async fn connect(&self, host: &str) -> Result<Duration, SshError> {
         let conn = self.conn(host)?;
+        if conn.target.srun_node.is_some() {
+            return Ok(Duration::ZERO);
+        }
         let mut master = conn.master.lock().await;
         let reopening = match &mut *master {
             Master::Up(child) => match child.try_wait() {
@@ -252,22 +266,22 @@ impl Ssh {
             // Over a live master only: with its socket gone, ssh would
             // quietly open a connection of its own.
             self.connect(host).await?;
-            let mut cmd = Command::new("ssh");
-            cmd.args(base_args(&conn.target))
-                .arg("-S")
-                .arg(&conn.socket)
-                .args(["-o", "ControlMaster=no"])
-                .arg(&conn.target.address)
-                .arg("--")
-                .arg(command)
-                .stdin(if stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
+            let srun = conn.target.srun_node.is_some();
+            let mut cmd = if srun {
+                // In a subshell: an `exit` in the command ends only that.
+                let wrapped = format!("(\n{command}\n); echo \"{SRUN_EXIT}$?\" >&2");
+                srun_command(&conn.target, &wrapped)
+            } else {
+                self.ssh_command(conn, command)
+            };
+            cmd.stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
             let began = Instant::now();
             let mut child = cmd.spawn().map_err(|e| SshError::Spawn {
                 host: host.to_string(),
@@ -304,6 +318,22 @@ impl Ssh {
                 "{}",
                 command.chars().take(120).collect::<String>()
             );
+            if srun {
+                match srun_exit(&out.stderr) {
+                    Some((code, stderr)) => {
+                        return Ok(Output {
+                            code,
+                            stdout: out.stdout,
+                            stderr,
+                        });
+                    }
+                    None => {
+                        last = clean_srun_stderr(&out.stderr);
+                        tracing::debug!(host, attempt, "srun failed: {last}");
+                        continue;
+                    }
+                }
+            }
             match out.status.code() {
                 Some(255) => {
                     last = clean_stderr(&out.stderr);
@@ -330,15 +360,11 @@ impl Ssh {
     pub async fn spawn(&self, host: &str, command: &str) -> Result<Child, SshError> {
         self.connect(host).await?;
         let conn = self.conn(host)?;
-        Command::new("ssh")
-            .args(base_args(&conn.target))
-            .arg("-S")
-            .arg(&conn.socket)
-            .args(["-o", "ControlMaster=no"])
-            .arg(&conn.target.address)
-            .arg("--")
-            .arg(command)
-            .stdin(Stdio::piped())
+        let mut cmd = match conn.target.srun_node {
+            Some(_) => srun_command(&conn.target, command),
+            None => self.ssh_command(conn, command),
+        };
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -347,6 +373,26 @@ impl Ssh {
                 host: host.to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// `ssh` over `conn`'s master, running `command`.
+    fn ssh_command(&self, conn: &Conn, command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(base_args(&conn.target))
+            .arg("-S")
+            .arg(&conn.socket)
+            .args(["-o", "ControlMaster=no"])
+            .arg(&conn.target.address)
+            .arg("--")
+            .arg(command);
+        cmd
+    }
+
+    /// Whether `host` is reached with srun (files then move with tar).
+    pub fn is_srun(&self, host: &str) -> bool {
+        self.conns
+            .get(host)
+            .is_some_and(|c| c.target.srun_node.is_some())
     }
 
     /// The destination ssh is given for `host` (its inventory address).
@@ -385,6 +431,66 @@ impl Ssh {
 impl Drop for Ssh {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a command run through srun prints last on stderr: its exit status.
+const SRUN_EXIT: &str = "flow-srun-exit ";
+
+/// `srun` running `command` (a shell command line) as one task on the
+/// target's node, sharing the allocation's resources with the other steps.
+fn srun_command(t: &Target, command: &str) -> Command {
+    let mut cmd = Command::new("srun");
+    cmd.arg(format!(
+        "--nodelist={}",
+        t.srun_node.as_deref().unwrap_or(&t.name)
+    ))
+    .args([
+        "-N1",
+        "-n1",
+        "--overlap",
+        "--quiet",
+        "--job-name=flow",
+        "--",
+        "sh",
+        "-c",
+    ])
+    .arg(command);
+    cmd
+}
+
+/// The exit status a command run by [`srun_command`] reported as the last
+/// line of its stderr, and the stderr before it; `None` when it did not
+/// report one (srun could not run it).
+fn srun_exit(stderr: &[u8]) -> Option<(i32, Vec<u8>)> {
+    let body = stderr.strip_suffix(b"\n").unwrap_or(stderr);
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let last = std::str::from_utf8(&body[start..]).ok()?;
+    let code = last.strip_prefix(SRUN_EXIT)?.trim().parse().ok()?;
+    let mut rest = stderr[..start].to_vec();
+    // srun's own notes about the task (never the command's words).
+    if let Ok(text) = std::str::from_utf8(&rest) {
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("srun: "))
+            .collect();
+        rest = kept.into_bytes();
+    }
+    Some((code, rest))
+}
+
+/// srun's stderr as one line.
+fn clean_srun_stderr(err: &[u8]) -> String {
+    let text = String::from_utf8_lossy(err);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        "srun ended without running the command and said nothing".into()
+    } else {
+        lines.join("; ")
     }
 }
 
@@ -603,6 +709,7 @@ mod tests {
             identity: Some(PathBuf::from("/k/id")),
             options: vec![("Compression".into(), "yes".into())],
             config: Some(PathBuf::from("/c/ssh_config")),
+            srun_node: None,
         };
         let a = base_args(&t).join(" ");
         assert!(
@@ -620,6 +727,29 @@ mod tests {
             "ssh: connect to host 10.0.0.9 port 22: Connection refused"
         );
         assert_eq!(clean_stderr(b""), "ssh exited with 255 and said nothing");
+    }
+
+    #[test]
+    fn a_command_through_srun_reports_its_own_exit_status() {
+        let (code, err) = srun_exit(b"warn\nflow-srun-exit 3\n").expect("reported");
+        assert_eq!((code, err.as_slice()), (3, b"warn\n".as_slice()));
+        let (code, err) =
+            srun_exit(b"srun: error: node1: task 0: Exited with exit code 3\nflow-srun-exit 3\n")
+                .expect("reported");
+        assert_eq!((code, err.len()), (3, 0));
+        assert_eq!(srun_exit(b"flow-srun-exit 0").map(|r| r.0), Some(0));
+        // srun's own failure: the command never ran.
+        assert!(
+            srun_exit(
+                b"srun: error: Unable to create step for job 7: Invalid node name specified\n"
+            )
+            .is_none()
+        );
+        assert!(srun_exit(b"").is_none());
+        assert_eq!(
+            clean_srun_stderr(b"srun: error: a\nsrun: error: b\n"),
+            "srun: error: a; srun: error: b"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn shorthand_yaml(spec: &str) -> Result<String, String> {
             "`--hosts {spec}`: which nodes carry which role? the allocation's nodes need a rule per role"
         ));
     }
-    let mut yaml = String::from("provider: slurm\ntransport: ssh\nroles:\n");
+    let mut yaml = String::from("provider: slurm\ntransport: srun\nroles:\n");
     for part in rules.split(',') {
         let Some((role, rule)) = part.split_once('=') else {
             return Err(format!("`--hosts {spec}`: `{part}` is not `role=rule`"));
@@ -80,7 +80,7 @@ mod tests {
     fn the_shorthand_stands_for_an_allocation_inventory() {
         assert_eq!(
             super::shorthand_yaml("slurm:coordinator=1,worker=rest").expect("valid"),
-            "provider: slurm\ntransport: ssh\nroles:\n  coordinator: 1\n  worker: rest\n"
+            "provider: slurm\ntransport: srun\nroles:\n  coordinator: 1\n  worker: rest\n"
         );
         assert!(super::shorthand_yaml("slurm").is_err());
         assert!(super::shorthand_yaml("slurm:worker").is_err());

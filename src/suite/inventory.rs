@@ -37,6 +37,26 @@ pub struct Host {
     pub ssh_options: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_config: Option<PathBuf>,
+    /// How steps reach the host when it is not local: over ssh (the
+    /// default), or as a job step of the allocation flow runs in.
+    #[serde(default, skip_serializing_if = "Transport::is_ssh")]
+    pub transport: Transport,
+}
+
+/// How a remote host is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Ssh,
+    /// `srun --nodelist=<name> -N1 -n1 --overlap`, inside the allocation.
+    Srun,
+}
+
+impl Transport {
+    pub fn is_ssh(&self) -> bool {
+        *self == Transport::Ssh
+    }
 }
 
 impl Host {
@@ -120,6 +140,7 @@ impl Inventory {
                 vars: serde_json::Map::new(),
                 ssh_options: BTreeMap::new(),
                 ssh_config: None,
+                transport: Transport::Ssh,
             }],
             source: None,
             builtin: true,
@@ -374,13 +395,17 @@ fn from_allocation(
             .with_help("remove `hosts:`; `roles:` says which nodes carry which role"),
         );
     }
-    match raw.transport.as_deref() {
-        None | Some("ssh") => {}
-        Some(other) => diags.push(
-            Diagnostic::at(node.get("transport").map_or(node.span, |n| n.span), format!("unknown transport `{other}`"))
-                .with_help("`ssh`: steps reach the nodes over ssh, with `defaults` for user, identity and the like"),
-        ),
-    }
+    let transport = match raw.transport.as_deref() {
+        Some("ssh") => Transport::Ssh,
+        None | Some("srun") => Transport::Srun,
+        Some(other) => {
+            diags.push(
+                Diagnostic::at(node.get("transport").map_or(node.span, |n| n.span), format!("unknown transport `{other}`"))
+                    .with_help("`srun` (the default): steps run as job steps of the allocation; `ssh`: over ssh, with `defaults` for user, identity and the like"),
+            );
+            Transport::Ssh
+        }
+    };
     // Rules in the order written.
     let mut rules: Vec<(String, Take)> = Vec::new();
     match node.get("roles").and_then(Node::as_map) {
@@ -471,7 +496,9 @@ fn from_allocation(
                 vars: Some(vars),
                 ..RawHost::default()
             };
-            merge_host(name, &h, &defaults, path.parent().unwrap_or(Path::new(".")))
+            let mut host = merge_host(name, &h, &defaults, path.parent().unwrap_or(Path::new(".")));
+            host.transport = transport;
+            host
         })
         .collect();
     (diags.len() == before).then(|| Inventory {
@@ -505,6 +532,7 @@ fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {
         vars,
         ssh_options,
         ssh_config: pick(&h.ssh_config, &d.ssh_config).map(|p| dir.join(p)),
+        transport: Transport::Ssh,
     }
 }
 

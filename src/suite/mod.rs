@@ -9,7 +9,7 @@ pub mod raw;
 mod workload;
 
 pub use cycle::find_cycle;
-pub use inventory::{Host, Inventory, LOCAL, invocation_folder};
+pub use inventory::{Host, Inventory, LOCAL, Transport, invocation_folder};
 pub use load::{
     DEFAULT_MAX_RUNS, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, load, load_inventory_file,
     read_source, resolve_suite_path,

@@ -28,8 +28,9 @@ pub struct RawInventory {
     /// `slurm`: the hosts are the nodes of the Slurm allocation flow runs
     /// in (`SLURM_JOB_NODELIST`), with roles by `roles`.
     pub provider: Option<String>,
-    /// With `provider: slurm`: how steps reach the nodes (`ssh`: over ssh,
-    /// with `defaults` for user, identity and the like).
+    /// With `provider: slurm`: how steps reach the nodes (`srun`, the
+    /// default: as job steps of the allocation; `ssh`: over ssh, with
+    /// `defaults` for user, identity and the like).
     pub transport: Option<String>,
     /// With `provider: slurm`: role → the nodes it takes, in the order
     /// written: a count (`1`), `rest`, `all`, or node indexes (`[0, 2]`).

@@ -1,6 +1,8 @@
 //! One table of supervision behaviours, run against every transport: the
-//! local host and an ssh host (a private sshd on loopback). A behaviour that
-//! differs between them is a bug in one of them, whatever the docs say.
+//! local host, an ssh host (a private sshd on loopback) and a node of a
+//! Slurm allocation reached with srun (flow inside `salloc`). A behaviour
+//! that differs between them is a bug in one of them, whatever the docs
+//! say.
 //!
 //! Each case is a workload whose steps run on the role `h`; its
 //! expectations are read back from `run_result.json`.
@@ -11,6 +13,7 @@ use serde_json::Value;
 
 use super::Flow;
 use super::run::wait_for;
+use super::slurm::Cluster;
 use super::sshd::Sshds;
 
 /// What one step instance must end as.
@@ -461,9 +464,10 @@ fn json_of(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("valid JSON")
 }
 
-/// Runs every case with the inventory written by `inventory`, and says
-/// which cases failed and how (all of them, not just the first).
-fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
+/// Runs every case with the inventory written by `inventory` (flow inside
+/// an allocation of `cluster` when given), and says which cases failed and
+/// how (all of them, not just the first).
+fn run_table(transport: &str, inventory: &dyn Fn(&Path), cluster: Option<&Cluster>) {
     let mut failures = Vec::new();
     for case in CASES {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -475,10 +479,27 @@ fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
             .replace("@PORT@", &super::free_port().to_string());
         write_project(d, inventory, &workload);
         let outcome = std::panic::catch_unwind(|| {
-            let (stdout, stderr) = Flow::new()
-                .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
-                .cwd(d)
-                .expect(case.code);
+            let args = ["run", "--suite", "suite.yaml", "--artifacts", "artifacts"];
+            let (stdout, stderr) = match cluster {
+                None => Flow::new().args(args).cwd(d).expect(case.code),
+                Some(c) => {
+                    let out = c
+                        .flow_in_allocation(1)
+                        .args(args)
+                        .current_dir(d)
+                        .stdin(std::process::Stdio::null())
+                        .output()
+                        .expect("salloc runs");
+                    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                    assert_eq!(
+                        out.status.code(),
+                        Some(case.code),
+                        "salloc flow run\nstdout:\n{stdout}\nstderr:\n{stderr}"
+                    );
+                    (stdout, stderr)
+                }
+            };
             let run = &only_run(d);
             let result = json_of(&run.join("run_result.json"));
             for want in case.steps {
@@ -521,15 +542,42 @@ fn run_table(transport: &str, inventory: &dyn Fn(&Path)) {
 
 #[test]
 fn supervision_behaves_the_same_on_the_local_host() {
-    run_table("local", &|inv| {
-        std::fs::write(inv, "hosts:\n  h1: { address: local, roles: [h] }\n").expect("inventory");
-    });
+    run_table(
+        "local",
+        &|inv| {
+            std::fs::write(inv, "hosts:\n  h1: { address: local, roles: [h] }\n")
+                .expect("inventory");
+        },
+        None,
+    );
 }
 
 #[test]
 fn supervision_behaves_the_same_on_an_ssh_host() {
     let s = Sshds::start(1);
-    run_table("ssh", &|inv| s.inventory(inv, &[&["h"]]));
+    run_table("ssh", &|inv| s.inventory(inv, &[&["h"]]), None);
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn supervision_behaves_the_same_on_a_node_reached_with_srun() {
+    // Named as the other tables' host, whose name the cases' checks use.
+    let c = Cluster::start_nodes(&["h1".to_string()]);
+    let work = c.dir.path().join("work");
+    run_table(
+        "srun",
+        &|inv| {
+            std::fs::write(
+                inv,
+                format!(
+                    "provider: slurm\ntransport: srun\ndefaults: {{ workdir: {} }}\nroles: {{ h: all }}\n",
+                    work.display()
+                ),
+            )
+            .expect("inventory")
+        },
+        Some(&c),
+    );
 }
 
 /// Starts `flow run` in each of `dirs` at once (with `extra`); returns each

@@ -28,6 +28,12 @@ const DAEMONS: [&str; 3] = [
 impl Cluster {
     /// A cluster of `n` nodes named `node1` … `noden`, idle and up.
     pub fn start(n: usize) -> Cluster {
+        let names: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
+        Cluster::start_nodes(&names)
+    }
+
+    /// A cluster of nodes with these names, idle and up.
+    pub fn start_nodes(names: &[String]) -> Cluster {
         super::netns::require_root();
         for d in DAEMONS {
             assert!(
@@ -35,7 +41,6 @@ impl Cluster {
                 "{d} is missing: install slurmctld, slurmd, slurm-client and munge (scripts/test.sh does)"
             );
         }
-        let names: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let hosts = NsHosts::start(&refs);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -177,7 +182,7 @@ impl Cluster {
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
             let idle = text.lines().filter(|l| l.ends_with(" idle")).count();
-            if idle == n {
+            if idle == names.len() {
                 break;
             }
             assert!(
@@ -267,15 +272,20 @@ fn the_test_cluster_runs_a_job_step_on_every_node() {
     );
 }
 
-/// An inventory of the allocation: `provider: slurm`, reached over ssh as
-/// root with the namespace hosts' key, every node's workdir one shared
-/// folder (as a cluster's home is).
-fn allocation_inventory(c: &Cluster, path: &Path, rules: &str) {
+/// An inventory of the allocation: `provider: slurm`, every node's workdir
+/// one shared folder (as a cluster's home is). Nodes are reached with srun,
+/// or over ssh as root with the namespace hosts' key.
+fn allocation_inventory(c: &Cluster, path: &Path, rules: &str, transport: &str) {
+    let ssh = match transport {
+        "ssh" => format!(
+            "  user: root\n  identity: {}\n  \
+             ssh_options: {{ StrictHostKeyChecking: \"no\", UserKnownHostsFile: /dev/null, LogLevel: ERROR }}\n",
+            c.hosts.dir.path().join("id").display()
+        ),
+        _ => String::new(),
+    };
     let text = format!(
-        "provider: slurm\ntransport: ssh\ndefaults:\n  user: root\n  identity: {}\n  workdir: {}\n  \
-         ssh_options: {{ StrictHostKeyChecking: \"no\", UserKnownHostsFile: /dev/null, LogLevel: ERROR }}\n\
-         roles: {rules}\n",
-        c.hosts.dir.path().join("id").display(),
+        "provider: slurm\ntransport: {transport}\ndefaults:\n  workdir: {}\n{ssh}roles: {rules}\n",
         c.dir.path().join("shared-home").display(),
     );
     std::fs::write(path, text).expect("inventory");
@@ -283,11 +293,21 @@ fn allocation_inventory(c: &Cluster, path: &Path, rules: &str) {
 
 #[test]
 #[ignore = "needs root: a Slurm cluster in network namespaces"]
-fn the_streaming_demo_runs_inside_salloc_on_three_nodes() {
+fn the_streaming_demo_runs_inside_salloc_on_three_nodes_with_srun() {
+    streaming_inside_salloc("srun");
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn the_streaming_demo_runs_inside_salloc_on_three_nodes_over_ssh() {
+    streaming_inside_salloc("ssh");
+}
+
+fn streaming_inside_salloc(transport: &str) {
     let c = Cluster::start(3);
     let d = tempfile::tempdir().expect("tempdir");
     let inv = d.path().join("slurm.yaml");
-    allocation_inventory(&c, &inv, "{ coordinator: 1, worker: rest }");
+    allocation_inventory(&c, &inv, "{ coordinator: 1, worker: rest }", transport);
     let out = c
         .flow_in_allocation(3)
         .args(["run", "--suite", "streaming", "--hosts"])
@@ -362,11 +382,21 @@ fn children(pid: u32) -> Vec<i32> {
 
 #[test]
 #[ignore = "needs root: a Slurm cluster in network namespaces"]
-fn ctrl_c_inside_an_allocation_leaves_no_process_on_any_node() {
+fn ctrl_c_inside_an_allocation_leaves_no_process_on_any_node_with_srun() {
+    ctrl_c_inside_an_allocation("srun");
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn ctrl_c_inside_an_allocation_leaves_no_process_on_any_node_over_ssh() {
+    ctrl_c_inside_an_allocation("ssh");
+}
+
+fn ctrl_c_inside_an_allocation(transport: &str) {
     let c = Cluster::start(2);
     let d = tempfile::tempdir().expect("tempdir");
     let inv = d.path().join("slurm.yaml");
-    allocation_inventory(&c, &inv, "{ node: all }");
+    allocation_inventory(&c, &inv, "{ node: all }", transport);
     std::fs::write(
         d.path().join("suite.yaml"),
         "suite: cc\nworkloads:\n  - workload: w.yaml\n",

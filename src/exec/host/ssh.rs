@@ -329,7 +329,9 @@ impl Inner {
         };
         let mut lines = text.lines();
         let home = lines.next().unwrap_or_default().to_string();
-        let rsync = lines.next() == Some("rsync") && local_rsync();
+        // srun carries no rsync protocol: files move with tar there.
+        let rsync =
+            lines.next() == Some("rsync") && local_rsync() && !self.hosts.ssh().is_srun(host);
         let rest: Vec<&str> = lines.collect();
         let first_lock = rest.iter().rev().find_map(|l| {
             let code = l.strip_prefix("lock-exit ")?.trim().parse::<i32>().ok()?;
@@ -993,11 +995,17 @@ impl RemoteRunning {
     }
 
     fn failed(&self, what: &str, reply: &Reply) -> HostError {
-        HostError::Failed(format!(
-            "host `{}`: cannot {what}: {}",
-            self.host,
-            reply.stderr_text()
-        ))
+        let err = reply.stderr_text();
+        let why = if err.trim().is_empty() {
+            format!(
+                "the helper answered {:?} (exit status {})",
+                reply.stdout_text().trim_end(),
+                reply.code
+            )
+        } else {
+            err.trim_end().to_string()
+        };
+        HostError::Failed(format!("host `{}`: cannot {what}: {why}", self.host))
     }
 }
 
@@ -1014,7 +1022,12 @@ impl Running for RemoteRunning {
                     return Ok(Some(e));
                 }
                 let reply = self.call(&["status", &self.dir, &self.id]).await?;
-                match reply.stdout_text().lines().next().and_then(parse_state) {
+                match reply
+                    .stdout_text()
+                    .lines()
+                    .next()
+                    .and_then(|l| parse_state(l, &self.id))
+                {
                     Some(State::Exited(c)) => self.exit = Some(exit_of(c)),
                     Some(State::Gone) if self.killed => self.exit = Some(Exit::Signal(9)),
                     Some(State::Gone) => {
@@ -1186,8 +1199,13 @@ enum State {
     Gone,
 }
 
-fn parse_state(line: &str) -> Option<State> {
-    let mut w = line.split_whitespace().skip(1);
+/// `ID STATE…` for step `id`: an answer about another step (a garbled
+/// channel) is no answer, never that step's state.
+fn parse_state(line: &str, id: &str) -> Option<State> {
+    let mut w = line.split_whitespace();
+    if w.next()? != id {
+        return None;
+    }
     match w.next()? {
         "running" => Some(State::Running),
         "exited" => w.next()?.parse().ok().map(State::Exited),
@@ -1600,10 +1618,15 @@ mod tests {
 
     #[test]
     fn helper_states_parse() {
-        assert_eq!(parse_state("a@b running"), Some(State::Running));
-        assert_eq!(parse_state("a@b exited 143"), Some(State::Exited(143)));
-        assert_eq!(parse_state("a@b gone"), Some(State::Gone));
-        assert_eq!(parse_state("garbage"), None);
+        assert_eq!(parse_state("a@b running", "a@b"), Some(State::Running));
+        assert_eq!(
+            parse_state("a@b exited 143", "a@b"),
+            Some(State::Exited(143))
+        );
+        assert_eq!(parse_state("a@b gone", "a@b"), Some(State::Gone));
+        assert_eq!(parse_state("garbage", "a@b"), None);
+        assert_eq!(parse_state("c@d exited 0", "a@b"), None);
+        assert_eq!(parse_state(" running", "a@b"), None);
         assert_eq!(exit_of(143), Exit::Signal(15));
         assert_eq!(exit_of(3), Exit::Code(3));
     }
