@@ -127,7 +127,72 @@ fn key(p: &RunPlan) -> (String, String, String, u32) {
     )
 }
 
-fn compare(dir: &Path, stored: &[String], stored_count: u64, fresh: &[RunPlan]) -> Changes {
+/// What differs between the allocation an artifact was planned in and the
+/// one it resumes in: `(old, new)` node names and addresses, place by place
+/// (see `Host::slot`). Empty unless both inventories came from one.
+fn node_moves(sj: &Value, now: &crate::suite::Inventory) -> Vec<(String, String)> {
+    let mut moves = Vec::new();
+    let old = sj["inventory"]["hosts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for h in &now.hosts {
+        let Some(slot) = h.slot else { continue };
+        let Some(o) = old.iter().find(|o| o["slot"].as_u64() == Some(slot as u64)) else {
+            continue;
+        };
+        for (was, is) in [(&o["name"], &h.name), (&o["address"], &h.address)] {
+            if let Some(was) = was.as_str()
+                && was != is
+                && !moves.iter().any(|(w, _)| w == was)
+            {
+                moves.push((was.to_string(), is.clone()));
+            }
+        }
+    }
+    moves
+}
+
+/// `text` with every `old` of `moves` replaced by its `new` at once, where
+/// it stands as a word of its own (no letter or digit right before or
+/// after it: `node1` is not in `node10`, `10.0.0.1` not in `10.0.0.10`),
+/// the longest first; a name moved onto another's is not moved twice.
+fn substitute(text: &str, moves: &[(String, String)]) -> String {
+    let mut by_len: Vec<&(String, String)> = moves.iter().filter(|(o, _)| !o.is_empty()).collect();
+    by_len.sort_by_key(|(o, _)| std::cmp::Reverse(o.len()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut before: Option<char> = None;
+    'scan: while let Some(c) = rest.chars().next() {
+        if !before.is_some_and(char::is_alphanumeric) {
+            for (old, new) in &by_len {
+                if rest.starts_with(old.as_str())
+                    && !rest[old.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(char::is_alphanumeric)
+                {
+                    out.push_str(new);
+                    rest = &rest[old.len()..];
+                    before = old.chars().last();
+                    continue 'scan;
+                }
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+        before = Some(c);
+    }
+    out
+}
+
+fn compare(
+    dir: &Path,
+    stored: &[String],
+    stored_count: u64,
+    fresh: &[RunPlan],
+    moves: &[(String, String)],
+) -> Changes {
     let mut c = Changes::default();
     let by_id: HashMap<&str, &RunPlan> = fresh.iter().map(|p| (p.id.as_str(), p)).collect();
     let stored_set: HashSet<&str> = stored.iter().map(String::as_str).collect();
@@ -137,6 +202,14 @@ fn compare(dir: &Path, stored: &[String], stored_count: u64, fresh: &[RunPlan]) 
         match by_id.get(id.as_str()) {
             Some(p) => {
                 let now = serde_json::to_value(p).unwrap_or(Value::Null);
+                // In another allocation: the same run if it differs only by
+                // the nodes that hold its places.
+                let old = match old {
+                    Some(o) if !moves.is_empty() && o != now => {
+                        serde_json::from_str(&substitute(&o.to_string(), moves)).ok()
+                    }
+                    o => o,
+                };
                 if old.as_ref() != Some(&now) {
                     let diff = old.map_or_else(
                         || vec!["plan.json is missing or unreadable".into()],
@@ -342,7 +415,8 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
         fresh.push(r.clone());
         Ok(())
     })?;
-    let changes = compare(&dir, &stored, stored_count, &fresh);
+    let moves = node_moves(&sj, &p.suite.inventory);
+    let changes = compare(&dir, &stored, stored_count, &fresh, &moves);
     let (plans, changed): (Vec<RunPlan>, HashSet<String>) = if changes.is_empty() {
         let by_id: HashMap<String, RunPlan> =
             fresh.into_iter().map(|p| (p.id.clone(), p)).collect();
@@ -511,4 +585,24 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
         resuming: true,
     };
     inv.execute(todo, rows, &opts)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nodes_move_all_at_once_and_longest_first() {
+        let moves = vec![
+            ("node1".to_string(), "node10".to_string()),
+            ("node10".to_string(), "node2".to_string()),
+            ("10.0.0.1".to_string(), "10.0.0.9".to_string()),
+        ];
+        assert_eq!(
+            super::substitute(
+                "node1 node10 10.0.0.1:9 10.0.0.10 xnode1 node1.log é",
+                &moves
+            ),
+            "node10 node2 10.0.0.9:9 10.0.0.10 xnode1 node10.log é"
+        );
+        assert_eq!(super::substitute("same", &[]), "same");
+    }
 }

@@ -7,7 +7,8 @@
 //! A run id is `<workload>.<mode>.r<repetition>-<hash>`, the hash being the
 //! first ten hex digits of a SHA-256 over the schema version, the merged
 //! workload structure (templates unrendered), the resolved params, the mode,
-//! the repetition and the placement (step → host names). Rendered text is not
+//! the repetition and the placement (step → host names; for the nodes of an
+//! allocation, their places in it). Rendered text is not
 //! hashed: it contains the run id itself and paths that differ between
 //! artifacts; everything it is rendered from is.
 
@@ -514,7 +515,12 @@ impl<'a> Planner<'a> {
         for (k, hosts) in kept.iter().zip(placement) {
             h.update([u8::from(*k)]);
             for &i in hosts {
-                h.update(self.suite.inventory.hosts[i].name.as_bytes());
+                let host = &self.suite.inventory.hosts[i];
+                match host.slot {
+                    // A node of an allocation: its place, not its name.
+                    Some(slot) => h.update(format!("\0slot {slot}").as_bytes()),
+                    None => h.update(host.name.as_bytes()),
+                }
                 h.update([0]);
             }
             h.update([1]);

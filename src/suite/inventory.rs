@@ -41,6 +41,12 @@ pub struct Host {
     /// default), or as a job step of the allocation flow runs in.
     #[serde(default, skip_serializing_if = "Transport::is_ssh")]
     pub transport: Transport,
+    /// The host's place in the allocation it came from (0-based), for a
+    /// host of a `provider: slurm` inventory. Runs are planned on places,
+    /// not on node names: two allocations of the same shape plan the same
+    /// runs (a shard in one job, a resume in the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
 }
 
 /// How a remote host is reached.
@@ -141,6 +147,7 @@ impl Inventory {
                 ssh_options: BTreeMap::new(),
                 ssh_config: None,
                 transport: Transport::Ssh,
+                slot: None,
             }],
             source: None,
             builtin: true,
@@ -482,7 +489,8 @@ fn from_allocation(
     let hosts = nodes
         .iter()
         .zip(roles)
-        .map(|(name, roles)| {
+        .enumerate()
+        .map(|(slot, (name, roles))| {
             let mut vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
             for r in &roles {
                 for (k, v) in raw.role_vars.iter().flat_map(|rv| rv.get(r)).flatten() {
@@ -498,6 +506,7 @@ fn from_allocation(
             };
             let mut host = merge_host(name, &h, &defaults, path.parent().unwrap_or(Path::new(".")));
             host.transport = transport;
+            host.slot = Some(slot);
             host
         })
         .collect();
@@ -533,6 +542,7 @@ fn merge_host(name: &str, h: &RawHost, d: &RawHost, dir: &Path) -> Host {
         ssh_options,
         ssh_config: pick(&h.ssh_config, &d.ssh_config).map(|p| dir.join(p)),
         transport: Transport::Ssh,
+        slot: None,
     }
 }
 
