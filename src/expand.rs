@@ -536,6 +536,7 @@ mod tests {
             hosts: None,
             set: set.iter().map(|s| s.to_string()).collect(),
             max_runs: None,
+            planned_nodes: None,
         };
         let s = load(path.to_str().unwrap_or_default(), &opts).map_err(|f| f.render())?;
         expand(&s).map_err(|d| d.render(&s.sources))

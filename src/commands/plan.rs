@@ -34,6 +34,7 @@ pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
         hosts: args.hosts.clone(),
         set: args.set.clone(),
         max_runs: Some(args.max_runs),
+        planned_nodes: None,
     };
     let suite = load(&args.suite, &opts).map_err(|f| Error::Invalid(f.render()))?;
     let expansion = expand(&suite).map_err(|d| Error::Invalid(d.render(&suite.sources)))?;

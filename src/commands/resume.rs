@@ -472,6 +472,15 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
         } else {
             decide(&plan, &run_dir, args.rerun_failed, &remote)
         };
+        // What a flow in another allocation left running is on nodes this
+        // one does not have: it runs again here.
+        let decision = match decision {
+            Decision::Adopt(replay) if !moves.is_empty() => Decision::Again {
+                why: "it was running in another allocation".into(),
+                tags: replay.tags,
+            },
+            d => d,
+        };
         // What `--only` leaves out stays as it is; only what a dead flow
         // left running is still taken over, or it would be lost.
         if !selected[row]
@@ -530,12 +539,38 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
                 Resume::Again { attempt: n, tags }
             }
         };
+        // A run that starts on other nodes than it was planned on says so
+        // in its plan.json (one that ended keeps the plan it ran).
+        if !moves.is_empty() {
+            let path = run_dir.join("plan.json");
+            let json = serde_json::to_vec_pretty(&plan).map_err(|e| Error::Output(e.into()))?;
+            atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
+        }
         rows.push(r);
         todo.push(Todo {
             plan: Arc::new(plan),
             resume,
             row,
         });
+    }
+    // The nodes of this allocation are the artifact's hosts now (`flow
+    // fetch`, `flow reap` and the next resume reach them).
+    if !moves.is_empty() && !todo.is_empty() && !attach {
+        // What flow added to it after planning is kept as it was.
+        let mut extra = serde_json::Map::new();
+        for k in ["created", "selection", "replans", "merged"] {
+            if let Some(v) = sj.get(k) {
+                extra.insert(k.into(), v.clone());
+            }
+        }
+        let mut history = sj["allocations"].as_array().cloned().unwrap_or_default();
+        history.push(serde_json::json!({
+            "at": crate::artifact::utc_timestamp(std::time::SystemTime::now()),
+            "job": std::env::var("SLURM_JOB_ID").ok(),
+            "moved": moves.iter().map(|(a, b)| serde_json::json!({"from": a, "to": b})).collect::<Vec<_>>(),
+        }));
+        extra.insert("allocations".into(), Value::from(history));
+        super::plan::write_suite_json(&p, &dir, &id, &stored, Some(&extra))?;
     }
     {
         let mut out = std::io::stdout().lock();

@@ -23,7 +23,9 @@
 #   helper.sh prepare DIR [CACHE]      create the run dir (and copy the files cached in CACHE into it)
 #   helper.sh now                       the host's wall clock, ns
 #   helper.sh script                    run the shell script on stdin (a fetch's listing)
-#   helper.sh agent                     serve the commands above, one request per line (see cmd_agent)
+#   helper.sh agent [--own-steps]       serve the commands above, one request per line (see cmd_agent);
+#                                       with --own-steps, a TERM or HUP to the agent stops the steps it
+#                                       started (a Slurm job step ending: its job was cancelled)
 #   helper.sh probe-port PORT           exit 0 when something listens on TCP PORT
 #   helper.sh reap VAR=VALUE...         SIGKILL every process whose environment holds every VAR=VALUE
 #   helper.sh lock OWNER                take this workdir for OWNER; exit 4, printing the holder,
@@ -415,7 +417,9 @@ cmd_signal() {
 # then a newline.
 # Steps never depend on the agent: they run under setsid.
 cmd_agent() {
-  [ $# -eq 0 ] || die "usage: agent"
+  own=no
+  [ "${1-}" = --own-steps ] && { own=yes; shift; }
+  [ $# -eq 0 ] || die "usage: agent [--own-steps]"
   umask 077
   # The answer's scratch files, in a folder of this agent's alone. Not named
   # by the pid only: a workdir shared over NFS is seen by agents on many
@@ -430,8 +434,15 @@ cmd_agent() {
     [ $n -lt 1000 ] || die "cannot create a folder $FLOW_WORKDIR/.flow/agent.*"
   done
   trap 'rm -rf "$t"' EXIT
+  started="$t/started"
   t="$t/a"
-  trap 'exit 0' HUP TERM
+  if [ "$own" = yes ]; then
+    # TERM to each step's group, KILL to what is left 2 s later (Slurm's
+    # KillWait is longer than that by default).
+    trap 'stop_own; exit 0' HUP TERM
+  else
+    trap 'exit 0' HUP TERM
+  fi
   # Looked up once: each request runs in a subshell of its own.
   if setsid --help 2>&1 | grep -q -e --fork; then setsid_forks=yes; else setsid_forks=no; fi
   echo "flow-agent 1"
@@ -446,6 +457,8 @@ cmd_agent() {
       printf '%b' "${input#=}" | ( dispatch "$@" ) > "$t.o" 2> "$t.e"
     fi
     rc=$?
+    # The steps this agent started: their file prefixes, for stop_own.
+    [ "$own" = yes ] && [ "$1" = start ] && [ $rc = 0 ] && printf '%s/.flow/%s\n' "$2" "$3" >> "$started"
     # Most answers are short and have no stderr: no program is started
     # for what is empty.
     lo=0 le=0
@@ -458,6 +471,30 @@ cmd_agent() {
     # only (srun's) passes it at once, and flow checks it is there.
     echo
   done
+}
+
+# The steps this agent started that still run: TERM to each one's group,
+# then KILL to what is left.
+stop_own() {
+  [ -s "$started" ] || return 0
+  groups=""
+  while IFS= read -r f; do
+    leader_alive "$f" || continue
+    first_line "$f.pid"
+    printf 'TERM\n' > "$f.sig"
+    kill -s TERM -- "-$val" 2>/dev/null && groups="$groups $val"
+  done < "$started"
+  [ -n "$groups" ] || return 0
+  i=0
+  while [ $i -lt 20 ]; do
+    alive=""
+    for g in $groups; do alive_group "$g" && alive="$alive $g"; done
+    [ -n "$alive" ] || return 0
+    sleep 0.1
+    i=$((i + 1))
+  done
+  for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+  return 0
 }
 
 # A step's run dir (0700), and with CACHE the workload's files copied into

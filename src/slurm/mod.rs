@@ -4,6 +4,10 @@ pub mod alloc;
 pub mod hostlist;
 
 use std::collections::HashMap;
+
+/// The most nodes `flow run --slurm` looks at for the fewest an
+/// inventory's rules fit.
+pub const MAX_PLANNED_NODES: usize = 1024;
 use std::path::Path;
 
 /// Whether `--hosts P` is the allocation shorthand (`slurm` or

@@ -162,6 +162,7 @@ fn check_one(dir: &Path, suite: &str, hosts: Option<&str>) {
         hosts: hosts.map(|h| dir.join(h)),
         set: Vec::new(),
         max_runs: Some(10_000),
+        planned_nodes: None,
     };
     let spec = dir.join(suite);
     let s = match load(&spec.display().to_string(), &opts) {

@@ -157,16 +157,32 @@ impl Inventory {
     /// Builds an inventory from a parsed file, collecting every error. One
     /// with `provider: slurm` takes its hosts from the allocation named by
     /// `SLURM_JOB_NODELIST`.
-    pub fn from_node(node: &Node, path: &Path, diags: &mut Diagnostics) -> Option<Self> {
-        let nodelist = std::env::var("SLURM_JOB_NODELIST")
-            .or_else(|_| std::env::var("SLURM_NODELIST"))
-            .ok();
+    ///
+    /// `planned`: for an allocation not granted yet (`flow run --slurm`),
+    /// of this many nodes (`None`: the fewest its rules fit), named
+    /// `slot1` … in its place.
+    pub fn from_node(
+        node: &Node,
+        path: &Path,
+        diags: &mut Diagnostics,
+        planned: Option<Option<usize>>,
+    ) -> Option<Self> {
+        let raw = node.get("provider").is_some() || node.get("roles").is_some();
+        let nodelist = match planned {
+            Some(n) if raw => Some(planned_nodelist(node, n)),
+            _ => std::env::var("SLURM_JOB_NODELIST")
+                .or_else(|_| std::env::var("SLURM_NODELIST"))
+                .ok(),
+        };
         Inventory::from_node_with(
             node,
             path,
             diags,
             nodelist.as_deref(),
-            &crate::slurm::node_addresses,
+            &|nodes: &[String]| match planned {
+                Some(_) => std::collections::HashMap::new(),
+                None => crate::slurm::node_addresses(nodes),
+            },
         )
     }
 
@@ -360,6 +376,34 @@ fn check_host_fields(h: &RawHost, node: Option<&Node>, diags: &mut Diagnostics) 
             .and_then(|o| o.get_key(key))
             .map_or_else(|| span("ssh_options"), |k| k.span);
         check(HostField::SshOptionKey, key, at);
+    }
+}
+
+/// `slot[1-N]`: the nodes of an allocation of `n` nodes not granted yet;
+/// without `n`, the fewest the inventory's `roles` fit (at least one).
+fn planned_nodelist(node: &Node, n: Option<usize>) -> String {
+    use crate::slurm::alloc::{Take, assign};
+    let n = n.unwrap_or_else(|| {
+        let rules: Vec<(String, Take)> = node
+            .get("roles")
+            .and_then(Node::as_map)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.name.clone(), Take::parse(&v.to_json()).ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (1..=crate::slurm::MAX_PLANNED_NODES)
+            .find(|&n| {
+                let nodes: Vec<String> = (1..=n).map(|i| format!("slot{i}")).collect();
+                assign(&nodes, &rules).is_ok_and(|roles| roles.iter().all(|r| !r.is_empty()))
+            })
+            .unwrap_or(1)
+    });
+    if n <= 1 {
+        "slot1".into()
+    } else {
+        format!("slot[1-{n}]")
     }
 }
 
@@ -574,7 +618,7 @@ mod tests {
     fn inv(yaml: &str) -> Inventory {
         let node = parse(yaml, 0).expect("parses");
         let mut d = Diagnostics::new();
-        let inv = Inventory::from_node(&node, Path::new("hosts/x.yaml"), &mut d);
+        let inv = Inventory::from_node(&node, Path::new("hosts/x.yaml"), &mut d, None);
         assert!(d.is_empty(), "{d:?}");
         inv.expect("valid")
     }

@@ -24,6 +24,9 @@ pub struct LoadOptions {
     /// `--max-runs N`: the most runs the suite may expand to; `None` means
     /// [`DEFAULT_MAX_RUNS`].
     pub max_runs: Option<u64>,
+    /// Plan for a Slurm allocation not granted yet, of this many nodes
+    /// (`None`: the fewest the rules fit); see [`Inventory::from_node`].
+    pub planned_nodes: Option<Option<usize>>,
 }
 
 /// How many runs a suite may expand to unless `--max-runs` says otherwise.
@@ -252,8 +255,10 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
 
     // The inventory: --hosts, else the suite's `hosts:`, else built in.
     let inventory = match (&opts.hosts, root.get("hosts")) {
-        (Some(p), _) if crate::slurm::is_shorthand(p) => load_shorthand(&mut l, p),
-        (Some(p), _) => load_inventory(&mut l, p, None),
+        (Some(p), _) if crate::slurm::is_shorthand(p) => {
+            load_shorthand(&mut l, p, opts.planned_nodes)
+        }
+        (Some(p), _) => load_inventory(&mut l, p, None, opts.planned_nodes),
         (None, Some(n)) if !n.is_null() => match n.as_str() {
             Some("") => {
                 l.diags
@@ -262,7 +267,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
                 ));
                 None
             }
-            Some(rel) => load_inventory(&mut l, &dir.join(rel), Some(n.span)),
+            Some(rel) => load_inventory(&mut l, &dir.join(rel), Some(n.span), opts.planned_nodes),
             None => None,
         },
         _ => Some(Inventory::builtin()),
@@ -335,7 +340,7 @@ pub fn load_inventory_file(path: &Path) -> Result<Inventory, LoadFailure> {
         diags: Diagnostics::new(),
         workloads: BTreeMap::new(),
     };
-    match load_inventory(&mut l, path, None) {
+    match load_inventory(&mut l, path, None, None) {
         Some(inv) if l.diags.is_empty() => Ok(inv),
         _ => {
             l.diags.finish();
@@ -349,7 +354,11 @@ pub fn load_inventory_file(path: &Path) -> Result<Inventory, LoadFailure> {
 
 /// `--hosts slurm:ROLE=RULE,…`: an allocation inventory written on the
 /// command line, read as the YAML it stands for.
-fn load_shorthand(l: &mut Loader, spec: &Path) -> Option<Inventory> {
+fn load_shorthand(
+    l: &mut Loader,
+    spec: &Path,
+    planned: Option<Option<usize>>,
+) -> Option<Inventory> {
     let text = match crate::slurm::shorthand_yaml(&spec.to_string_lossy()) {
         Ok(t) => t,
         Err(e) => {
@@ -368,7 +377,7 @@ fn load_shorthand(l: &mut Loader, spec: &Path) -> Option<Inventory> {
         .map(|f| f.text.clone())
         .unwrap_or_default();
     match parse(&text, id) {
-        Ok(node) => Inventory::from_node(&node, spec, &mut l.diags),
+        Ok(node) => Inventory::from_node(&node, spec, &mut l.diags, planned),
         Err(d) => {
             l.diags.push(d);
             None
@@ -376,9 +385,14 @@ fn load_shorthand(l: &mut Loader, spec: &Path) -> Option<Inventory> {
     }
 }
 
-fn load_inventory(l: &mut Loader, path: &Path, at: Option<Span>) -> Option<Inventory> {
+fn load_inventory(
+    l: &mut Loader,
+    path: &Path,
+    at: Option<Span>,
+    planned: Option<Option<usize>>,
+) -> Option<Inventory> {
     let (node, _) = l.read(path, at, "inventory")?;
-    Inventory::from_node(&node, path, &mut l.diags)
+    Inventory::from_node(&node, path, &mut l.diags, planned)
 }
 
 fn load_entry(

@@ -407,13 +407,14 @@ mod tests {
     use super::*;
 
     fn local_agent(dir: &std::path::Path) -> Agent {
-        agent_under(dir, &[])
+        agent_under(dir, &[], &["agent"])
     }
 
     /// An agent on this machine started by `prefix` (a program and its
     /// arguments), as `unshare --pid --fork`.
-    fn agent_under(dir: &std::path::Path, prefix: &[&str]) -> Agent {
+    fn agent_under(dir: &std::path::Path, prefix: &[&str], args: &[&str]) -> Agent {
         let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let flow = dir.join(".flow");
         std::fs::create_dir_all(&flow).expect("mkdir");
         let helper = flow.join("helper.sh");
@@ -423,6 +424,7 @@ mod tests {
             Box::new(move || {
                 let helper = helper.clone();
                 let prefix = prefix.clone();
+                let args = args.clone();
                 Box::pin(async move {
                     let mut cmd = match prefix.split_first() {
                         Some((program, args)) => {
@@ -433,7 +435,7 @@ mod tests {
                         None => tokio::process::Command::new("sh"),
                     };
                     cmd.arg(&helper)
-                        .arg("agent")
+                        .args(&args)
                         .stdin(std::process::Stdio::piped())
                         .stdout(std::process::Stdio::piped())
                         .stderr(std::process::Stdio::piped())
@@ -529,8 +531,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidns = ["unshare", "--pid", "--fork", "--kill-child"];
         let agents = [
-            Arc::new(agent_under(dir.path(), &pidns)),
-            Arc::new(agent_under(dir.path(), &pidns)),
+            Arc::new(agent_under(dir.path(), &pidns, &["agent"])),
+            Arc::new(agent_under(dir.path(), &pidns, &["agent"])),
         ];
         let run = dir.path().join("run").to_string_lossy().into_owned();
         let mut set = tokio::task::JoinSet::new();
@@ -555,6 +557,47 @@ mod tests {
             r.expect("join").expect("each agent's own answer");
         }
         for agent in agents {
+            agent.close().await;
+        }
+    }
+
+    /// A job step's agent (`--own-steps`) told to end by Slurm stops the
+    /// steps it started; a plain agent's steps outlive it.
+    #[tokio::test]
+    async fn an_agent_that_owns_its_steps_stops_them_as_it_ends() {
+        for (own, survives) in [(true, false), (false, true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let args: &[&str] = if own {
+                &["agent", "--own-steps"]
+            } else {
+                &["agent"]
+            };
+            let agent = agent_under(dir.path(), &[], args);
+            let run = dir.path().join("run").to_string_lossy().into_owned();
+            let r = agent
+                .call_once(
+                    &["start", &run, "s", "sleep 300"],
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("start");
+            assert_eq!(r.code, 0, "{}", r.stderr_text());
+            let step: i32 = r.stdout_text().trim().parse().expect("pid");
+            let pid = helper_pid(&agent).await;
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("term");
+            let t0 = std::time::Instant::now();
+            let gone = || nix::sys::signal::killpg(nix::unistd::Pid::from_raw(step), None).is_err();
+            // The one that must survive is given a second to be wrongly stopped.
+            let within = Duration::from_secs(if survives { 1 } else { 5 });
+            while !gone() && t0.elapsed() < within {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(!gone(), survives, "own-steps {own}");
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(step),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             agent.close().await;
         }
     }

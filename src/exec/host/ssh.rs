@@ -106,9 +106,15 @@ impl Remote {
             .map(|h| {
                 let ssh = Arc::clone(hosts.ssh());
                 let (name, workdir) = (h.name.clone(), h.workdir_for(Path::new("")));
+                // A job step's agent ends when its job does (cancelled, out
+                // of time): the steps it started end with it.
+                let args: &[&str] = match h.transport {
+                    crate::suite::Transport::Srun => &["agent", "--own-steps"],
+                    crate::suite::Transport::Ssh => &["agent"],
+                };
+                let cmd = helper_command(&workdir, args);
                 let open: super::agent::Opener = Box::new(move || {
-                    let (ssh, name) = (Arc::clone(&ssh), name.clone());
-                    let cmd = helper_command(&workdir, &["agent"]);
+                    let (ssh, name, cmd) = (Arc::clone(&ssh), name.clone(), cmd.clone());
                     Box::pin(async move { ssh.spawn(&name, &cmd).await.map_err(|e| e.to_string()) })
                 });
                 (h.name.clone(), Agent::new(&h.name, open))
