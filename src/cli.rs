@@ -19,7 +19,7 @@ pub enum Command {
     /// Expand a suite into runs and show or store their plans.
     Plan(PlanArgs),
     /// Run a suite: every run's steps on its hosts, results into an artifact folder.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Continue an artifact in place: keep what passed, take over what still runs, run the rest.
     Resume(ResumeArgs),
     /// Take over the runs a dead flow left running in an artifact, and finish them; start no new run.
@@ -155,6 +155,35 @@ pub struct RunArgs {
     /// With `--detach`: run it on HOST (an inventory host, or `[user@]address[:port]`), the artifact there; flow and the project folder are pushed.
     #[arg(long, value_name = "HOST", requires = "detach")]
     pub controller: Option<String>,
+    /// Submit the suite to Slurm and return: one batch job per shard, each running its shard's runs back to back in an allocation of its own (the hosts must come from the allocation: `--hosts slurm:…` or `provider: slurm`).
+    #[arg(long, conflicts_with_all = ["dry_run", "resume", "detach", "shard"])]
+    pub slurm: bool,
+    /// With `--slurm`: nodes per job (default: the fewest the inventory's roles fit).
+    #[arg(long, value_name = "N", requires = "slurm", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub nodes: Option<u32>,
+    /// With `--slurm`: each job's time limit, as sbatch takes it (`30`, `2:00:00`, `1-0`).
+    #[arg(long, value_name = "T", requires = "slurm")]
+    pub time: Option<String>,
+    /// With `--slurm`: the partition to submit to.
+    #[arg(long, value_name = "P", requires = "slurm")]
+    pub partition: Option<String>,
+    /// With `--slurm`: the account to charge.
+    #[arg(long, value_name = "A", requires = "slurm")]
+    pub account: Option<String>,
+    /// With `--slurm`: split the runs into K shards, one job each (`flow merge` puts them together).
+    #[arg(long, value_name = "K", requires = "slurm", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub shards: u32,
+    /// With `--slurm`: an option for sbatch, as written (`--sbatch-arg=--exclusive`); repeatable.
+    #[arg(
+        long = "sbatch-arg",
+        value_name = "ARG",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    pub sbatch_args: Vec<String>,
+    /// With `--slurm`: the batch script to submit, with `{{ command }}` where flow runs (see the reference for every placeholder).
+    #[arg(long, value_name = "FILE", requires = "slurm")]
+    pub sbatch_template: Option<PathBuf>,
 }
 
 impl RunArgs {

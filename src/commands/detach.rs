@@ -137,6 +137,9 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
 /// `flow stop`: SIGINT to the flow that runs the artifact (as Ctrl-C in its
 /// terminal: steps stopped, then fetch and analysis), and wait for it.
 pub fn stop(args: &StopArgs) -> Result<i32, Error> {
+    if let Some(sub) = super::slurm::find(&args.artifacts, args.id.as_deref()) {
+        return super::slurm::stop(&sub);
+    }
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
     if let Some((r, there)) = super::remote::forwarded(&dir) {
         let there = there.display().to_string();

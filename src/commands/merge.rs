@@ -22,15 +22,32 @@ pub fn merge(args: &MergeArgs) -> Result<i32, Error> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut inputs: Vec<Input> = Vec::new();
     let mut jsons: Vec<Value> = Vec::new();
+    // A submission (`flow run --slurm`) stands for its shards' artifacts.
+    let mut names: Vec<(String, Option<PathBuf>)> = Vec::new();
     for name in &args.ids {
-        let dir = resolve(&args.artifacts, Some(name))?;
+        match super::slurm::find(&args.artifacts, Some(name)) {
+            Some(sub) => {
+                for a in super::slurm::shard_artifacts(&sub)? {
+                    let shown = format!("{name}/{}", a.strip_prefix(&sub).unwrap_or(&a).display());
+                    names.push((shown, Some(a)));
+                }
+            }
+            None => names.push((name.clone(), None)),
+        }
+    }
+    let ids: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    for (name, known) in &names {
+        let dir = match known {
+            Some(d) => d.clone(),
+            None => resolve(&args.artifacts, Some(name))?,
+        };
         if let Some(k) = dirs.iter().position(|d| *d == dir) {
-            let what = if args.ids[k] == *name {
+            let what = if ids[k] == *name {
                 format!("`{name}` is named twice")
             } else {
                 format!(
                     "`{}` and `{name}` are the same artifact `{}`",
-                    args.ids[k],
+                    ids[k],
                     display_path(&dir)
                 )
             };

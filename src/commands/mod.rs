@@ -10,6 +10,7 @@ mod remote;
 mod resume;
 mod run;
 mod schema;
+mod slurm;
 mod status;
 
 pub use analyze::{analyze, compare, report};

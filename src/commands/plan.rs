@@ -25,6 +25,15 @@ pub struct Prepared {
 
 /// Loads and expands a suite; configuration errors come back rendered.
 pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
+    prepare_for(args, None)
+}
+
+/// [`prepare`] for a Slurm allocation not granted yet (see
+/// `Inventory::from_node`).
+pub fn prepare_for(
+    args: &SuiteArgs,
+    planned_nodes: Option<Option<usize>>,
+) -> Result<Prepared, Error> {
     if args.suite.is_empty() {
         return Err(Error::Invalid(
             "error: which suite? `--suite NAME|PATH` is required\n  = help: `flow run --resume ID` continues an artifact without it\n".into(),
@@ -34,7 +43,7 @@ pub fn prepare(args: &SuiteArgs) -> Result<Prepared, Error> {
         hosts: args.hosts.clone(),
         set: args.set.clone(),
         max_runs: Some(args.max_runs),
-        planned_nodes: None,
+        planned_nodes,
     };
     let suite = load(&args.suite, &opts).map_err(|f| Error::Invalid(f.render()))?;
     let expansion = expand(&suite).map_err(|d| Error::Invalid(d.render(&suite.sources)))?;

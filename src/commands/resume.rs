@@ -365,6 +365,9 @@ fn take(dir: &Path) -> Result<Lock, Error> {
 }
 
 pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
+    if !attach && let Some(sub) = super::slurm::find(&args.artifacts, args.id.as_deref()) {
+        return super::slurm::resume(&sub, args.rerun_failed);
+    }
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
     if let Some((r, there)) = super::remote::forwarded(&dir) {
         let there = there.display().to_string();

@@ -24,6 +24,9 @@ fn keep_fn<'a>(
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
+    if args.slurm {
+        return super::slurm::submit(args);
+    }
     if let Some(id) = &args.resume {
         let r = crate::cli::ResumeArgs {
             id: Some(id.clone()),
@@ -283,7 +286,7 @@ const ONLY_HELP: &str = "`--only` takes a glob on the run id (`'*.perf.*'`) or `
 
 /// `--only` keys that no run of the suite has: a typo, which would
 /// otherwise select nothing.
-fn check_keys(only: &Only, p: &super::plan::Prepared) -> Result<(), Error> {
+pub(super) fn check_keys(only: &Only, p: &super::plan::Prepared) -> Result<(), Error> {
     if only.is_empty() {
         return Ok(());
     }
@@ -338,7 +341,7 @@ fn empty_selection(args: &RunArgs, p: &super::plan::Prepared) -> Result<i32, Err
     }
 }
 
-fn no_match(only: &[String]) -> String {
+pub(super) fn no_match(only: &[String]) -> String {
     let mut d = Diagnostics::new();
     d.push(
         Diagnostic::new(None, format!("no run matches `--only {}`", only.join(" --only ")))

@@ -482,6 +482,9 @@ pub(super) fn all_passed(dir: &Path) -> bool {
 }
 
 pub fn status(args: &StatusArgs) -> Result<i32, Error> {
+    if let Some(sub) = super::slurm::find(&args.artifacts, args.id.as_deref()) {
+        return super::slurm::status(&sub, args.json);
+    }
     let dir = resolve(&args.artifacts, args.id.as_deref())?;
     if let Some((r, there)) = super::remote::forwarded(&dir) {
         let there = there.display().to_string();

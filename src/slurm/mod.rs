@@ -1,6 +1,7 @@
 //! Slurm: the hosts of an allocation.
 
 pub mod alloc;
+pub mod batch;
 pub mod hostlist;
 
 use std::collections::HashMap;
