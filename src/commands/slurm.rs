@@ -545,11 +545,20 @@ pub fn status(dir: &Path, json: bool) -> Result<i32, Error> {
         let state = s
             .as_deref()
             .unwrap_or(if j.job_id.is_some() { "UNKNOWN" } else { "-" });
-        let counts = j
+        let mut counts = j
             .artifact
             .as_ref()
             .map(|a| run_counts(&dir.join(a)))
             .unwrap_or_default();
+        // A run its journal leaves running in a job that has ended was cut
+        // short with it.
+        if !s.as_deref().is_some_and(|s| Phase::of(s).is_active()) {
+            for (k, _) in &mut counts {
+                if k == "running" {
+                    *k = "interrupted".into();
+                }
+            }
+        }
         let runs: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let done = counts.iter().all(|(k, _)| k == "passed");
         rerun |= j.runs > 0 && !done && !s.as_deref().is_some_and(|s| Phase::of(s).is_active());

@@ -244,7 +244,8 @@ cmd_status() {
 # (mkdir is atomic) holds its owner, `CONTROLLER ARTIFACT`. The host name is
 # part of it because a workdir in a home shared over NFS is the same folder
 # on every node of a cluster.
-lock_dir() { echo "$FLOW_WORKDIR/.flow/lock.$(uname -n)"; }
+# In a Slurm job step, the node's Slurm name (unique in its cluster).
+lock_dir() { echo "$FLOW_WORKDIR/.flow/lock.${SLURMD_NODENAME:-$(uname -n)}"; }
 
 cmd_lock() {
   [ $# -eq 1 ] || die "usage: lock OWNER"
@@ -451,14 +452,15 @@ cmd_agent() {
     [ $# -ge 3 ] || { echo "R 0 2 0 0"; continue; }
     rid=$1 input=$2
     shift 2
+    # The steps this agent starts, for stop_own: listed before they start,
+    # so that a TERM that comes while one starts still finds it.
+    [ "$own" = yes ] && [ "$1" = start ] && [ $# -ge 3 ] && printf '%s/.flow/%s\n' "$2" "$3" >> "$started"
     if [ "$input" = - ]; then
       ( dispatch "$@" ) > "$t.o" 2> "$t.e" < /dev/null
     else
       printf '%b' "${input#=}" | ( dispatch "$@" ) > "$t.o" 2> "$t.e"
     fi
     rc=$?
-    # The steps this agent started: their file prefixes, for stop_own.
-    [ "$own" = yes ] && [ "$1" = start ] && [ $rc = 0 ] && printf '%s/.flow/%s\n' "$2" "$3" >> "$started"
     # Most answers are short and have no stderr: no program is started
     # for what is empty.
     lo=0 le=0
@@ -474,9 +476,13 @@ cmd_agent() {
 }
 
 # The steps this agent started that still run: TERM to each one's group,
-# then KILL to what is left.
+# then KILL to what is left. A second first: Slurm ends a job by sending
+# TERM to every task at once, flow (the batch script) included, which then
+# records its runs as interrupted before their steps end; a step that ended
+# first would count as failed.
 stop_own() {
   [ -s "$started" ] || return 0
+  sleep 1
   groups=""
   while IFS= read -r f; do
     leader_alive "$f" || continue

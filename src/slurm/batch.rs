@@ -37,7 +37,9 @@ pub const DEFAULT_TEMPLATE: &str = "#!/bin/sh
 #SBATCH --job-name={{ job_name }}
 #SBATCH --nodes={{ nodes }}
 #SBATCH --output={{ output }}
-# Shard {{ shard }} of flow submission {{ submission }}.
+#SBATCH --exclusive
+# Shard {{ shard }} of flow submission {{ submission }}. Whole nodes: runs
+# are measurements, and another job on their nodes would be in them.
 cd {{ cwd }} || exit 1
 exec {{ command }}
 ";

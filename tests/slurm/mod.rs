@@ -138,7 +138,7 @@ impl Cluster {
                 h.name, h.address, h.name
             ));
         }
-        conf.push_str("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4\n");
+        conf.push_str("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n");
         std::fs::write(&me.conf, conf).expect("slurm.conf");
 
         let ctld = Command::new("/usr/sbin/slurmctld")
@@ -472,4 +472,304 @@ fn ctrl_c_inside_an_allocation(transport: &str) {
             .output()
             .is_ok_and(|o| o.stdout.is_empty())
     });
+}
+
+/// `flow …` talking to this cluster, in `dir`.
+fn flow_at(c: &Cluster, dir: &Path) -> Command {
+    let mut cmd = c.command(&assert_cmd::cargo::cargo_bin("flow").display().to_string());
+    cmd.current_dir(dir).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd`, asserting its exit code; its stdout.
+fn expect(mut cmd: Command, code: i32, c: &Cluster) -> String {
+    let out = cmd.output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?}\nstdout:\n{stdout}\nstderr:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    stdout
+}
+
+/// `flow status --json` of the latest submission in `dir`.
+fn submission_status(c: &Cluster, dir: &Path) -> serde_json::Value {
+    let mut cmd = flow_at(c, dir);
+    cmd.args(["status", "--json"]);
+    serde_json::from_str(&expect(cmd, 0, c)).expect("status JSON")
+}
+
+/// Waits until every job of the latest submission is in one of `states`.
+fn wait_jobs(c: &Cluster, dir: &Path, states: &[&str]) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let v = submission_status(c, dir);
+        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+        if jobs
+            .iter()
+            .filter(|j| !j["job_id"].is_null())
+            .all(|j| j["state"].as_str().is_some_and(|s| states.contains(&s)))
+        {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "jobs not {states:?} after 120 s: {v}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A project in `d` whose runs (`reps` of them) each wait for the file `go`
+/// in `d` (at most 2 min), write a file and fetch it; its inventory is
+/// every node of the allocation, with a workdir in `d`.
+fn waiting_project(d: &Path, reps: u32) {
+    std::fs::write(
+        d.join("slurm.yaml"),
+        format!(
+            "provider: slurm\ndefaults: {{ workdir: {} }}\nroles: {{ node: all }}\n",
+            d.join("work").display()
+        ),
+    )
+    .expect("inventory");
+    std::fs::write(
+        d.join("suite.yaml"),
+        format!("suite: sb\nworkloads:\n  - workload: w.yaml\n    repetitions: {reps}\n"),
+    )
+    .expect("suite");
+    std::fs::write(
+        d.join("w.yaml"),
+        format!(
+            "workload: w\nsteps:\n  make:\n    on: node\n    run: \"i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; [ -e {go} ] && echo $SLURMD_NODENAME > made.txt\"\n  get: {{ kind: fetch, from: node, needs: [make], paths: [made.txt] }}\n",
+            go = d.join("go").display()
+        ),
+    )
+    .expect("workload");
+}
+
+const SUBMIT: [&str; 7] = [
+    "run",
+    "--suite",
+    "suite.yaml",
+    "--hosts",
+    "slurm.yaml",
+    "--artifacts",
+    "artifacts",
+];
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn a_suite_submitted_in_two_shards_runs_to_completion_and_merges() {
+    let c = Cluster::start(2);
+    let d = tempfile::tempdir().expect("tempdir");
+    waiting_project(d.path(), 4);
+    std::fs::write(d.path().join("go"), "").expect("go");
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(SUBMIT)
+        .args(["--slurm", "--shards", "2", "--nodes", "1", "--time", "5"]);
+    let out = expect(cmd, 0, &c);
+    assert!(out.contains("4 runs in 2 shards of 1 node each"), "{out}");
+    let v = wait_jobs(
+        &c,
+        d.path(),
+        &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
+    );
+    let jobs = v["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 2, "{v}");
+    let outs: String = std::fs::read_dir(d.path().join("artifacts/latest/slurm"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "out"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    for j in jobs {
+        assert_eq!(j["state"], "COMPLETED", "{v}\n{outs}");
+        assert_eq!(j["counts"]["passed"], j["runs"], "{v}");
+    }
+    // Each run says in its plan the node it ran on, and its file is that
+    // node's.
+    let sub = d.path().join("artifacts/latest");
+    for j in jobs {
+        let shard = sub.join(j["artifact"].as_str().expect("artifact"));
+        for e in std::fs::read_dir(shard.join("runs"))
+            .expect("runs")
+            .flatten()
+        {
+            let plan = std::fs::read_to_string(e.path().join("plan.json")).expect("plan");
+            let made = std::fs::read_dir(e.path().join("hosts"))
+                .expect("fetched")
+                .flatten()
+                .map(|h| {
+                    let node = h.file_name().to_string_lossy().into_owned();
+                    let text =
+                        std::fs::read_to_string(h.path().join("made.txt")).expect("made.txt");
+                    assert_eq!(text.trim(), node, "the file of the node it names");
+                    assert!(plan.contains(&format!("\"host\": \"{node}\"")), "{plan}");
+                    node
+                })
+                .count();
+            assert_eq!(made, 1);
+            assert!(!plan.contains("slot1"), "{plan}");
+        }
+    }
+    let mut cmd = flow_at(&c, d.path());
+    let id = v["submission"].as_str().expect("id").to_string();
+    cmd.args(["merge", &id, "--artifacts", "artifacts", "-o", "merged"]);
+    let out = expect(cmd, 0, &c);
+    assert!(out.contains("4 runs: 4 passed, 0 failed"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn a_cancelled_job_is_recorded_as_cancelled_and_resumes_in_a_new_one() {
+    let c = Cluster::start(2);
+    let d = tempfile::tempdir().expect("tempdir");
+    waiting_project(d.path(), 1);
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(SUBMIT).args(["--slurm", "--nodes", "1"]);
+    expect(cmd, 0, &c);
+    // Cancelled with scancel (as a user or an admin would) while its step
+    // runs.
+    let on_a_node = || {
+        c.hosts
+            .hosts
+            .iter()
+            .any(|h| !c.hosts.processes(&h.name, ".flow/make@").is_empty())
+    };
+    wait_for(Duration::from_secs(60), "the step running", on_a_node);
+    let v = submission_status(&c, d.path());
+    let first = v["jobs"][0]["job_id"].as_str().expect("job").to_string();
+    let o = c.command("scancel").arg(&first).output().expect("scancel");
+    assert!(o.status.success());
+    let v = wait_jobs(&c, d.path(), &["CANCELLED"]);
+    assert_eq!(
+        v["jobs"][0]["counts"]["passed"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+    // Nothing of it is left on the nodes.
+    wait_for(Duration::from_secs(20), "no step left", || !on_a_node());
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(["status"]);
+    let text = expect(cmd, 0, &c);
+    assert!(
+        text.contains("CANCELLED") && text.contains("1 interrupted"),
+        "{text}"
+    );
+    assert!(text.contains("flow run --resume"), "{text}");
+    // Resumed: submitted again, and this time it may finish.
+    std::fs::write(d.path().join("go"), "").expect("go");
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(["run", "--resume", "latest", "--artifacts", "artifacts"]);
+    let out = expect(cmd, 0, &c);
+    assert!(out.contains("submitted again"), "{out}");
+    let v = wait_jobs(
+        &c,
+        d.path(),
+        &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
+    );
+    let j = &v["jobs"][0];
+    assert_eq!(j["state"], "COMPLETED", "{v}");
+    assert_ne!(j["job_id"].as_str(), Some(first.as_str()));
+    assert_eq!(j["earlier"][0]["job_id"].as_str(), Some(first.as_str()));
+    assert_eq!(j["earlier"][0]["state"], "CANCELLED");
+    assert_eq!(j["counts"]["passed"], 1, "{v}");
+    // The cut attempt is kept beside the one that passed.
+    let shard = d
+        .path()
+        .join("artifacts/latest")
+        .join(j["artifact"].as_str().expect("artifact"));
+    let run = std::fs::read_dir(shard.join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a run");
+    let outs: String = std::fs::read_dir(d.path().join("artifacts/latest/slurm"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let events = std::fs::read_to_string(run.path().join("events.jsonl")).unwrap_or_default();
+    assert!(run.path().join("attempts/1").is_dir(), "{outs}\n{events}");
+}
+
+#[test]
+#[ignore = "needs root: a Slurm cluster in network namespaces"]
+fn resume_leaves_a_pending_shard_to_slurm_instead_of_submitting_it_again() {
+    let c = Cluster::start(1);
+    let d = tempfile::tempdir().expect("tempdir");
+    waiting_project(d.path(), 2);
+    // Two jobs for one node, each wanting it whole: the second waits.
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(SUBMIT).args([
+        "--slurm",
+        "--shards",
+        "2",
+        "--nodes",
+        "1",
+        "--sbatch-arg=--exclusive",
+    ]);
+    expect(cmd, 0, &c);
+    let t0 = Instant::now();
+    loop {
+        let v = submission_status(&c, d.path());
+        let mut s: Vec<String> = v["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|j| j["state"].as_str().unwrap_or("").to_string())
+            .collect();
+        s.sort();
+        if s == ["PENDING", "RUNNING"] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "not one job running and one pending after 60 s: {v}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = submission_status(&c, d.path());
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(["run", "--resume", "latest", "--artifacts", "artifacts"]);
+    let out = expect(cmd, 0, &c);
+    assert!(out.contains("still PENDING: left to run"), "{out}");
+    assert!(out.contains("still RUNNING: left to run"), "{out}");
+    assert!(!out.contains("submitted again"), "{out}");
+    let after = submission_status(&c, d.path());
+    for (a, b) in before["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(after["jobs"].as_array().into_iter().flatten())
+    {
+        assert_eq!(a["job_id"], b["job_id"]);
+    }
+    let queued = c
+        .command("squeue")
+        .args(["-h", "-o", "%i"])
+        .output()
+        .expect("squeue");
+    assert_eq!(
+        String::from_utf8_lossy(&queued.stdout).lines().count(),
+        2,
+        "no third job"
+    );
+    std::fs::write(d.path().join("go"), "").expect("go");
+    let v = wait_jobs(
+        &c,
+        d.path(),
+        &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
+    );
+    for j in v["jobs"].as_array().expect("jobs") {
+        assert_eq!(j["state"], "COMPLETED", "{v}");
+        assert_eq!(j["counts"]["passed"], 1, "{v}");
+    }
 }
