@@ -773,3 +773,63 @@ fn resume_leaves_a_pending_shard_to_slurm_instead_of_submitting_it_again() {
         assert_eq!(j["counts"]["passed"], 1, "{v}");
     }
 }
+
+/// A cluster for `benches/slurm.sh`, which starts this test with
+/// `FLOW_BENCH_CLUSTER=DIR`: the cluster's `slurm.conf` path is written to
+/// `DIR/conf`, and the cluster is stopped when `DIR/stop` appears (or after
+/// an hour). Without the variable it does nothing: it is no test.
+#[test]
+#[ignore = "needs root: a Slurm cluster for benches/slurm.sh"]
+fn bench_cluster() {
+    let Some(dir) = std::env::var_os("FLOW_BENCH_CLUSTER").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let nodes = std::env::var("FLOW_BENCH_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    let c = Cluster::start(nodes);
+    std::fs::write(dir.join("conf"), c.conf.display().to_string()).expect("conf");
+    let t0 = Instant::now();
+    while !dir.join("stop").exists() && t0.elapsed() < Duration::from_secs(3600) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What `flow run --slurm` refuses before it plans or submits anything.
+#[test]
+fn submit_refuses_hosts_not_from_an_allocation_and_templates_without_the_command() {
+    use super::Flow;
+    use super::run::Project;
+    let p = Project::new()
+        .file("suite.yaml", "suite: s\nworkloads:\n  - workload: w.yaml\n")
+        .file("w.yaml", "workload: w\nsteps:\n  one: { run: \"true\" }\n")
+        .file("no-command.sh", "#!/bin/sh\n#SBATCH --qos=long\nflow run\n")
+        .file("unknown.sh", "#!/bin/sh\n{{ command }} --{{ qos }}\n");
+    let (_, err) = Flow::new()
+        .args(["run", "--slurm", "--suite", "suite.yaml"])
+        .cwd(p.path())
+        .expect(2);
+    insta::assert_snapshot!("slurm__not_from_an_allocation", err);
+    for (t, name) in [
+        ("no-command.sh", "slurm__template_without_command"),
+        ("unknown.sh", "slurm__template_unknown_placeholder"),
+    ] {
+        let (_, err) = Flow::new()
+            .args([
+                "run",
+                "--slurm",
+                "--suite",
+                "suite.yaml",
+                "--hosts",
+                "slurm:n=all",
+                "--sbatch-template",
+                t,
+            ])
+            .cwd(p.path())
+            .expect(2);
+        insta::assert_snapshot!(name, err);
+    }
+    // Nothing was created.
+    assert!(!p.path().join("artifacts").exists());
+}
