@@ -24,7 +24,7 @@ runs=${RUNS:-100}
 tries=${TRIES:-3}
 [ "$(id -u)" = 0 ] || { echo "benches/slurm.sh needs root (a Slurm cluster in network namespaces)" >&2; exit 2; }
 cargo build --release --quiet
-cargo test --release --test cli --no-run --quiet 2>/dev/null
+cargo test --test cli --no-run --quiet 2>/dev/null
 flow="$PWD/target/release/flow"
 work=$(mktemp -d "$PWD/target/bench-slurm.XXXXXX")
 venv="$PWD/target/bench-tools"
@@ -34,15 +34,30 @@ if [ ! -x "$venv/bin/snakemake" ]; then
 fi
 
 # The cluster: a test that holds it until $work/stop appears.
-FLOW_BENCH_CLUSTER="$work" FLOW_BENCH_NODES=2 cargo test --release --quiet --test cli slurm::bench_cluster \
+FLOW_BENCH_CLUSTER="$work" FLOW_BENCH_NODES=2 cargo test --quiet --test cli slurm::bench_cluster \
   -- --ignored --exact > "$work/cluster.log" 2>&1 &
 holder=$!
-stop() { touch "$work/stop"; wait "$holder" 2>/dev/null || true; rm -rf "$work"; }
+placed=""
+stop() {
+  [ -z "$placed" ] || rm -f /etc/slurm/slurm.conf
+  touch "$work/stop"; wait "$holder" 2>/dev/null || true; rm -rf "$work"
+}
 trap stop EXIT
 for _ in $(seq 600); do [ -s "$work/conf" ] && break; sleep 0.1; done
 [ -s "$work/conf" ] || { cat "$work/cluster.log"; echo "the cluster did not start" >&2; exit 1; }
 SLURM_CONF=$(cat "$work/conf")
 export SLURM_CONF
+# Snakemake's job steps drop every SLURM_* variable, SLURM_CONF too, and
+# then find the cluster where a real one keeps its configuration: the
+# bench's is put there while it runs (never over one that is there).
+if [ ! -e /etc/slurm/slurm.conf ]; then
+  mkdir -p /etc/slurm
+  ln -s "$SLURM_CONF" /etc/slurm/slurm.conf
+  placed=1
+else
+  echo "/etc/slurm/slurm.conf exists: Snakemake's jobs would use that cluster; not touching it" >&2
+  exit 2
+fi
 cd "$work"
 
 cat > w.yaml <<YAML
@@ -101,8 +116,8 @@ for t in $(seq "$tries"); do
     extra=()
     [ "$mode" = fast ] && extra=(--slurm-init-seconds-before-status-checks 1)
     s=$(now)
-    "$venv/bin/snakemake" --executor slurm -j "$runs" --slurm-status-command squeue --slurm-no-account \
-      --default-resources slurm_partition=debug runtime=10 mem_mb=100 "${extra[@]}" --quiet all > smk.log 2>&1 \
+    "$venv/bin/snakemake" all --executor slurm -j "$runs" --slurm-status-command squeue --slurm-no-account \
+      --default-resources slurm_partition=debug runtime=10 mem_mb=100 "${extra[@]}" > smk.log 2>&1 \
       || { tail -30 smk.log; exit 1; }
     e=$(since "$s")
     [ "$(ls out | wc -l)" = "$runs" ] || { tail -30 smk.log; exit 1; }

@@ -692,6 +692,20 @@ pub fn resume(dir: &Path, rerun_failed: bool) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
+/// A submission's line in `flow list` (from what `slurm.json` recorded;
+/// Slurm is not asked); `None` for an artifact.
+pub fn list_line(dir: &Path) -> Option<String> {
+    let record = read(dir).ok()?;
+    let runs: usize = record.jobs.iter().map(|j| j.runs).sum();
+    let jobs = record.jobs.iter().filter(|j| j.job_id.is_some()).count();
+    Some(format!(
+        "{:<10}  {runs} runs in {jobs} Slurm job{}  [submission: `flow status {}`]",
+        record.suite,
+        if jobs == 1 { "" } else { "s" },
+        record.id
+    ))
+}
+
 /// The shard artifacts of a submission, for `flow merge`.
 pub fn shard_artifacts(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let record = read(dir)?;

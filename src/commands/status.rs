@@ -531,7 +531,11 @@ pub fn list(args: &ListArgs) -> Result<i32, Error> {
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .filter(|(n, p)| !n.starts_with('.') && p.join("suite.json").is_file())
+            .filter(|(n, p)| {
+                !n.starts_with('.')
+                    && (p.join("suite.json").is_file()
+                        || p.join(super::slurm::SUBMISSION_FILE).is_file())
+            })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io("read", root, e)),
@@ -544,6 +548,10 @@ pub fn list(args: &ListArgs) -> Result<i32, Error> {
     }
     let width = dirs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, path) in dirs {
+        if let Some(line) = super::slurm::list_line(&path) {
+            writeln!(out, "{name:<width$}  {line}").map_err(Error::Output)?;
+            continue;
+        }
         let st = state(&path);
         let total = run_ids(&path).len();
         let (mut passed, mut failed, mut other) = (0, 0, 0);

@@ -103,10 +103,14 @@ cmd_start() {
   # user's alone; the command itself runs with the session's umask.
   step_umask=$(umask)
   umask 077
-  mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
+  # Programs only where there is work for them: a step start is on every
+  # run's path.
+  [ -d "$dir/.flow" ] || mkdir -p "$dir/.flow" || die "cannot create $dir/.flow"
   cd "$dir" || die "cannot enter $dir"
   f=".flow/$id"
-  rm -f "$f.pid" "$f.exit" "$f.pid.tmp" "$f.exit.tmp" "$f.t0" "$f.t1" "$f.sig"
+  for x in "$f.pid" "$f.exit" "$f.exit.tmp" "$f.t0" "$f.t1" "$f.sig"; do
+    if [ -e "$x" ]; then rm -f "$f.pid" "$f.exit" "$f.exit.tmp" "$f.t0" "$f.t1" "$f.sig"; break; fi
+  done
   # The command (with its environment) comes on stdin (`-`), so that no
   # value of it is ever on a command line `ps` shows; it is kept in a 0600
   # file that the wrapper runs.
@@ -124,7 +128,9 @@ cmd_start() {
   wrapper='
     f=$1
     trap : TERM INT HUP QUIT USR1 USR2
-    echo $$ > "$f.pid.tmp" && mv "$f.pid.tmp" "$f.pid"
+    # One write of a few bytes: a reader that sees the file non-empty sees
+    # all of it.
+    echo $$ > "$f.pid"
     date +%s%N > "$f.t0" 2>/dev/null
     (
       if [ -e "$f.sig" ]; then
@@ -449,9 +455,16 @@ cmd_agent() {
   echo "flow-agent 1"
   while IFS= read -r line; do
     eval "set -- $line"
-    [ $# -ge 3 ] || { echo "R 0 2 0 0"; continue; }
+    [ $# -ge 3 ] || { printf 'R 0 2 0 0\n\n'; continue; }
     rid=$1 input=$2
     shift 2
+    # The clock probe, 16 times a run on every host: one program, no
+    # files, one write.
+    if [ "$1" = now ] && [ $# -eq 1 ] && [ "$input" = - ]; then
+      v=$(date +%s%N)
+      printf 'R %s 0 %s 0\n%s\n\n' "$rid" $((${#v} + 1)) "$v"
+      continue
+    fi
     # The steps this agent starts, for stop_own: listed before they start,
     # so that a TERM that comes while one starts still finds it.
     [ "$own" = yes ] && [ "$1" = start ] && [ $# -ge 3 ] && printf '%s/.flow/%s\n' "$2" "$3" >> "$started"
@@ -466,12 +479,17 @@ cmd_agent() {
     lo=0 le=0
     [ -s "$t.o" ] && lo=$(wc -c < "$t.o")
     [ -s "$t.e" ] && le=$(wc -c < "$t.e")
-    printf 'R %s %s %s %s\n' "$rid" "$rc" $lo $le
-    [ "$lo" = 0 ] || cat "$t.o"
-    [ "$le" = 0 ] || cat "$t.e"
     # A newline ends every answer: a channel that passes on whole lines
-    # only (srun's) passes it at once, and flow checks it is there.
-    echo
+    # only (srun's) passes it at once, and flow checks it is there. Each
+    # answer is one write: srun carries every write as a message of its
+    # own, and a second small one waits for the first's acknowledgement
+    # (40 ms, Nagle's algorithm against delayed ACKs).
+    if [ "$lo" = 0 ] && [ "$le" = 0 ]; then
+      printf 'R %s %s 0 0\n\n' "$rid" "$rc"
+    else
+      { printf 'R %s %s %s %s\n' "$rid" "$rc" $lo $le; cat "$t.o" "$t.e"; echo; } > "$t.a"
+      cat "$t.a"
+    fi
   done
 }
 

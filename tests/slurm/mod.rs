@@ -134,7 +134,7 @@ impl Cluster {
         );
         for h in &me.hosts.hosts {
             conf.push_str(&format!(
-                "NodeName={} NodeAddr={} NodeHostname={} CPUs=2 State=UNKNOWN\n",
+                "NodeName={} NodeAddr={} NodeHostname={} CPUs=2 RealMemory=4096 State=UNKNOWN\n",
                 h.name, h.address, h.name
             ));
         }
@@ -622,6 +622,11 @@ fn a_suite_submitted_in_two_shards_runs_to_completion_and_merges() {
     cmd.args(["merge", &id, "--artifacts", "artifacts", "-o", "merged"]);
     let out = expect(cmd, 0, &c);
     assert!(out.contains("4 runs: 4 passed, 0 failed"), "{out}");
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(["list"]);
+    let out = expect(cmd, 0, &c);
+    assert!(out.contains("4 runs in 2 Slurm jobs"), "{out}");
+    assert!(out.contains("merged"), "{out}");
 }
 
 #[test]

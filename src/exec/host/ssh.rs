@@ -56,7 +56,16 @@ struct Inner {
     locked: std::sync::Mutex<Vec<(String, String)>>,
     /// One agent channel per host, opened at its first request.
     agents: HashMap<String, Agent>,
+    /// Each host's last clock offset measurement (see [`CLOCK_REUSE`]).
+    clocks: std::sync::Mutex<HashMap<String, ClockOffset>>,
 }
+
+/// A host's clock offset measured less than this long ago is used again
+/// instead of measuring it anew (with the time it was measured): offsets
+/// drift by microseconds a second, well inside a measurement's bound, and
+/// back-to-back short runs would otherwise spend 16 round trips a run on
+/// them.
+const CLOCK_REUSE: Duration = Duration::from_secs(2);
 
 /// What a host's setup learnt.
 #[derive(Debug, Clone)]
@@ -135,6 +144,7 @@ impl Remote {
                 .collect(),
             run,
             locked: std::sync::Mutex::new(Vec::new()),
+            clocks: std::sync::Mutex::new(HashMap::new()),
         })))
     }
 }
@@ -765,6 +775,18 @@ impl Host for SshHost {
     fn clock(&self) -> BoxFuture<'_, Option<ClockOffset>> {
         Box::pin(async move {
             let (r, host) = (&self.r, self.name.as_str());
+            let recent = r
+                .clocks
+                .lock()
+                .ok()
+                .and_then(|c| c.get(host).copied())
+                .filter(|c| {
+                    crate::clock::Stamp::now().wall_ns.saturating_sub(c.at_ns)
+                        < CLOCK_REUSE.as_nanos() as u64
+                });
+            if recent.is_some() {
+                return recent;
+            }
             r.ready(host).await.ok()?;
             let agent = r.agent(host).ok()?;
             let mut probes = Vec::with_capacity(OFFSET_PROBES);
@@ -782,7 +804,11 @@ impl Host for SshHost {
                     });
                 }
             }
-            best_offset(&probes)
+            let best = best_offset(&probes);
+            if let (Some(c), Ok(mut cache)) = (best, r.clocks.lock()) {
+                cache.insert(host.to_string(), c);
+            }
+            best
         })
     }
 
