@@ -4,6 +4,7 @@
 # Needs root and the Slurm packages (scripts/test.sh installs them).
 #
 #   bash benches/slurm.sh             # RUNS=100, TRIES=3
+#   PEER=0 bash benches/slurm.sh      # flow only (Snakemake takes minutes)
 #
 # Measured, end to end, best and median of TRIES:
 #   flow-submit   `flow run --slurm` (one batch job) until `flow status` says
@@ -102,6 +103,7 @@ for t in $(seq "$tries"); do
   grep -q "$runs runs: $runs passed" out.txt || { cat out.txt; exit 1; }
 done
 
+[ "${PEER:-1}" = 0 ] && tries_peer=0 || tries_peer=$tries
 cat > Snakefile <<SMK
 rule all:
     input: expand("out/{i}.txt", i=range($runs))
@@ -110,7 +112,7 @@ rule one:
     output: "out/{i}.txt"
     shell: "true > {output}"
 SMK
-for t in $(seq "$tries"); do
+for t in $(seq "$tries_peer"); do
   for mode in default fast; do
     rm -rf out .snakemake
     extra=()
@@ -130,8 +132,10 @@ report flow-submit "${submit[@]}"
 report flow-salloc "${salloc[@]}"
 report flow-inside "${inside[@]}"
 report flow-local "${lcl[@]}"
-report snakemake "${smk[@]}"
-report snakemake-fast "${smkfast[@]}"
+if [ "$tries_peer" != 0 ]; then
+  report snakemake "${smk[@]}"
+  report snakemake-fast "${smkfast[@]}"
+fi
 b_in=$(printf '%s\n' "${inside[@]}" | sort -g | head -1)
 b_lo=$(printf '%s\n' "${lcl[@]}" | sort -g | head -1)
 awk -v a="$b_in" -v b="$b_lo" -v n="$runs" 'BEGIN { printf "flow per-run overhead inside the allocation over local hosts (best): %.1f ms\n", (a - b) * 1000 / n }'

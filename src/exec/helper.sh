@@ -300,7 +300,11 @@ cmd_probe_port() {
 
 # Every environment file of a process (not this one) holding VAR=VALUE.
 env_files() {
-  if printf 'a\0' | grep -qz a 2>/dev/null; then
+  # Whether grep reads NUL-separated records: looked up once per agent.
+  if [ -z "${grep_z-}" ]; then
+    if printf 'a\0' | grep -qz a 2>/dev/null; then grep_z=yes; else grep_z=no; fi
+  fi
+  if [ "$grep_z" = yes ]; then
     # One grep over every environment (NUL-separated entries).
     files=$(grep -lzxF -e "$1" /proc/[0-9]*/environ 2>/dev/null || true)
   else
@@ -452,6 +456,7 @@ cmd_agent() {
   fi
   # Looked up once: each request runs in a subshell of its own.
   if setsid --help 2>&1 | grep -q -e --fork; then setsid_forks=yes; else setsid_forks=no; fi
+  if printf 'a\0' | grep -qz a 2>/dev/null; then grep_z=yes; else grep_z=no; fi
   echo "flow-agent 1"
   while IFS= read -r line; do
     eval "set -- $line"
