@@ -362,22 +362,11 @@ fn submit_job(
     Ok(())
 }
 
+/// What a Slurm command said, as one line: its stderr, else its stdout.
 fn one_line(stderr: &str, stdout: &str) -> String {
-    let text = if stderr.trim().is_empty() {
-        stdout
-    } else {
-        stderr
-    };
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if lines.is_empty() {
-        "it said nothing".into()
-    } else {
-        lines.join("; ")
-    }
+    crate::exec::ssh::one_line(stderr)
+        .or_else(|| crate::exec::ssh::one_line(stdout))
+        .unwrap_or_else(|| "it said nothing".into())
 }
 
 /// Slurm's state of each job: squeue for the jobs it still holds, then

@@ -481,17 +481,19 @@ fn srun_exit(stderr: &[u8]) -> Option<(i32, Vec<u8>)> {
 
 /// srun's stderr as one line.
 fn clean_srun_stderr(err: &[u8]) -> String {
-    let text = String::from_utf8_lossy(err);
+    one_line(&String::from_utf8_lossy(err))
+        .unwrap_or_else(|| "srun ended without running the command and said nothing".into())
+}
+
+/// A program's words as one line: its non-empty lines, trimmed, joined by
+/// `; `; `None` when it said nothing.
+pub fn one_line(text: &str) -> Option<String> {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    if lines.is_empty() {
-        "srun ended without running the command and said nothing".into()
-    } else {
-        lines.join("; ")
-    }
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 /// `-F`, `-p`, `-l`, `-i`, `-J` and the options every connection gets.
