@@ -767,7 +767,18 @@ fn resume_leaves_a_pending_shard_to_slurm_instead_of_submitting_it_again() {
         2,
         "no third job"
     );
+    // `flow stop` cancels both, the pending one too; a resume submits
+    // both again, and they run to the end.
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(["stop"]);
+    let out = expect(cmd, 0, &c);
+    assert!(out.contains("cancelled jobs"), "{out}");
+    wait_jobs(&c, d.path(), &["CANCELLED"]);
     std::fs::write(d.path().join("go"), "").expect("go");
+    let mut cmd = flow_at(&c, d.path());
+    cmd.args(["run", "--resume", "latest", "--artifacts", "artifacts"]);
+    let out = expect(cmd, 0, &c);
+    assert_eq!(out.matches("submitted again").count(), 2, "{out}");
     let v = wait_jobs(
         &c,
         d.path(),
