@@ -301,20 +301,10 @@ pub fn start(
     remote_args.extend([
         "--max-runs".into(),
         args.suite.max_runs.to_string(),
-        "--jobs".into(),
-        args.jobs.max(1).to_string(),
         "--artifacts".into(),
         "artifacts".into(),
     ]);
-    if let Some(n) = args.max_failures() {
-        remote_args.extend(["--max-failures".into(), n.to_string()]);
-    }
-    if args.verbose {
-        remote_args.push("--verbose".into());
-    }
-    if args.share_hosts {
-        remote_args.push("--share-hosts".into());
-    }
+    remote_args.extend(super::run::execution_options(args));
     let mut line = format!("cd {} && {}", sh_quote(&project), sh_quote(&flow));
     for a in &remote_args {
         line.push(' ');

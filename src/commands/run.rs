@@ -341,6 +341,23 @@ fn empty_selection(args: &RunArgs, p: &super::plan::Prepared) -> Result<i32, Err
     }
 }
 
+/// How `args` runs its runs (`--jobs`, `--max-failures`, `--share-hosts`,
+/// `--verbose`), as options for another `flow run` that runs them: on a
+/// controller host, or in a Slurm job.
+pub(super) fn execution_options(args: &RunArgs) -> Vec<String> {
+    let mut o = vec!["--jobs".to_string(), args.jobs.max(1).to_string()];
+    if let Some(n) = args.max_failures() {
+        o.extend(["--max-failures".into(), n.to_string()]);
+    }
+    if args.share_hosts {
+        o.push("--share-hosts".into());
+    }
+    if args.verbose {
+        o.push("--verbose".into());
+    }
+    o
+}
+
 pub(super) fn no_match(only: &[String]) -> String {
     let mut d = Diagnostics::new();
     d.push(

@@ -111,21 +111,6 @@ pub fn find(root: &Path, id: Option<&str>) -> Option<PathBuf> {
         .map(|c| c.canonicalize().unwrap_or(c))
 }
 
-/// The `flow run` options a job passes on.
-fn run_options(args: &RunArgs) -> Vec<String> {
-    let mut o = vec!["-j".to_string(), args.jobs.max(1).to_string()];
-    if let Some(n) = args.max_failures() {
-        o.extend(["--max-failures".into(), n.to_string()]);
-    }
-    if args.share_hosts {
-        o.push("--share-hosts".into());
-    }
-    if args.verbose {
-        o.push("-v".into());
-    }
-    o
-}
-
 /// `flow run --slurm`.
 pub fn submit(args: &RunArgs) -> Result<i32, Error> {
     let only = super::run::only(&args.only)?;
@@ -202,7 +187,7 @@ pub fn submit(args: &RunArgs) -> Result<i32, Error> {
         nodes,
         shards: k,
         sbatch,
-        run_options: run_options(args),
+        run_options: super::run::execution_options(args),
         template: args
             .sbatch_template
             .as_ref()

@@ -502,26 +502,46 @@ fn submission_status(c: &Cluster, dir: &Path) -> serde_json::Value {
     serde_json::from_str(&expect(cmd, 0, c)).expect("status JSON")
 }
 
-/// Waits until every job of the latest submission is in one of `states`.
-fn wait_jobs(c: &Cluster, dir: &Path, states: &[&str]) -> serde_json::Value {
+/// Waits until the latest submission's `flow status --json` satisfies
+/// `done` (at most `limit`); that status.
+fn wait_status(
+    c: &Cluster,
+    dir: &Path,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
         let v = submission_status(c, dir);
-        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
-        if jobs
-            .iter()
-            .filter(|j| !j["job_id"].is_null())
-            .all(|j| j["state"].as_str().is_some_and(|s| states.contains(&s)))
-        {
+        if done(&v) {
             return v;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "jobs not {states:?} after 120 s: {v}\n{}",
+            t0.elapsed() < limit,
+            "not {what} after {limit:?}: {v}\n{}",
             c.logs()
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until every job of the latest submission is in one of `states`.
+fn wait_jobs(c: &Cluster, dir: &Path, states: &[&str]) -> serde_json::Value {
+    wait_status(
+        c,
+        dir,
+        &format!("every job {states:?}"),
+        Duration::from_secs(120),
+        |v| {
+            v["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|j| !j["job_id"].is_null())
+                .all(|j| j["state"].as_str().is_some_and(|s| states.contains(&s)))
+        },
+    )
 }
 
 /// A project in `d` whose runs (`reps` of them) each wait for the file `go`
@@ -721,26 +741,22 @@ fn resume_leaves_a_pending_shard_to_slurm_instead_of_submitting_it_again() {
         "--sbatch-arg=--exclusive",
     ]);
     expect(cmd, 0, &c);
-    let t0 = Instant::now();
-    loop {
-        let v = submission_status(&c, d.path());
-        let mut s: Vec<String> = v["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|j| j["state"].as_str().unwrap_or("").to_string())
-            .collect();
-        s.sort();
-        if s == ["PENDING", "RUNNING"] {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "not one job running and one pending after 60 s: {v}\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_status(
+        &c,
+        d.path(),
+        "one job running and one pending",
+        Duration::from_secs(60),
+        |v| {
+            let mut s: Vec<&str> = v["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|j| j["state"].as_str().unwrap_or(""))
+                .collect();
+            s.sort_unstable();
+            s == ["PENDING", "RUNNING"]
+        },
+    );
     let before = submission_status(&c, d.path());
     let mut cmd = flow_at(&c, d.path());
     cmd.args(["run", "--resume", "latest", "--artifacts", "artifacts"]);
