@@ -48,7 +48,7 @@ struct Submission {
     shards: u32,
     /// sbatch's options before the script, as given.
     sbatch: Vec<String>,
-    /// `flow run` options each job passes on (`-j`, `--max-failures`, …).
+    /// `flow run` options each job passes on (see `run::execution_options`).
     run_options: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     template: Option<String>,
