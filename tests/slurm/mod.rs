@@ -864,4 +864,28 @@ fn submit_refuses_hosts_not_from_an_allocation_and_templates_without_the_command
     }
     // Nothing was created.
     assert!(!p.path().join("artifacts").exists());
+    // Without Slurm's commands: the planned artifacts stay, and the
+    // message says how to go on once sbatch is there.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args([
+            "run",
+            "--slurm",
+            "--suite",
+            "suite.yaml",
+            "--hosts",
+            "slurm:n=all",
+        ])
+        .current_dir(p.path())
+        .env("PATH", empty.path())
+        .env_remove("SLURM_JOB_NODELIST")
+        .env_remove("SLURM_NODELIST")
+        .output()
+        .expect("flow runs");
+    assert_eq!(out.status.code(), Some(2));
+    let id = std::fs::read_link(p.path().join("artifacts/latest")).expect("the submission");
+    let id = id.to_string_lossy();
+    let err = String::from_utf8_lossy(&out.stderr).replace(id.as_ref(), "<ID>");
+    insta::assert_snapshot!("slurm__no_sbatch", err);
+    assert!(p.path().join("artifacts/latest/slurm.json").is_file());
 }
