@@ -590,9 +590,14 @@ fn a_suite_submitted_in_two_shards_runs_to_completion_and_merges() {
     std::fs::write(d.path().join("go"), "").expect("go");
     let mut cmd = flow_at(&c, d.path());
     cmd.args(SUBMIT)
-        .args(["--slurm", "--shards", "2", "--nodes", "1", "--time", "5"]);
+        .args(["--slurm", "--shards", "2", "--nodes", "1", "--time", "5"])
+        .args(["--max-failures", "3", "--jobs", "2"]);
     let out = expect(cmd, 0, &c);
     assert!(out.contains("4 runs in 2 shards of 1 node each"), "{out}");
+    // The job runs its shard as this flow was told to.
+    let script = std::fs::read_to_string(d.path().join("artifacts/latest/slurm/shard-1.sbatch"))
+        .expect("the batch script");
+    assert!(script.contains(" --jobs 2 --max-failures 3\n"), "{script}");
     let v = wait_jobs(
         &c,
         d.path(),
