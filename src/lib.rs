@@ -18,5 +18,6 @@ pub mod paths;
 pub mod plan;
 pub mod results;
 pub mod slurm;
+pub mod sources;
 pub mod suite;
 pub mod yaml;

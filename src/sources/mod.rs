@@ -1,0 +1,422 @@
+//! The code under test: git repositories a suite names under `sources:`,
+//! what state each is in (commit, branch, remote, uncommitted changes), and
+//! the exact trees runs use — the commit plus the uncommitted diff, plus a
+//! mutation's patches — written out as snapshots.
+//!
+//! Read with libgit2, without a network and without writing into the
+//! repository's objects. Snapshots live in the repository's git folder
+//! (`.git/flow/snapshots/<hash>/`), named by the hash of what they hold, so
+//! one is written once and every command after that reuses it.
+
+pub mod patch;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{
+    DiffFormat, DiffOptions, ObjectType, Repository, StatusOptions, TreeWalkMode, TreeWalkResult,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The name `suite.json` gives the repository holding the suite file.
+pub const EXPERIMENT: &str = "experiment";
+
+/// A repository's state when it was read.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceState {
+    pub name: String,
+    /// The work tree's top folder.
+    pub path: PathBuf,
+    /// `origin`'s URL, else the first remote's; none without remotes.
+    pub remote: Option<String>,
+    /// The checked-out branch; none on a detached HEAD.
+    pub branch: Option<String>,
+    pub commit: String,
+    /// Whether tracked files differ from the commit (staged or not).
+    pub dirty: bool,
+    /// The uncommitted changes of tracked files, as a git patch (empty
+    /// when clean). Stored as `sources/<name>.diff`.
+    #[serde(skip)]
+    pub diff: String,
+    /// SHA-256 of `diff`; none when clean.
+    pub diff_sha256: Option<String>,
+    /// Files git does not track and does not ignore: listed, never part
+    /// of what runs.
+    pub untracked: Vec<String>,
+}
+
+impl SourceState {
+    /// What runs of this state: the commit and the uncommitted diff.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.commit.as_bytes());
+        h.update([0]);
+        h.update(self.diff.as_bytes());
+        h.finalize().into()
+    }
+
+    /// `3f2a9c1d0b7e` or `3f2a9c1d0b7e+dirty`, for people.
+    pub fn short(&self) -> String {
+        let c: String = self.commit.chars().take(12).collect();
+        if self.dirty { format!("{c}+dirty") } else { c }
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn git_err(e: git2::Error) -> String {
+    e.message().to_string()
+}
+
+/// Reads the state of the repository whose work tree is `dir`. With
+/// `inside`, `dir` may be any folder of the work tree (the experiment
+/// repository around a suite file); otherwise it must be its top.
+pub fn capture(name: &str, dir: &Path, inside: bool) -> Result<SourceState, String> {
+    // A folder inside a work tree is found, then refused with its top named.
+    let repo = Repository::discover(dir).map_err(|e| {
+        if e.code() == git2::ErrorCode::NotFound {
+            format!(
+                "`{}` is not a git repository",
+                crate::diag::display_path(dir)
+            )
+        } else {
+            git_err(e)
+        }
+    })?;
+    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
+        return Err(format!(
+            "`{}` is a bare repository: give a folder with checked-out files",
+            crate::diag::display_path(dir)
+        ));
+    };
+    if !inside {
+        let same = fs::canonicalize(dir).ok() == fs::canonicalize(&workdir).ok();
+        if !same {
+            return Err(format!(
+                "`{}` is inside the repository at `{}`: give that folder",
+                crate::diag::display_path(dir),
+                crate::diag::display_path(&workdir)
+            ));
+        }
+    }
+    let head = repo
+        .head()
+        .map_err(|e| format!("has no commit to run ({})", e.message()))?;
+    let commit = head.peel_to_commit().map_err(git_err)?;
+    let branch = head
+        .is_branch()
+        .then(|| head.shorthand().ok().map(str::to_string))
+        .flatten();
+    let remote = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string))
+        .or_else(|| {
+            let names = repo.remotes().ok()?;
+            let first = names.iter().flatten().flatten().next()?.to_string();
+            repo.find_remote(&first)
+                .ok()?
+                .url()
+                .ok()
+                .map(str::to_string)
+        });
+    let tree = commit.tree().map_err(git_err)?;
+    let mut opts = DiffOptions::new();
+    opts.include_untracked(false).ignore_submodules(true);
+    let diff = repo
+        .diff_tree_to_workdir_with_index(Some(&tree), Some(&mut opts))
+        .map_err(git_err)?;
+    for delta in diff.deltas() {
+        if delta.flags().is_binary() {
+            let p = delta
+                .new_file()
+                .path()
+                .or(delta.old_file().path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(format!(
+                "the binary file `{p}` has uncommitted changes, which flow cannot record as a patch: commit it"
+            ));
+        }
+    }
+    let mut text: Vec<u8> = Vec::new();
+    diff.print(DiffFormat::Patch, |_, _, line| {
+        if matches!(line.origin(), '+' | '-' | ' ') {
+            text.push(line.origin() as u8);
+        }
+        text.extend_from_slice(line.content());
+        true
+    })
+    .map_err(git_err)?;
+    // libgit2 marks a binary change only once it has looked at the content.
+    if text.windows(13).any(|w| w == b"Binary files ") {
+        return Err(
+            "a binary file has uncommitted changes, which flow cannot record as a patch: commit it"
+                .into(),
+        );
+    }
+    let diff_text = String::from_utf8_lossy(&text).into_owned();
+    let mut sopts = StatusOptions::new();
+    sopts
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let mut untracked = Vec::new();
+    for s in repo.statuses(Some(&mut sopts)).map_err(git_err)?.iter() {
+        if s.status().contains(git2::Status::WT_NEW)
+            && let Ok(p) = s.path()
+        {
+            untracked.push(p.to_string());
+        }
+    }
+    untracked.sort();
+    let dirty = !diff_text.is_empty();
+    Ok(SourceState {
+        name: name.to_string(),
+        path: workdir.components().collect(),
+        remote,
+        branch,
+        commit: commit.id().to_string(),
+        dirty,
+        diff_sha256: dirty.then(|| sha256_hex(diff_text.as_bytes())),
+        diff: diff_text,
+        untracked,
+    })
+}
+
+/// A patch file of a mutation, read when the suite was loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchFile {
+    /// As written in the suite, relative to it.
+    pub file: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub text: Vec<u8>,
+    pub sha256: String,
+}
+
+/// Why a snapshot could not be made.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// The patch at this index of the list did not apply.
+    Patch(usize, patch::ApplyError),
+    /// The recorded uncommitted diff did not apply to the commit.
+    Dirty(patch::ApplyError),
+    Io(String),
+}
+
+/// The folder holding the commit of `state` plus its uncommitted diff plus
+/// `patches` in order. Written once (into a temporary folder renamed into
+/// place), then reused.
+pub fn snapshot(state: &SourceState, patches: &[PatchFile]) -> Result<PathBuf, SnapshotError> {
+    let io = |e: std::io::Error| SnapshotError::Io(e.to_string());
+    let repo = Repository::open(&state.path).map_err(|e| SnapshotError::Io(git_err(e)))?;
+    let mut h = Sha256::new();
+    h.update(state.digest());
+    for p in patches {
+        h.update(p.sha256.as_bytes());
+    }
+    let key = hex(&h.finalize()[..8]);
+    let base = repo.path().join("flow").join("snapshots");
+    let dir = base.join(&key);
+    if dir.join(".flow-snapshot").exists() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(&base).map_err(io)?;
+    let tmp = base.join(format!(".tmp-{key}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let made = (|| {
+        write_commit(&repo, &state.commit, &tmp)?;
+        if !state.diff.is_empty() {
+            patch::apply(&tmp, state.diff.as_bytes()).map_err(SnapshotError::Dirty)?;
+        }
+        for (i, p) in patches.iter().enumerate() {
+            patch::apply(&tmp, &p.text).map_err(|e| SnapshotError::Patch(i, e))?;
+        }
+        fs::write(tmp.join(".flow-snapshot"), format!("{}\n", state.commit)).map_err(io)
+    })();
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if fs::rename(&tmp, &dir).is_err() {
+        // Another flow wrote the same snapshot first: it is the same.
+        let _ = fs::remove_dir_all(&tmp);
+        if !dir.join(".flow-snapshot").exists() {
+            return Err(SnapshotError::Io(format!(
+                "could not create `{}`",
+                dir.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// Writes the files of `commit` under `dest` (submodules are left out).
+fn write_commit(repo: &Repository, commit: &str, dest: &Path) -> Result<(), SnapshotError> {
+    let e = |e: git2::Error| SnapshotError::Io(git_err(e));
+    let oid = git2::Oid::from_str(commit).map_err(e)?;
+    let tree = repo.find_commit(oid).map_err(e)?.tree().map_err(e)?;
+    fs::create_dir_all(dest).map_err(|e| SnapshotError::Io(e.to_string()))?;
+    let mut failure = None;
+    tree.walk(TreeWalkMode::PreOrder, |root, entry| {
+        let Ok(name) = entry.name() else {
+            return TreeWalkResult::Skip;
+        };
+        let path = dest.join(root).join(name);
+        let r: Result<(), String> = (|| match entry.kind() {
+            Some(ObjectType::Tree) => fs::create_dir_all(&path).map_err(|e| e.to_string()),
+            Some(ObjectType::Blob) => {
+                let blob = repo.find_blob(entry.id()).map_err(git_err)?;
+                let mode = entry.filemode();
+                if mode == 0o120000 {
+                    let target = String::from_utf8_lossy(blob.content()).into_owned();
+                    std::os::unix::fs::symlink(target, &path).map_err(|e| e.to_string())
+                } else {
+                    fs::write(&path, blob.content()).map_err(|e| e.to_string())?;
+                    if mode == 0o100755 {
+                        use std::os::unix::fs::PermissionsExt;
+                        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        })();
+        match r {
+            Ok(()) => TreeWalkResult::Ok,
+            Err(m) => {
+                failure = Some(format!("{}: {m}", path.display()));
+                TreeWalkResult::Abort
+            }
+        }
+    })
+    .ok();
+    match failure {
+        Some(m) => Err(SnapshotError::Io(m)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A repository with one commit of `files`, made with the git command
+    /// when it is there, else with libgit2.
+    pub fn repo_with(dir: &Path, files: &[(&str, &str)]) -> String {
+        let repo = Repository::init(dir).expect("init");
+        for (p, text) in files {
+            let path = dir.join(p);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).expect("mkdir");
+            }
+            fs::write(path, text).expect("write");
+        }
+        let mut index = repo.index().expect("index");
+        index
+            .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+            .expect("add");
+        index.write().expect("write index");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("tree");
+        let sig = git2::Signature::now("flow", "flow@localhost").expect("sig");
+        repo.commit(Some("HEAD"), &sig, &sig, "first", &tree, &[])
+            .expect("commit")
+            .to_string()
+    }
+
+    #[test]
+    fn a_clean_repository_is_its_commit() {
+        let d = tempfile::tempdir().expect("tmp");
+        let commit = repo_with(d.path(), &[("main.c", "int main() { return 0; }\n")]);
+        let s = capture("kv", d.path(), false).expect("capture");
+        assert_eq!(s.commit, commit);
+        assert!(!s.dirty);
+        assert_eq!(s.diff_sha256, None);
+        assert!(s.untracked.is_empty());
+        let snap = snapshot(&s, &[]).expect("snapshot");
+        assert_eq!(
+            fs::read_to_string(snap.join("main.c")).expect("read"),
+            "int main() { return 0; }\n"
+        );
+        // Written once: the second call finds it.
+        assert_eq!(snapshot(&s, &[]).expect("again"), snap);
+    }
+
+    #[test]
+    fn uncommitted_changes_are_recorded_and_in_the_snapshot_and_untracked_files_are_not() {
+        let d = tempfile::tempdir().expect("tmp");
+        repo_with(d.path(), &[("a.txt", "one\ntwo\n"), ("b/c.txt", "x\n")]);
+        fs::write(d.path().join("a.txt"), "one\nTWO\n").expect("edit");
+        fs::write(d.path().join("notes.txt"), "mine\n").expect("untracked");
+        let s = capture("kv", d.path(), false).expect("capture");
+        assert!(s.dirty);
+        assert!(s.diff.contains("+TWO"), "{}", s.diff);
+        assert_eq!(
+            s.diff_sha256.as_deref(),
+            Some(sha256_hex(s.diff.as_bytes()).as_str())
+        );
+        assert_eq!(s.untracked, vec!["notes.txt".to_string()]);
+        let snap = snapshot(&s, &[]).expect("snapshot");
+        assert_eq!(
+            fs::read_to_string(snap.join("a.txt")).expect("read"),
+            "one\nTWO\n"
+        );
+        assert!(!snap.join("notes.txt").exists());
+        // The diff is a patch flow itself applies: recorded == run.
+        assert!(patch::check(s.diff.as_bytes()).is_ok());
+        // Another edit is another state, with another snapshot.
+        fs::write(d.path().join("a.txt"), "one\n2\n").expect("edit");
+        let s2 = capture("kv", d.path(), false).expect("capture");
+        assert_ne!(s.digest(), s2.digest());
+        assert_ne!(snapshot(&s2, &[]).expect("snapshot"), snap);
+    }
+
+    #[test]
+    fn a_folder_inside_a_repository_or_outside_any_is_refused_as_a_source() {
+        let d = tempfile::tempdir().expect("tmp");
+        repo_with(d.path(), &[("sub/a.txt", "a\n")]);
+        let e = capture("kv", &d.path().join("sub"), false).expect_err("inside");
+        assert!(e.contains("is inside the repository"), "{e}");
+        assert!(capture(EXPERIMENT, &d.path().join("sub"), true).is_ok());
+        let e2 = tempfile::tempdir().expect("tmp");
+        let e = capture("kv", e2.path(), false).expect_err("no repo");
+        assert!(e.contains("is not a git repository"), "{e}");
+    }
+
+    #[test]
+    fn the_recorded_diff_is_the_one_git_itself_would_apply() {
+        // Cross-checked with the git command (scripts/test.sh installs it).
+        let d = tempfile::tempdir().expect("tmp");
+        repo_with(d.path(), &[("a.txt", "1\n2\n3\n4\n5\n6\n7\n8\n")]);
+        fs::write(d.path().join("a.txt"), "1\n2\nthree\n4\n5\n6\n7\neight\n").expect("edit");
+        let s = capture("kv", d.path(), false).expect("capture");
+        let p = d.path().join("x.diff");
+        fs::write(&p, &s.diff).expect("write");
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(d.path())
+            .args(["apply", "--check", "-R"])
+            .arg(&p)
+            .status()
+            .expect("git apply");
+        assert!(
+            st.success(),
+            "git cannot reverse the recorded diff:\n{}",
+            s.diff
+        );
+    }
+}
