@@ -76,6 +76,14 @@ pub struct SuiteArgs {
     /// anything is planned.
     #[arg(long, value_name = "N", default_value_t = crate::suite::DEFAULT_MAX_RUNS)]
     pub max_runs: u64,
+    /// A note on every run (`KEY=VALUE`): recorded in plans, results,
+    /// `runs.csv`, summaries and the report, filterable with `--only`,
+    /// never part of a run id.
+    #[arg(long = "annotate", value_name = "KEY=VALUE")]
+    pub annotate: Vec<String>,
+    /// Source states an artifact recorded (a resume runs them again).
+    #[arg(skip)]
+    pub pinned: std::collections::BTreeMap<String, crate::suite::code::Pinned>,
 }
 
 #[derive(Debug, Args)]

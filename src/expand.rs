@@ -44,7 +44,13 @@ pub struct RunPoint {
     pub variant: Arc<Variant>,
     /// 1-based.
     pub repetition: u32,
+    /// Index into the entry's mutations (`none` is 0); `None` when the
+    /// entry has none. The variant holds its name as key `mutation`.
+    pub mutation: Option<usize>,
 }
+
+/// The variant key that holds a run's mutation.
+pub const MUTATION_KEY: &str = "mutation";
 
 impl RunPoint {
     /// `num_events=100,interval_ms=10`, or `default` without a matrix.
@@ -177,6 +183,18 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
         }
     }
     check_keys(entry, &declared, suite, diags);
+    if !entry.mutations.is_empty() && declared.contains(MUTATION_KEY) {
+        diags.push(
+            Diagnostic::at(
+                entry.span,
+                format!(
+                    "workload `{}` has a param named `mutation`, which is the variant key of this entry's mutations",
+                    entry.workload_name
+                ),
+            )
+            .with_help("rename the param"),
+        );
+    }
     if diags.len() != before {
         return;
     }
@@ -280,18 +298,55 @@ fn expand_entry(suite: &Suite, entry: &Entry, out: &mut Expansion, diags: &mut D
             mode.name,
         ));
     }
+    // With mutations, each variant runs once per mutation (`none` first),
+    // the mutation leading its label.
+    let mutations: Vec<Option<usize>> = if entry.mutations.is_empty() {
+        vec![None]
+    } else {
+        (0..entry.mutations.len()).map(Some).collect()
+    };
+    let labelled: Vec<Vec<Vec<Option<Arc<Variant>>>>> = variants
+        .iter()
+        .map(|row| {
+            mutations
+                .iter()
+                .map(|m| {
+                    row.iter()
+                        .map(|v| {
+                            let v = v.as_ref()?;
+                            Some(match m {
+                                None => v.clone(),
+                                Some(k) => {
+                                    let mut with = Vec::with_capacity(v.len() + 1);
+                                    with.push((
+                                        MUTATION_KEY.to_string(),
+                                        serde_json::Value::String(entry.mutations[*k].name.clone()),
+                                    ));
+                                    with.extend(v.iter().cloned());
+                                    Arc::new(with)
+                                }
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
     for repetition in 1..=entry.repetitions {
-        for (pi, row) in variants.iter().enumerate() {
-            for (mi, variant) in row.iter().enumerate() {
-                let Some(variant) = variant else {
-                    continue;
-                };
-                out.runs.push(RunPoint {
-                    group: first_group + mi,
-                    params: per_point_mode[pi][mi].clone(),
-                    variant: variant.clone(),
-                    repetition,
-                });
+        for (pi, by_mutation) in labelled.iter().enumerate() {
+            for (m, row) in mutations.iter().zip(by_mutation) {
+                for (mi, variant) in row.iter().enumerate() {
+                    let Some(variant) = variant else {
+                        continue;
+                    };
+                    out.runs.push(RunPoint {
+                        group: first_group + mi,
+                        params: per_point_mode[pi][mi].clone(),
+                        variant: variant.clone(),
+                        repetition,
+                        mutation: *m,
+                    });
+                }
             }
         }
     }
@@ -308,6 +363,7 @@ fn run_bound(entry: &Entry) -> u128 {
     product
         .saturating_add(entry.include.len() as u128)
         .saturating_mul(entry.modes.len().max(1) as u128)
+        .saturating_mul(entry.mutations.len().max(1) as u128)
         .saturating_mul(u128::from(entry.repetitions))
 }
 
@@ -537,6 +593,7 @@ mod tests {
             set: set.iter().map(|s| s.to_string()).collect(),
             max_runs: None,
             planned_nodes: None,
+            ..Default::default()
         };
         let s = load(path.to_str().unwrap_or_default(), &opts).map_err(|f| f.render())?;
         expand(&s).map_err(|d| d.render(&s.sources))

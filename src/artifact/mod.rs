@@ -7,7 +7,7 @@ pub mod run_result;
 mod suite_json;
 mod write;
 
-pub use suite_json::{SUITE_SCHEMA_VERSION, suite_json};
+pub use suite_json::{SUITE_SCHEMA_VERSION, diff_path, suite_json, write_source_diffs};
 pub use write::{ArtifactDir, atomic_write, new_artifact_id, replace_file, utc_timestamp};
 
 /// The CSV header of a param column (`runs.csv`, `summary.csv`): the param's

@@ -330,6 +330,16 @@ pub struct RunResult {
     /// Problems of the run itself (setup, files, leaks, interruption).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<String>,
+    /// The run's mutation, when its entry has mutations.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mutation: Option<String>,
+    /// The code the run ran: each source's commit, uncommitted diff and
+    /// patches (as in its plan).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub sources: BTreeMap<String, crate::plan::RunSource>,
+    /// Notes on the run (as in its plan).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl RunResult {
@@ -352,6 +362,9 @@ impl RunResult {
             clocks: BTreeMap::new(),
             metrics: BTreeMap::new(),
             errors: Vec::new(),
+            mutation: plan.mutation.clone(),
+            sources: plan.sources.clone(),
+            annotations: plan.annotations.clone(),
         }
     }
 
@@ -400,6 +413,8 @@ pub struct RunRow {
     /// `pending` (not run), or a [`RunStatus`].
     pub status: String,
     pub duration_ms: Option<u64>,
+    /// Notes on the run, as columns `annotation.KEY` at the end.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl RunRow {
@@ -413,6 +428,7 @@ impl RunRow {
             repetition: plan.repetition,
             status: "pending".to_string(),
             duration_ms: None,
+            annotations: plan.annotations.clone(),
         }
     }
 }
@@ -429,10 +445,11 @@ const RUNS_CSV_FIXED: [&str; 7] = [
     "duration_ms",
 ];
 
-/// `runs.csv`: `id,workload,mode,variant,<param columns…>,repetition,status,duration_ms`.
+/// `runs.csv`: `id,workload,mode,variant,<param columns…>,repetition,status,duration_ms,<annotation columns…>`.
 /// A param whose name is a fixed column is written `param.<name>`.
 /// Param columns are the union of every run's variant params, in first-seen
-/// order; a run without one leaves it empty.
+/// order; a run without one leaves it empty. Annotation columns are
+/// `annotation.<key>`, in key order.
 pub fn runs_csv(rows: &[RunRow]) -> String {
     let mut keys: Vec<&str> = Vec::new();
     for r in rows {
@@ -442,6 +459,10 @@ pub fn runs_csv(rows: &[RunRow]) -> String {
             }
         }
     }
+    let notes: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.annotations.keys().map(String::as_str))
+        .collect();
     let mut out = String::with_capacity(64 + rows.len() * 96);
     let mut header: Vec<String> = RUNS_CSV_FIXED[..4].iter().map(|s| s.to_string()).collect();
     header.extend(
@@ -449,6 +470,7 @@ pub fn runs_csv(rows: &[RunRow]) -> String {
             .map(|k| crate::artifact::param_column(k, &RUNS_CSV_FIXED)),
     );
     header.extend(RUNS_CSV_FIXED[4..].iter().map(|s| s.to_string()));
+    header.extend(notes.iter().map(|k| format!("annotation.{k}")));
     push_row(&mut out, header.into_iter());
     for r in rows {
         let mut cells = vec![
@@ -467,6 +489,9 @@ pub fn runs_csv(rows: &[RunRow]) -> String {
         cells.push(r.repetition.to_string());
         cells.push(r.status.clone());
         cells.push(r.duration_ms.map(|d| d.to_string()).unwrap_or_default());
+        for k in &notes {
+            cells.push(r.annotations.get(*k).cloned().unwrap_or_default());
+        }
         push_row(&mut out, cells.into_iter());
     }
     out
@@ -503,6 +528,7 @@ mod tests {
             repetition: 1,
             status: status.into(),
             duration_ms: Some(12),
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -517,6 +543,21 @@ mod tests {
             "id,workload,mode,variant,n,pattern,size,repetition,status,duration_ms\n\
              a,w,baseline,v,1,\"x,y\",,1,passed,12\n\
              b,w,baseline,v,,,big,1,pending,12\n"
+        );
+    }
+
+    #[test]
+    fn annotations_are_columns_of_their_own_at_the_end() {
+        let mut a = row("a", serde_json::json!({"n": 1}), "passed");
+        a.annotations
+            .insert("purpose".into(), "lock, contention".into());
+        let mut b = row("b", serde_json::json!({"n": 2}), "passed");
+        b.annotations.insert("host_kernel".into(), "6.1".into());
+        assert_eq!(
+            runs_csv(&[a, b]),
+            "id,workload,mode,variant,n,repetition,status,duration_ms,annotation.host_kernel,annotation.purpose\n\
+             a,w,baseline,v,1,1,passed,12,,\"lock, contention\"\n\
+             b,w,baseline,v,2,1,passed,12,6.1,\n"
         );
     }
 }

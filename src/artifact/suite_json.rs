@@ -1,28 +1,39 @@
 //! `suite.json`: what an artifact was made from — the source files (copied),
-//! the inventory, the expansion, flow's version, git provenance and the
+//! the inventory, the expansion, flow's version, the state of every
+//! repository (`sources`, with uncommitted diffs under `sources/`) and the
 //! command line.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::expand::Expansion;
+use crate::sources::SourceState;
 use crate::suite::Suite;
 
 /// Version of `suite.json`.
-pub const SUITE_SCHEMA_VERSION: u32 = 1;
+pub const SUITE_SCHEMA_VERSION: u32 = 2;
 
 pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_id: &str) -> Value {
-    let sources: Vec<Value> = suite
+    let files: Vec<Value> = suite
         .sources
         .iter()
         .map(|f| json!({ "path": f.display, "text": f.text }))
         .collect();
+    // The code under test, then the repository holding the suite.
+    let mut code = serde_json::Map::new();
+    for c in &suite.code {
+        code.insert(c.state.name.clone(), source_json(&c.state));
+    }
+    if let Some(e) = &suite.experiment {
+        code.insert(e.name.clone(), source_json(e));
+    }
     let entries: Vec<Value> = suite
         .entries
         .iter()
-        .map(|e| serde_json::to_value(e.summary(&suite.sources)).unwrap_or(Value::Null))
+        .map(|e| {
+            serde_json::to_value(e.summary(&suite.sources, &suite.code)).unwrap_or(Value::Null)
+        })
         .collect();
     json!({
         "schema_version": SUITE_SCHEMA_VERSION,
@@ -46,6 +57,7 @@ pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_i
             }),
             "max_runs": suite.max_runs,
             "set": suite.set_args,
+            "annotate": suite.annotate_args,
         },
         "inventory": suite.inventory,
         "expansion": {
@@ -53,33 +65,52 @@ pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_i
             "run_count": exp.runs.len(),
             "runs": run_ids,
         },
-        "git": git_provenance(suite.path.parent().unwrap_or(Path::new("."))),
-        "sources": sources,
+        "sources": code,
+        "annotations": suite.annotations,
+        "files": files,
     })
 }
 
-/// Commit, branch and dirty state of the repository holding the suite, if
-/// any (read with the `git` command; `null` without git or a repository).
-fn git_provenance(dir: &Path) -> Value {
-    let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let Some(commit) = git(&["rev-parse", "HEAD"]) else {
-        return Value::Null;
-    };
-    let status = git(&["status", "--porcelain"]).unwrap_or_default();
-    json!({
-        "commit": commit,
-        "branch": git(&["rev-parse", "--abbrev-ref", "HEAD"]),
-        "dirty": !status.is_empty(),
-        "changed_files": status.lines().count(),
-    })
+/// What `suite.json` says of a repository: its state, and where its
+/// uncommitted diff is stored.
+fn source_json(s: &SourceState) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("path".into(), json!(crate::diag::display_path(&s.path)));
+        o.insert(
+            "diff".into(),
+            if s.dirty {
+                json!(diff_path(&s.name))
+            } else {
+                Value::Null
+            },
+        );
+    }
+    v
+}
+
+/// Where a source's uncommitted diff is stored, relative to the artifact.
+pub fn diff_path(name: &str) -> String {
+    format!("sources/{name}.diff")
+}
+
+/// Writes `sources/<name>.diff` of every dirty source (the experiment's
+/// repository too) into the artifact folder `dir`.
+pub fn write_source_diffs(
+    suite: &Suite,
+    dir: &Path,
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    let states = suite
+        .code
+        .iter()
+        .map(|c| &c.state)
+        .chain(suite.experiment.as_ref());
+    for s in states.filter(|s| s.dirty) {
+        let path = dir.join(diff_path(&s.name));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| (parent.to_path_buf(), e))?;
+        }
+        super::atomic_write(&path, s.diff.as_bytes()).map_err(|e| (path.clone(), e))?;
+    }
+    Ok(())
 }

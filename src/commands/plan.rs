@@ -44,6 +44,8 @@ pub fn prepare_for(
         set: args.set.clone(),
         max_runs: Some(args.max_runs),
         planned_nodes,
+        annotate: args.annotate.clone(),
+        pinned: args.pinned.clone(),
     };
     let suite = load(&args.suite, &opts).map_err(|f| Error::Invalid(f.render()))?;
     let expansion = expand(&suite).map_err(|d| Error::Invalid(d.render(&suite.sources)))?;
@@ -334,6 +336,8 @@ pub fn write_suite_json(
             obj.insert(k.clone(), v.clone());
         }
     }
+    crate::artifact::write_source_diffs(&p.suite, dir)
+        .map_err(|(path, e)| Error::io("write", &path, e))?;
     let path = dir.join("suite.json");
     let bytes = serde_json::to_vec_pretty(&suite_json).map_err(|e| Error::Output(e.into()))?;
     atomic_write(&path, &bytes).map_err(|e| Error::io("write", &path, e))

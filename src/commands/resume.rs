@@ -29,7 +29,7 @@ use crate::plan::{PlanOptions, Planner, RunPlan};
 const MAX_LISTED: usize = 20;
 
 /// The command line the artifact was planned with, from its `suite.json`.
-fn suite_args(sj: &Value) -> Result<SuiteArgs, Error> {
+fn suite_args(sj: &Value, dir: &Path) -> Result<SuiteArgs, Error> {
     let s = &sj["suite"];
     let file = s["file"]
         .as_str()
@@ -53,7 +53,53 @@ fn suite_args(sj: &Value) -> Result<SuiteArgs, Error> {
         max_runs: s["max_runs"]
             .as_u64()
             .unwrap_or(crate::suite::DEFAULT_MAX_RUNS),
+        annotate: strings(&s["annotate"]),
+        pinned: pinned_sources(sj, dir)?,
     })
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The source states the artifact ran: its commits and stored diffs.
+fn pinned_sources(
+    sj: &Value,
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<String, crate::suite::code::Pinned>, Error> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(sources) = sj["sources"].as_object() else {
+        return Ok(out);
+    };
+    for (name, s) in sources {
+        if name == crate::sources::EXPERIMENT {
+            continue;
+        }
+        let Some(commit) = s["commit"].as_str() else {
+            continue;
+        };
+        let diff = match s["diff"].as_str() {
+            Some(rel) => {
+                let path = dir.join(rel);
+                std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?
+            }
+            None => String::new(),
+        };
+        out.insert(
+            name.clone(),
+            crate::suite::code::Pinned {
+                commit: commit.to_string(),
+                diff,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// How the suite's plan now differs from the artifact's.
@@ -404,7 +450,7 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
     let stored_count = sj["expansion"]["run_count"]
         .as_u64()
         .unwrap_or(stored.len() as u64);
-    let p = prepare(&suite_args(&sj)?)?;
+    let p = prepare(&suite_args(&sj, &dir)?)?;
     let planner = Planner::new(
         &p.suite,
         &p.expansion,

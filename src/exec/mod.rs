@@ -273,6 +273,9 @@ mod tests {
             edges: vec![],
             metrics: vec![],
             clock_every_ms: None,
+            mutation: None,
+            sources: Default::default(),
+            annotations: Default::default(),
         }
     }
 

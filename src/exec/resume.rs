@@ -170,6 +170,9 @@ mod tests {
             edges: vec![],
             metrics: vec![],
             clock_every_ms: None,
+            mutation: None,
+            sources: Default::default(),
+            annotations: Default::default(),
         }
     }
 

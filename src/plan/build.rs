@@ -22,7 +22,9 @@ use sha2::{Digest, Sha256};
 
 use super::dag::{EdgeKind, instance_graph, step_edges};
 use super::template::{SHELL_SUFFIX, Templates};
-use super::types::{CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance, StopPlan};
+use super::types::{
+    CONTROLLER, Edge, PatchRef, ReadyPlan, RunCommand, RunPlan, RunSource, StepInstance, StopPlan,
+};
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::duration;
 use crate::expand::{Expansion, RunPoint};
@@ -30,6 +32,55 @@ use crate::paths::absolute;
 use crate::suite::{
     Condition, Field, ReadyProbe, RunField, Step, StepKind, Suite, normalize_signal,
 };
+
+/// The sources a run of `mutation` uses: every source of the suite, the
+/// mutated one with its patches.
+fn run_sources(
+    suite: &Suite,
+    mutation: Option<&crate::suite::Mutation>,
+) -> (BTreeMap<String, RunSource>, Value) {
+    let mut out = BTreeMap::new();
+    let mut ctx = BTreeMap::new();
+    for (i, c) in suite.code.iter().enumerate() {
+        let patched = mutation.filter(|m| m.source == i && !m.patches.is_empty());
+        let path = patched.map_or(&c.snapshot, |m| &m.snapshot);
+        let rs = RunSource {
+            commit: c.state.commit.clone(),
+            dirty: c.state.dirty,
+            diff_sha256: c.state.diff_sha256.clone(),
+            mutation: patched.map(|m| m.name.clone()),
+            patches: patched
+                .map(|m| {
+                    m.patches
+                        .iter()
+                        .map(|p| PatchRef {
+                            file: p.file.clone(),
+                            sha256: p.sha256.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            path: path.display().to_string(),
+        };
+        ctx.insert(
+            c.state.name.clone(),
+            serde_json::json!({
+                "path": rs.path,
+                "commit": rs.commit,
+                "short": c.state.short(),
+                "dirty": rs.dirty,
+                "branch": c.state.branch,
+                "remote": c.state.remote,
+                "mutation": rs.mutation.as_deref().unwrap_or(crate::suite::NO_MUTATION),
+            }),
+        );
+        out.insert(c.state.name.clone(), rs);
+    }
+    (
+        out,
+        json_value(serde_json::Value::Object(ctx.into_iter().collect())),
+    )
+}
 
 /// Version of plan.json and of the run-id hash input.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -109,6 +160,9 @@ pub struct Planner<'a> {
     params_cache: RefCell<(usize, Value)>,
     /// `files:` paths already looked at, and whether they exist.
     files_seen: RefCell<HashMap<PathBuf, bool>>,
+    /// Per entry, per mutation (index 0 without mutations): the run's
+    /// sources, as plan.json records them and as templates see them.
+    code: Vec<Vec<(BTreeMap<String, RunSource>, Value)>>,
 }
 
 impl<'a> Planner<'a> {
@@ -224,6 +278,20 @@ impl<'a> Planner<'a> {
             "name": suite.name,
             "description": suite.description,
         }));
+        let code = suite
+            .entries
+            .iter()
+            .map(|e| {
+                if e.mutations.is_empty() {
+                    vec![run_sources(suite, None)]
+                } else {
+                    e.mutations
+                        .iter()
+                        .map(|m| run_sources(suite, Some(m)))
+                        .collect()
+                }
+            })
+            .collect();
         Ok(Planner {
             suite,
             exp,
@@ -239,6 +307,7 @@ impl<'a> Planner<'a> {
             edge_cache: RefCell::new(HashMap::new()),
             params_cache: RefCell::new((usize::MAX, Value::UNDEFINED)),
             files_seen: RefCell::new(HashMap::new()),
+            code,
         })
     }
 
@@ -267,8 +336,16 @@ impl<'a> Planner<'a> {
         let wl = &group.workload;
         let variant = pt.variant_label();
         let params = self.params_value(pt);
+        let entry = &self.suite.entries[group.entry];
+        let mutation = pt.mutation.map(|m| entry.mutations[m].name.clone());
+        let (run_sources, sources_value) = &self.code[group.entry][pt.mutation.unwrap_or(0)];
         let mut run_ctx: BTreeMap<&str, Value> = BTreeMap::new();
         run_ctx.insert("mode", Value::from(group.mode.as_str()));
+        run_ctx.insert(
+            "mutation",
+            Value::from(mutation.as_deref().unwrap_or(crate::suite::NO_MUTATION)),
+        );
+
         run_ctx.insert("repetition", Value::from(pt.repetition));
         run_ctx.insert("variant", Value::from(variant.as_str()));
         let early = ctx(&[
@@ -277,6 +354,7 @@ impl<'a> Planner<'a> {
             ("suite", self.suite_value.clone()),
             ("hosts", self.hosts_value.clone()),
             ("hosts_by_name", self.hosts_by_name.clone()),
+            ("sources", sources_value.clone()),
         ]);
 
         // `when` and placement.
@@ -312,7 +390,15 @@ impl<'a> Planner<'a> {
             placement.push(hosts);
         }
 
-        let id = self.run_id(pt, &wl.name, &group.mode, group.digest, &kept, &placement);
+        let id = self.run_id(
+            pt,
+            &wl.name,
+            &group.mode,
+            group.digest,
+            &kept,
+            &placement,
+            (mutation.as_deref(), run_sources),
+        );
         let run_dir = self.artifact_dir.join("runs").join(&id);
         run_ctx.insert("id", Value::from(id.as_str()));
         run_ctx.insert("dir", Value::from(run_dir.display().to_string()));
@@ -366,6 +452,7 @@ impl<'a> Planner<'a> {
                     ("hosts_by_name", self.hosts_by_name.clone()),
                     ("host", host_value),
                     ("env", env_value.clone()),
+                    ("sources", sources_value.clone()),
                 ]);
                 instances.push(self.instance(step, st, host_name, cwd, &wl_env, &c)?);
             }
@@ -453,6 +540,9 @@ impl<'a> Planner<'a> {
             edges,
             metrics,
             clock_every_ms: wl.clock_every.map(|d| d.as_millis() as u64),
+            mutation,
+            sources: run_sources.clone(),
+            annotations: entry.annotations.clone(),
         })
     }
 
@@ -500,6 +590,7 @@ impl<'a> Planner<'a> {
         digest: [u8; 32],
         kept: &[bool],
         placement: &[Vec<usize>],
+        (mutation, sources): (Option<&str>, &BTreeMap<String, RunSource>),
     ) -> String {
         let mut h = Sha256::new();
         h.update(SCHEMA_VERSION.to_le_bytes());
@@ -524,6 +615,20 @@ impl<'a> Planner<'a> {
                 h.update([0]);
             }
             h.update([1]);
+        }
+        // The code: each source's commit and uncommitted diff, the
+        // mutation and its patches' content. (Absent without `sources:`,
+        // so ids of suites without them are as they were.)
+        for (name, src) in sources {
+            h.update(format!("\0source {name}\0{}\0", src.commit).as_bytes());
+            h.update(src.diff_sha256.as_deref().unwrap_or("").as_bytes());
+            for p in &src.patches {
+                h.update(b"\0patch ");
+                h.update(p.sha256.as_bytes());
+            }
+        }
+        if let Some(m) = mutation {
+            h.update(format!("\0mutation {m}").as_bytes());
         }
         let d = h.finalize();
         let hex: String = d.iter().take(5).map(|b| format!("{b:02x}")).collect();

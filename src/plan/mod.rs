@@ -13,6 +13,6 @@ pub mod shard;
 pub use select::Only;
 pub use shard::Shard;
 pub use types::{
-    CLOCK_EVERY_DEFAULT_MS, CONTROLLER, Edge, ReadyPlan, RunCommand, RunPlan, StepInstance,
-    StopPlan,
+    CLOCK_EVERY_DEFAULT_MS, CONTROLLER, Edge, PatchRef, ReadyPlan, RunCommand, RunPlan, RunSource,
+    StepInstance, StopPlan,
 };

@@ -180,6 +180,9 @@ mod tests {
             edges: Vec::new(),
             metrics: Vec::new(),
             clock_every_ms: None,
+            mutation: None,
+            sources: Default::default(),
+            annotations: Default::default(),
         }
     }
 

@@ -43,6 +43,42 @@ pub struct RunPlan {
     /// absent: every 5 minutes; 0: only before and after.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub clock_every_ms: Option<u64>,
+    /// The mutation the run runs (`none`: unpatched), when its entry has
+    /// mutations; also the variant key `mutation`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mutation: Option<String>,
+    /// The code the run runs: each source of the suite in the state it
+    /// was in, with the patches of the run's mutation.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub sources: BTreeMap<String, RunSource>,
+    /// Free-form notes (`annotations:`, `--annotate`); not part of the id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One source as a run uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunSource {
+    pub commit: String,
+    /// Whether uncommitted changes were part of it (stored in the
+    /// artifact as `sources/<name>.diff`).
+    pub dirty: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub diff_sha256: Option<String>,
+    /// The mutation whose patches were applied, when one was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mutation: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub patches: Vec<PatchRef>,
+    /// The snapshot on the controller: exactly this code, written out.
+    pub path: String,
+}
+
+/// A patch file a run's source had applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PatchRef {
+    pub file: String,
+    pub sha256: String,
 }
 
 /// How often clocks are sampled through a run when the workload does not say.

@@ -163,6 +163,7 @@ fn check_one(dir: &Path, suite: &str, hosts: Option<&str>) {
         set: Vec::new(),
         max_runs: Some(10_000),
         planned_nodes: None,
+        ..Default::default()
     };
     let spec = dir.join(suite);
     let s = match load(&spec.display().to_string(), &opts) {

@@ -27,6 +27,11 @@ pub struct LoadOptions {
     /// Plan for a Slurm allocation not granted yet, of this many nodes
     /// (`None`: the fewest the rules fit); see [`Inventory::from_node`].
     pub planned_nodes: Option<Option<usize>>,
+    /// `--annotate KEY=VALUE`, over the suite's and entries' annotations.
+    pub annotate: Vec<String>,
+    /// Source states an artifact recorded, used instead of the work
+    /// trees' (a resume runs the code the artifact ran).
+    pub pinned: BTreeMap<String, super::code::Pinned>,
 }
 
 /// How many runs a suite may expand to unless `--max-runs` says otherwise.
@@ -276,7 +281,18 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
     let set = parse_set_args(&mut l, &opts.set);
 
     let mut entries = Vec::new();
+    let mut code = Vec::new();
+    let mut annotations = BTreeMap::new();
     if let Some(raw) = &raw {
+        code = super::code::load_sources(
+            &raw.sources,
+            root.get("sources"),
+            &dir,
+            &opts.pinned,
+            &mut l.diags,
+        );
+        annotations =
+            super::code::load_annotations(root.get("annotations"), &annotations, &mut l.diags);
         check_name(
             NameKind::Suite,
             &raw.suite,
@@ -308,11 +324,25 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
             .and_then(Node::as_seq)
             .unwrap_or_default();
         for (index, (re, en)) in raw.workloads.iter().zip(entry_nodes).enumerate() {
-            if let Some(e) = load_entry(&mut l, index, re, en, &dir) {
+            if let Some(mut e) = load_entry(&mut l, index, re, en, &dir) {
+                e.mutations = super::code::load_mutations(
+                    &re.mutations,
+                    en.get("mutations"),
+                    &code,
+                    &dir,
+                    &mut l.diags,
+                );
+                e.annotations = super::code::load_annotations(
+                    en.get("annotations"),
+                    &annotations,
+                    &mut l.diags,
+                );
+                super::code::cli_annotations(&opts.annotate, &mut e.annotations, &mut l.diags);
                 entries.push(e);
             }
         }
     }
+    super::code::cli_annotations(&opts.annotate, &mut annotations, &mut l.diags);
     let (Some(raw), Some(inventory), true) = (raw, inventory, l.diags.is_empty()) else {
         l.diags.finish();
         return fail(l);
@@ -330,6 +360,10 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         max_runs: opts.max_runs.unwrap_or(DEFAULT_MAX_RUNS),
         sources: l.sources,
         analyze: raw.analyze.into_iter().collect(),
+        code,
+        experiment: crate::sources::capture(crate::sources::EXPERIMENT, &dir, true).ok(),
+        annotations,
+        annotate_args: opts.annotate.clone(),
     })
 }
 
@@ -536,6 +570,8 @@ fn load_entry(
         exclude: rows("exclude"),
         include: rows("include"),
         overrides: en.get("overrides").filter(|n| !n.is_null()).cloned(),
+        mutations: Vec::new(),
+        annotations: BTreeMap::new(),
     })
 }
 

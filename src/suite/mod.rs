@@ -1,6 +1,7 @@
 //! Suite, workload and inventory files: loading (with spans), raw shapes,
 //! and the validated model.
 
+pub mod code;
 mod cycle;
 mod inventory;
 mod load;
@@ -14,7 +15,7 @@ pub use load::{
     DEFAULT_MAX_RUNS, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, load, load_inventory_file,
     read_source, resolve_suite_path,
 };
-pub use model::{Entry, ModeRef, Suite};
+pub use model::{CodeSource, Entry, ModeRef, Mutation, NO_MUTATION, Suite};
 pub use raw::StepKind;
 pub use workload::{
     Condition, Field, MIN_EVERY, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField,

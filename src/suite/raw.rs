@@ -289,6 +289,16 @@ pub struct RawSuite {
     /// with `{{ artifact.dir }}` in their context.
     #[serde(default)]
     pub analyze: BTreeMap<String, RawSuiteAnalyze>,
+    /// The code under test: name → the top folder of a git work tree,
+    /// relative to this file. Each one's commit and uncommitted changes are
+    /// recorded, are part of every run id, and are what runs (a snapshot,
+    /// at `{{ sources.NAME.path }}`).
+    #[serde(default)]
+    pub sources: BTreeMap<String, String>,
+    /// Free-form notes on every run (`key: value`): recorded everywhere,
+    /// filterable with `--only`, never part of a run id.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Any>,
 }
 
 /// A suite-level analyze step.
@@ -322,6 +332,71 @@ pub struct RawEntry {
     pub include: Vec<BTreeMap<String, Any>>,
     /// An overlay merged over the workload file.
     pub overrides: Option<RawOverlay>,
+    /// Named patch sets against a source, run besides the unpatched code
+    /// (`none`): `NAME: [file.patch, …]`, or `NAME: { source: S, patches:
+    /// […] }` when the suite has more than one source.
+    #[serde(default)]
+    pub mutations: BTreeMap<String, RawMutation>,
+    /// Notes on this entry's runs, over the suite's.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Any>,
+}
+
+/// One mutation: patch files (relative to the suite file) applied in order.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub enum RawMutation {
+    Patches(Vec<String>),
+    Full(RawMutationFull),
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMutationFull {
+    /// The source the patches apply to (may be left out when the suite
+    /// has one source).
+    pub source: Option<String>,
+    pub patches: Vec<String>,
+}
+
+impl RawMutation {
+    pub fn patches(&self) -> &[String] {
+        match self {
+            RawMutation::Patches(p) => p,
+            RawMutation::Full(f) => &f.patches,
+        }
+    }
+
+    pub fn source(&self) -> Option<&str> {
+        match self {
+            RawMutation::Patches(_) => None,
+            RawMutation::Full(f) => f.source.as_deref(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawMutation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMutation;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of patch files, or a map with `source` and `patches`")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawMutation, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(RawMutation::Patches(out))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawMutation, A::Error> {
+                RawMutationFull::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawMutation::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A string or a list of strings (`on: worker`, `on: [worker, coordinator]`).
