@@ -282,7 +282,7 @@ pub(super) fn only(values: &[String]) -> Result<Only, Error> {
     })
 }
 
-const ONLY_HELP: &str = "`--only` takes a glob on the run id (`'*.perf.*'`) or `key=glob` conditions joined by commas (`mode=perf,num_events=100`); keys: id, workload, mode, variant, repetition, status, or a param";
+const ONLY_HELP: &str = "`--only` takes a glob on the run id (`'*.perf.*'`) or `key=glob` conditions joined by commas (`mode=perf,num_events=100`); keys: id, workload, mode, variant, repetition, status, mutation, a param, or an annotation (`annotation.KEY`)";
 
 /// `--only` keys that no run of the suite has: a typo, which would
 /// otherwise select nothing.
@@ -293,6 +293,13 @@ pub(super) fn check_keys(only: &Only, p: &super::plan::Prepared) -> Result<(), E
     let mut params: Vec<&str> = Vec::new();
     for r in &p.expansion.runs {
         for k in r.params.keys() {
+            if !params.contains(&k.as_str()) {
+                params.push(k);
+            }
+        }
+    }
+    for e in &p.suite.entries {
+        for k in e.annotations.keys() {
             if !params.contains(&k.as_str()) {
                 params.push(k);
             }
@@ -312,7 +319,7 @@ pub(super) fn unknown_keys(only: &Only, mut params: Vec<&str>) -> Result<(), Err
     for k in unknown {
         d.push(
             Diagnostic::new(None, format!("`--only`: no run has a `{k}`")).with_help(format!(
-                "keys: id, workload, mode, variant, repetition, status, and the params {}",
+                "keys: id, workload, mode, variant, repetition, status, mutation, and the params and annotations {}",
                 params
                     .iter()
                     .map(|p| format!("`{p}`"))

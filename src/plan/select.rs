@@ -5,8 +5,9 @@
 //! (`mode=perf,num_events=100`). A run is taken when any `--only` value
 //! holds for it. Keys are `id`, `workload`, `mode`, `variant`,
 //! `repetition`, `status` (of a run in an artifact: `passed`, `failed`,
-//! `interrupted`, `running` or `pending`), or a param's name
-//! (`param.NAME` reaches a param named like one of these).
+//! `interrupted`, `running` or `pending`), `mutation`, a param's name
+//! (`param.NAME` reaches a param named like one of these), or an
+//! annotation's (`annotation.KEY` reaches one named like a param).
 
 use glob::Pattern;
 
@@ -15,7 +16,15 @@ use super::RunPlan;
 /// The statuses a run in an artifact can have, for `status=`.
 pub const STATUSES: [&str; 5] = ["passed", "failed", "interrupted", "running", "pending"];
 
-const FIELDS: [&str; 6] = ["id", "workload", "mode", "variant", "repetition", "status"];
+const FIELDS: [&str; 7] = [
+    "id",
+    "workload",
+    "mode",
+    "variant",
+    "repetition",
+    "status",
+    "mutation",
+];
 
 #[derive(Debug, Clone)]
 enum Cond {
@@ -69,7 +78,10 @@ impl Only {
         let mut out: Vec<&str> = self
             .keys()
             .filter(|k| {
-                let param = k.strip_prefix("param.").unwrap_or(k);
+                let param = k
+                    .strip_prefix("param.")
+                    .or_else(|| k.strip_prefix("annotation."))
+                    .unwrap_or(k);
                 !FIELDS.contains(k) && !params.contains(&param)
             })
             .collect();
@@ -136,16 +148,29 @@ fn holds(c: &Cond, plan: &RunPlan, status: Option<&str>) -> bool {
                 "mode" => plan.mode.clone(),
                 "variant" => plan.variant.clone(),
                 "repetition" => plan.repetition.to_string(),
+                // A run of an entry without mutations runs unpatched code.
+                "mutation" => plan
+                    .mutation
+                    .clone()
+                    .unwrap_or_else(|| crate::suite::NO_MUTATION.to_string()),
                 "status" => match status {
                     Some(s) => s.to_string(),
                     None => return false,
                 },
                 k => {
-                    let name = k.strip_prefix("param.").unwrap_or(k);
-                    match plan.params.get(name) {
-                        Some(serde_json::Value::String(s)) => s.clone(),
-                        Some(v) => v.to_string(),
-                        None => return false,
+                    if let Some(note) = k.strip_prefix("annotation.") {
+                        match plan.annotations.get(note) {
+                            Some(s) => s.clone(),
+                            None => return false,
+                        }
+                    } else {
+                        let name = k.strip_prefix("param.").unwrap_or(k);
+                        match (plan.params.get(name), plan.annotations.get(name)) {
+                            (Some(serde_json::Value::String(s)), _) => s.clone(),
+                            (Some(v), _) => v.to_string(),
+                            (None, Some(note)) => note.clone(),
+                            (None, None) => return false,
+                        }
                     }
                 }
             };

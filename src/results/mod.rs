@@ -47,11 +47,17 @@ pub fn status_in(run_dir: &Path) -> &'static str {
         .map_or("pending", |s| s.status.as_str())
 }
 
-/// The params any of `plans` has, for `--only` keys.
+/// Param and annotation names of `plans`, the keys `--only` knows
+/// besides its fields.
 pub fn param_names<'a>(plans: impl IntoIterator<Item = &'a RunPlan>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
     for p in plans {
         for k in p.params.keys() {
+            if !out.contains(&k.as_str()) {
+                out.push(k);
+            }
+        }
+        for k in p.annotations.keys() {
             if !out.contains(&k.as_str()) {
                 out.push(k);
             }
@@ -212,6 +218,7 @@ pub fn summarize(runs: &[StoredRun]) -> Vec<summary::Row> {
             mode: r.plan.mode.clone(),
             variant: r.plan.variant.clone(),
             variant_params: r.plan.variant_params.clone(),
+            annotations: r.plan.annotations.clone(),
             passed: r
                 .result
                 .as_ref()

@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use super::extract::MetricValue;
 use super::stats::{describe, welch};
+use crate::expand::MUTATION_KEY;
+use crate::suite::NO_MUTATION;
 use crate::suite::raw::Better;
 
 /// What a summary needs of one run.
@@ -27,6 +29,7 @@ pub struct RunRecord {
     /// Metric name → (unit, better) as the workload declares it.
     pub declared: BTreeMap<String, (Option<String>, Option<Better>)>,
     pub metrics: BTreeMap<String, MetricValue>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Significance level of the baseline comparison.
@@ -61,6 +64,17 @@ pub struct Row {
     pub p_value: Option<f64>,
     /// p < [`ALPHA`].
     pub significant: Option<bool>,
+    /// A mutation's row: the mean of `none` (the unpatched code) at the
+    /// same workload, mode, params and metric.
+    pub none_mean: Option<f64>,
+    /// mean / none's mean.
+    pub none_ratio: Option<f64>,
+    /// Welch's two-sided p-value against `none`.
+    pub none_p_value: Option<f64>,
+    pub none_significant: Option<bool>,
+    /// The annotations every run of the group has alike.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// Why some run of the group has no value (the first such run's
     /// reason, runs that passed first): a typo in `from` shows here.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +134,9 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             .find_map(|r| r.declared.get(&metric).cloned())
             .unwrap_or_default();
         let d = describe(&values);
+        // Notes the group's runs share (a key whose value differs is left out).
+        let mut annotations = first.annotations.clone();
+        annotations.retain(|k, v| members.iter().all(|r| r.annotations.get(k) == Some(v)));
         rows.push(Row {
             workload,
             mode,
@@ -142,6 +159,11 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             overhead_pct: None,
             p_value: None,
             significant: None,
+            none_mean: None,
+            none_ratio: None,
+            none_p_value: None,
+            none_significant: None,
+            annotations,
             error,
             values,
         });
@@ -175,7 +197,57 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             r.significant = Some(w.p < ALPHA);
         }
     }
+    // Each mutation against `none` at the same workload, mode, other
+    // params and metric.
+    let nones: BTreeMap<(String, String, String, String), Baseline> = rows
+        .iter()
+        .filter(|r| mutation_of(&r.variant) == Some(NO_MUTATION))
+        .map(|r| {
+            (
+                (
+                    r.workload.clone(),
+                    r.mode.clone(),
+                    r.variant.clone(),
+                    r.metric.clone(),
+                ),
+                (r.mean, r.values.clone()),
+            )
+        })
+        .collect();
+    for r in rows.iter_mut() {
+        let Some(m) = mutation_of(&r.variant).filter(|m| *m != NO_MUTATION) else {
+            continue;
+        };
+        let none_variant = format!(
+            "{MUTATION_KEY}={NO_MUTATION}{}",
+            &r.variant[MUTATION_KEY.len() + 1 + m.len()..]
+        );
+        let Some((Some(base), base_values)) = nones.get(&(
+            r.workload.clone(),
+            r.mode.clone(),
+            none_variant,
+            r.metric.clone(),
+        )) else {
+            continue;
+        };
+        r.none_mean = Some(*base);
+        if let Some(mean) = r.mean
+            && *base != 0.0
+        {
+            r.none_ratio = Some(mean / base);
+        }
+        if let Some(w) = welch(&r.values, base_values) {
+            r.none_p_value = Some(w.p);
+            r.none_significant = Some(w.p < ALPHA);
+        }
+    }
     rows
+}
+
+/// The mutation a variant label starts with (`mutation=nolock,…`).
+pub fn mutation_of(variant: &str) -> Option<&str> {
+    let rest = variant.strip_prefix(MUTATION_KEY)?.strip_prefix('=')?;
+    Some(rest.split(',').next().unwrap_or(rest))
 }
 
 /// A number as summaries print it: shortest round trip, empty when absent.
@@ -185,7 +257,7 @@ pub fn num(x: Option<f64>) -> String {
 
 /// The fixed columns of `summary.csv`; variant params go between the third
 /// and the fourth.
-const SUMMARY_CSV_FIXED: [&str; 20] = [
+const SUMMARY_CSV_FIXED: [&str; 24] = [
     "workload",
     "mode",
     "variant",
@@ -206,6 +278,10 @@ const SUMMARY_CSV_FIXED: [&str; 20] = [
     "overhead_pct",
     "p_value",
     "significant",
+    "none_mean",
+    "none_ratio",
+    "none_p_value",
+    "none_significant",
 ];
 
 /// `summary.csv`: fixed columns, one per variant param (sorted union), then
@@ -225,6 +301,9 @@ pub fn to_csv(rows: &[Row]) -> Vec<u8> {
             .map(|p| crate::artifact::param_column(p, &SUMMARY_CSV_FIXED)),
     );
     header.extend(SUMMARY_CSV_FIXED[3..].iter().map(|s| s.to_string()));
+    let notes: std::collections::BTreeSet<&String> =
+        rows.iter().flat_map(|r| r.annotations.keys()).collect();
+    header.extend(notes.iter().map(|k| format!("annotation.{k}")));
     let _ = w.write_record(&header);
     for r in rows {
         let mut rec: Vec<String> = vec![r.workload.clone(), r.mode.clone(), r.variant.clone()];
@@ -264,6 +343,17 @@ pub fn to_csv(rows: &[Row]) -> Vec<u8> {
             rec.push(num(x));
         }
         rec.push(r.significant.map(|s| s.to_string()).unwrap_or_default());
+        for x in [r.none_mean, r.none_ratio, r.none_p_value] {
+            rec.push(num(x));
+        }
+        rec.push(
+            r.none_significant
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        );
+        for k in &notes {
+            rec.push(r.annotations.get(*k).cloned().unwrap_or_default());
+        }
         let _ = w.write_record(&rec);
     }
     w.into_inner().unwrap_or_default()
@@ -308,6 +398,7 @@ mod tests {
             passed,
             declared,
             metrics,
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -346,7 +437,8 @@ mod tests {
             lines.next(),
             Some(
                 "workload,mode,variant,size,metric,unit,better,n,n_ok,mean,median,std,min,max,\
-                 ci95_low,ci95_high,baseline_mean,ratio,overhead_pct,p_value,significant"
+                 ci95_low,ci95_high,baseline_mean,ratio,overhead_pct,p_value,significant,\
+                 none_mean,none_ratio,none_p_value,none_significant"
             )
         );
         let base = lines.next().expect("baseline row");
@@ -354,8 +446,69 @@ mod tests {
             base.starts_with("kv,baseline,a,1,lat,ms,lower,5,5,20,20,1.5811388300841898,18,22,"),
             "{base}"
         );
-        assert!(base.ends_with(",,,,,"), "{base}");
-        assert!(lines.next().expect("perf row").ends_with(",false"));
+        assert!(base.ends_with(",,,,,,,,,"), "{base}");
+        assert!(lines.next().expect("perf row").ends_with(",false,,,,"));
+    }
+
+    #[test]
+    fn each_mutation_is_compared_with_none_at_the_same_mode_and_params() {
+        let mut runs = Vec::new();
+        for (i, v) in [18.0, 19.0, 20.0, 21.0, 22.0].iter().enumerate() {
+            runs.push(run(
+                &format!("n{i}"),
+                "baseline",
+                "mutation=none,size=1",
+                true,
+                Some(*v),
+            ));
+            runs.push(run(
+                &format!("m{i}"),
+                "baseline",
+                "mutation=nolock,size=1",
+                true,
+                Some(v * 2.0),
+            ));
+            // Another size: compared with its own `none`, not this one.
+            runs.push(run(
+                &format!("o{i}"),
+                "baseline",
+                "mutation=nolock,size=2",
+                true,
+                Some(1.0),
+            ));
+        }
+        for r in &mut runs {
+            r.annotations.insert("purpose".into(), "locks".into());
+        }
+        runs[0].annotations.insert("note".into(), "first".into());
+        let rows = summarize(&runs);
+        let row = |v: &str| rows.iter().find(|r| r.variant == v).expect("row");
+        let m = row("mutation=nolock,size=1");
+        assert_eq!(m.none_mean, Some(20.0));
+        assert_eq!(m.none_ratio, Some(2.0));
+        assert!(m.none_p_value.expect("p") < 0.001);
+        assert_eq!(m.none_significant, Some(true));
+        let none = row("mutation=none,size=1");
+        assert_eq!((none.none_mean, none.none_p_value), (None, None));
+        assert_eq!(row("mutation=nolock,size=2").none_mean, None);
+        // Modes are still compared with baseline, not mutations.
+        assert_eq!(m.baseline_mean, None);
+        // Notes all runs of a row share are kept; one only some have is not.
+        assert_eq!(
+            none.annotations.get("purpose").map(String::as_str),
+            Some("locks")
+        );
+        assert!(!none.annotations.contains_key("note"));
+        let csv = String::from_utf8(to_csv(&rows)).expect("utf-8");
+        assert!(
+            csv.lines()
+                .next()
+                .expect("header")
+                .ends_with(",annotation.purpose"),
+            "{csv}"
+        );
+        assert_eq!(mutation_of("mutation=nolock,size=1"), Some("nolock"));
+        assert_eq!(mutation_of("size=1"), None);
     }
 
     #[test]
