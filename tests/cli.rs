@@ -16,6 +16,7 @@ mod results;
 mod resume;
 mod run;
 mod slurm;
+mod sources;
 mod sshd;
 
 /// A small fluent helper around one `flow` invocation.

@@ -392,9 +392,7 @@ impl<'a> Planner<'a> {
 
         let id = self.run_id(
             pt,
-            &wl.name,
-            &group.mode,
-            group.digest,
+            group,
             &kept,
             &placement,
             (mutation.as_deref(), run_sources),
@@ -585,16 +583,15 @@ impl<'a> Planner<'a> {
     fn run_id(
         &self,
         pt: &RunPoint,
-        workload: &str,
-        mode: &str,
-        digest: [u8; 32],
+        group: &crate::expand::Group,
         kept: &[bool],
         placement: &[Vec<usize>],
         (mutation, sources): (Option<&str>, &BTreeMap<String, RunSource>),
     ) -> String {
+        let (workload, mode) = (&group.workload.name, &group.mode);
         let mut h = Sha256::new();
         h.update(SCHEMA_VERSION.to_le_bytes());
-        h.update(digest);
+        h.update(group.digest);
         h.update(mode.as_bytes());
         h.update([0]);
         h.update(

@@ -75,11 +75,75 @@ pub fn render(artifact_id: &str, suite: &str, runs: &[StoredRun], rows: &[Row]) 
         suite = esc(suite),
         n = runs.len(),
     );
+    code(&mut h, runs);
     summary_table(&mut h, rows);
     plots(&mut h, rows);
     timelines(&mut h, runs);
     h.push_str("</body></html>\n");
     h
+}
+
+/// The code the runs ran: each source's commit and state, the mutations'
+/// patches, and the notes on the runs.
+fn code(h: &mut String, runs: &[StoredRun]) {
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut lines = Vec::new();
+    for r in runs {
+        for (name, s) in &r.plan.sources {
+            let what = match &s.mutation {
+                Some(m) => format!(
+                    "mutation <b>{}</b>: {}",
+                    esc(m),
+                    s.patches
+                        .iter()
+                        .map(|p| format!(
+                            "{} (sha256 {})",
+                            esc(&p.file),
+                            esc(&p.sha256[..12.min(p.sha256.len())])
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "unpatched".into(),
+            };
+            if seen.insert((name.clone(), what.clone())) {
+                lines.push(format!(
+                    "<li><b>{}</b> at <code>{}</code>{} · {what}</li>",
+                    esc(name),
+                    esc(&s.commit[..12.min(s.commit.len())]),
+                    if s.dirty {
+                        " with uncommitted changes (<a href=\"sources/\">sources/</a>)"
+                    } else {
+                        ""
+                    },
+                ));
+            }
+        }
+    }
+    let mut notes: BTreeSet<(String, String)> = BTreeSet::new();
+    for r in runs {
+        for (k, v) in &r.plan.annotations {
+            notes.insert((k.clone(), v.clone()));
+        }
+    }
+    if lines.is_empty() && notes.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Code</h2>\n");
+    if !lines.is_empty() {
+        let _ = writeln!(h, "<ul>{}</ul>", lines.join(""));
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"muted\">annotations: {}</p>",
+            notes
+                .iter()
+                .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        );
+    }
 }
 
 fn summary_table(h: &mut String, rows: &[Row]) {
@@ -88,9 +152,18 @@ fn summary_table(h: &mut String, rows: &[Row]) {
         h.push_str("<p class=\"muted\">No metrics: the workloads declare none.</p>\n");
         return;
     }
-    h.push_str(
+    let mutations = rows
+        .iter()
+        .any(|r| super::summary::mutation_of(&r.variant).is_some());
+    let _ = writeln!(
+        h,
         "<table><tr><th>workload</th><th>mode</th><th>variant</th><th>metric</th><th>n</th>\
-         <th>mean</th><th>95% CI</th><th>median</th><th>std</th><th>vs baseline</th><th>p</th></tr>\n",
+         <th>mean</th><th>95% CI</th><th>median</th><th>std</th><th>vs baseline</th><th>p</th>{}</tr>",
+        if mutations {
+            "<th>vs none</th><th>p (none)</th>"
+        } else {
+            ""
+        }
     );
     for r in rows {
         let unit = r
@@ -112,10 +185,20 @@ fn summary_table(h: &mut String, rows: &[Row]) {
             ),
             (m, _) => format!("{}{unit}", short(m)),
         };
+        let vs_none = if mutations {
+            format!(
+                "<td>{}</td><td>{}</td>",
+                r.none_ratio
+                    .map_or("—".into(), |x| format!("{:+.1}%", (x - 1.0) * 100.0)),
+                r.none_p_value.map_or("—".into(), |p| format!("{p:.3}"))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             h,
             "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{mean}</td>\
-             <td>{ci}</td><td>{}</td><td>{}</td><td>{vs}</td><td>{}</td></tr>",
+             <td>{ci}</td><td>{}</td><td>{}</td><td>{vs}</td><td>{}</td>{vs_none}</tr>",
             esc(&r.workload),
             esc(&r.mode),
             esc(&r.variant),
@@ -125,7 +208,7 @@ fn summary_table(h: &mut String, rows: &[Row]) {
             short(r.median),
             short(r.std),
             r.p_value.map_or("—".into(), |p| format!("{p:.3}")),
-            cls = if r.significant == Some(true) {
+            cls = if r.significant == Some(true) || r.none_significant == Some(true) {
                 " class=\"sig\""
             } else {
                 ""
@@ -134,8 +217,8 @@ fn summary_table(h: &mut String, rows: &[Row]) {
     }
     h.push_str(
         "</table>\n<p class=\"muted\">CI: Student's t over the repetitions that passed. \
-         p: Welch's two-sided t-test against baseline at the same variant; highlighted rows \
-         differ at p &lt; 0.05.</p>\n",
+         p: Welch's two-sided t-test against baseline at the same variant (and, for a mutation, \
+         against <code>none</code> at the same mode and params); highlighted rows differ at p &lt; 0.05.</p>\n",
     );
 }
 
@@ -299,12 +382,18 @@ fn timelines(h: &mut String, runs: &[StoredRun]) {
         let _ = writeln!(
             h,
             "<section class=\"run\" id=\"{id}\"><h3>{id} <span class=\"{cls}\">{status}</span></h3>\
-             <p class=\"muted\">mode {} · variant {} · repetition {} · \
+             <p class=\"muted\">mode {} · variant {} · repetition {}{notes} · \
              <a href=\"runs/{id}/run_result.json\">run_result.json</a> · \
              <a href=\"runs/{id}/events.jsonl\">events</a> · <a href=\"runs/{id}/fetch.log\">fetch.log</a></p>",
             esc(&run.plan.mode),
             esc(&run.plan.variant),
             run.plan.repetition,
+            notes = run
+                .plan
+                .annotations
+                .iter()
+                .map(|(k, v)| format!(" · {}={}", esc(k), esc(v)))
+                .collect::<String>(),
         );
         if let Some(r) = &run.result {
             if let Some(e) = r.first_error() {

@@ -289,7 +289,7 @@ pub fn load_annotations(
             _ => diags.push(
                 Diagnostic::at(
                     v.span,
-                    format!("annotation `{}` is a {}", k.name, v.type_name()),
+                    format!("annotation `{}` is {}", k.name, v.type_name()),
                 )
                 .with_help("annotations are short notes: a string, a number or a boolean"),
             ),

@@ -134,6 +134,7 @@ impl Entry {
             mutations: self
                 .mutations
                 .iter()
+                .filter(|m| m.name != NO_MUTATION)
                 .map(|m| MutationSummary {
                     name: m.name.clone(),
                     source: code

@@ -69,16 +69,17 @@ fn runs_get_metrics_and_the_artifact_a_summary_against_baseline() {
     assert_eq!(
         rows[0],
         "workload,mode,variant,metric,unit,better,n,n_ok,mean,median,std,min,max,ci95_low,ci95_high,\
-         baseline_mean,ratio,overhead_pct,p_value,significant"
+         baseline_mean,ratio,overhead_pct,p_value,significant,none_mean,none_ratio,none_p_value,\
+         none_significant"
     );
     // baseline: 11, 12, 13; slow: 21, 22, 23. std 1, t(0.975, 2) = 4.302653,
     // half width 4.302653 / √3 = 2.484138.
-    assert_eq!(rows[1], "m,baseline,default,broken,,,3,0,,,,,,,,,,,,");
+    assert_eq!(rows[1], "m,baseline,default,broken,,,3,0,,,,,,,,,,,,,,,,");
     assert!(
         rows[2].starts_with("m,baseline,default,v,ms,lower,3,3,12,12,1,11,13,9.51586"),
         "{csv}"
     );
-    assert_eq!(rows[3], "m,slow,default,broken,,,3,0,,,,,,,,,,,,");
+    assert_eq!(rows[3], "m,slow,default,broken,,,3,0,,,,,,,,,,,,,,,,");
     let slow: Vec<&str> = rows[4].split(',').collect();
     assert_eq!(
         &slow[..13],
