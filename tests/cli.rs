@@ -10,6 +10,7 @@ mod conformance;
 mod longrun;
 mod merge;
 mod netns;
+mod phases;
 mod plans;
 mod remote;
 mod results;
@@ -278,11 +279,20 @@ fn plan_writes_an_artifact_folder() {
     let suite: serde_json::Value =
         serde_json::from_slice(&std::fs::read(latest.join("suite.json")).expect("suite.json"))
             .expect("json");
-    assert_eq!(suite["schema_version"], 1);
+    assert_eq!(suite["schema_version"], 2);
     assert_eq!(suite["suite"]["name"], "streaming");
     let runs = suite["expansion"]["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 4);
-    assert!(suite["sources"].as_array().expect("sources").len() >= 3);
+    assert!(suite["files"].as_array().expect("files").len() >= 3);
+    // The repository holding the suite (this one) is recorded, and its
+    // uncommitted changes are stored exactly when there are some.
+    let exp = &suite["sources"]["experiment"];
+    assert_eq!(exp["commit"].as_str().map(str::len), Some(40), "{exp}");
+    assert_eq!(
+        exp["dirty"] == true,
+        latest.join("sources/experiment.diff").is_file(),
+        "{exp}"
+    );
     for id in runs {
         let id = id.as_str().expect("id");
         let plan: serde_json::Value = serde_json::from_slice(

@@ -312,7 +312,35 @@ pub fn write_artifact(
         extra.insert("selection".into(), selection.to_json(&all));
     }
     write_suite_json(p, &artifact.path, &artifact.id, &ids, Some(&extra))?;
+    write_phases(&planner, &artifact.path)?;
     Ok((artifact, plans))
+}
+
+/// Writes the plans of the suite's `setup:` and `teardown:` instances into
+/// `<dir>/setup/<id>/plan.json` and `<dir>/teardown/<id>/plan.json`, and
+/// their ids, in order, into `<dir>/phases.json` (absent without any).
+pub fn write_phases(planner: &Planner<'_>, dir: &Path) -> Result<(), Error> {
+    let (setup, teardown) = (planner.setup_plans(), planner.teardown_plans());
+    let list = dir.join(crate::exec::PHASES_FILE);
+    if setup.is_empty() && teardown.is_empty() {
+        let _ = std::fs::remove_file(&list);
+        return Ok(());
+    }
+    for plan in setup.iter().chain(&teardown) {
+        let path = Path::new(&plan.dir).join("plan.json");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        let json = serde_json::to_vec_pretty(plan).map_err(|e| Error::Output(e.into()))?;
+        atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
+    }
+    let ids = |v: &[RunPlan]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "setup": ids(&setup),
+        "teardown": ids(&teardown),
+    }))
+    .map_err(|e| Error::Output(e.into()))?;
+    atomic_write(&list, &json).map_err(|e| Error::io("write", &list, e))
 }
 
 /// Writes an artifact's `suite.json` for the runs `ids`; `extra` keys

@@ -459,6 +459,7 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
         },
     )
     .map_err(|d| invalid(&d, &p.suite.sources))?;
+    super::plan::write_phases(&planner, &dir)?;
     let mut fresh = Vec::with_capacity(planner.len());
     plan_all(&p, &planner, |r| {
         fresh.push(r.clone());

@@ -162,14 +162,21 @@ impl Invocation<'_> {
             .build()
             .map_err(|e| Error::io("start the runtime in", self.dir, e))?;
         let started = std::time::Instant::now();
+        let phases = exec::Phases::load(self.dir).map_err(|e| {
+            Error::Invalid(format!("error: the artifact's setup and teardown: {e}\n"))
+        })?;
         let mut used: Vec<String> = Vec::new();
         // Analyze steps run on the controller, which is not among a run's hosts.
-        for h in todo.iter().flat_map(|t| {
-            t.plan
-                .hosts
-                .iter()
-                .chain(t.plan.steps.iter().map(|s| &s.host))
-        }) {
+        for h in todo
+            .iter()
+            .flat_map(|t| {
+                t.plan
+                    .hosts
+                    .iter()
+                    .chain(t.plan.steps.iter().map(|s| &s.host))
+            })
+            .chain(phases.hosts())
+        {
             if !used.contains(h) {
                 used.push(h.clone());
             }
@@ -200,6 +207,7 @@ impl Invocation<'_> {
                 self.dir.to_path_buf(),
                 opts,
                 Arc::clone(&launcher) as Arc<dyn exec::host::Launcher>,
+                &phases,
             )
             .await;
             launcher.close().await;
@@ -228,6 +236,13 @@ impl Invocation<'_> {
         }
         for w in &warnings {
             let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
+        }
+        if let Some(e) = &outcome.setup_failed {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: {e}\n  = help: no run started; fix the setup and `flow resume {}` runs it again, then the runs",
+                self.id
+            );
         }
         let mut parts = vec![
             format!("{} passed", outcome.passed),
@@ -263,7 +278,7 @@ impl Invocation<'_> {
         );
         Ok(if outcome.was_interrupted {
             exit::INTERRUPTED
-        } else if outcome.failed > 0 || outcome.interrupted > 0 {
+        } else if outcome.failed > 0 || outcome.interrupted > 0 || outcome.setup_failed.is_some() {
             exit::FAILED
         } else {
             exit::OK

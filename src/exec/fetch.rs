@@ -422,6 +422,13 @@ fn copy_hashing_to(src: &Path, dest: Option<&Path>) -> std::io::Result<(u64, Str
         total += n as u64;
     }
     if let Some(out) = output {
+        // The mode comes along, as rsync keeps it on remote hosts: a
+        // fetched program stays runnable.
+        if let Ok(meta) = input.metadata() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            let _ = out.set_permissions(std::fs::Permissions::from_mode(mode | 0o200));
+        }
         out.sync_all()?;
     }
     Ok((total, hex(&hasher.finalize())))

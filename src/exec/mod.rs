@@ -55,6 +55,8 @@ pub struct Outcome {
     pub was_interrupted: bool,
     /// Problems writing `runs.csv` and the like; the runs themselves went on.
     pub warnings: Vec<String>,
+    /// Why no run started: a setup instance did not pass.
+    pub setup_failed: Option<String>,
 }
 
 /// Two runs may overlap unless they share a host and either needs its hosts
@@ -88,8 +90,128 @@ impl Todo {
     }
 }
 
+/// The list of an artifact's setup and teardown instances.
+pub const PHASES_FILE: &str = "phases.json";
+
+/// The setup and teardown instances of an invocation, as planned.
+#[derive(Debug, Default, Clone)]
+pub struct Phases {
+    pub setup: Vec<Arc<RunPlan>>,
+    pub teardown: Vec<Arc<RunPlan>>,
+}
+
+impl Phases {
+    /// Reads `phases.json` and the instances' `plan.json` from an
+    /// artifact; none when it has no phases.
+    pub fn load(artifact_dir: &std::path::Path) -> Result<Phases, String> {
+        let list = artifact_dir.join(PHASES_FILE);
+        let Ok(text) = std::fs::read(&list) else {
+            return Ok(Phases::default());
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| format!("`{}`: {e}", list.display()))?;
+        let read = |kind: &str| -> Result<Vec<Arc<RunPlan>>, String> {
+            let mut out = Vec::new();
+            for id in v[kind].as_array().into_iter().flatten() {
+                let id = id.as_str().unwrap_or_default();
+                let path = artifact_dir.join(kind).join(id).join("plan.json");
+                let text = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                let plan: RunPlan = serde_json::from_slice(&text)
+                    .map_err(|e| format!("`{}`: {e}", path.display()))?;
+                out.push(Arc::new(plan));
+            }
+            Ok(out)
+        };
+        Ok(Phases {
+            setup: read("setup")?,
+            teardown: read("teardown")?,
+        })
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &String> {
+        self.setup
+            .iter()
+            .chain(&self.teardown)
+            .flat_map(|p| p.hosts.iter())
+    }
+}
+
+/// Whether a setup instance passed before with every output fetched: it
+/// is not run again.
+fn setup_done(plan: &RunPlan) -> bool {
+    let path = PathBuf::from(&plan.dir).join("run_result.json");
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<RunResult>(&b).ok())
+        .is_some_and(|r| {
+            r.status == RunStatus::Passed && r.fetch.missing == 0 && r.fetch.failed == 0
+        })
+}
+
+/// Runs one setup or teardown instance (its earlier attempt, if any, kept
+/// under `attempts/`); `Err` says why it did not pass.
+async fn run_phase(
+    plan: &RunPlan,
+    key: u64,
+    env: &RunEnv,
+    journal: &Journal,
+    progress: &Progress,
+    interrupt: run::Interrupt,
+) -> Result<(), String> {
+    let dir = PathBuf::from(&plan.dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let mut resume = run::Resume::Fresh;
+    if dir.join("run_result.json").exists() {
+        match resume::keep_attempt(&dir) {
+            Ok(attempt) => {
+                resume = run::Resume::Again {
+                    attempt,
+                    tags: Vec::new(),
+                }
+            }
+            Err(e) => return Err(format!("cannot keep its earlier attempt: {e}")),
+        }
+    }
+    let rj = journal.open(key, dir.join("events.jsonl"));
+    let r = run::run_one(plan, env, rj.clone(), progress, interrupt, resume).await;
+    if let Some(e) = rj.close().await {
+        progress.warn(&e);
+    }
+    let secs = r.duration_ms.unwrap_or(0) as f64 / 1000.0;
+    let verdict = if r.status != RunStatus::Passed {
+        Err(r
+            .first_error()
+            .unwrap_or_else(|| format!("it {}", r.status.as_str())))
+    } else if r.fetch.missing > 0 || r.fetch.failed > 0 {
+        Err(format!(
+            "outputs {} were not all fetched (see {}/fetch.log)",
+            plan.steps
+                .iter()
+                .flat_map(|s| s.paths.iter())
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.dir
+        ))
+    } else {
+        Ok(())
+    };
+    let tag = if verdict.is_ok() { "PASS " } else { "FAIL " };
+    progress.println(&format!(
+        "{tag} [{}] {} ({secs:.1}s)",
+        plan.workload, plan.id
+    ));
+    if let Err(e) = &verdict {
+        progress.println(&format!("      {e}"));
+    }
+    verdict
+}
+
 /// Runs every plan of `todo`, writing results into `artifact_dir`;
-/// `runs.csv` holds `rows` (the runs not executed as they are).
+/// `runs.csv` holds `rows` (the runs not executed as they are). The setup
+/// instances of `phases` run first (none of `todo` runs when one fails);
+/// the teardown instances run last, whatever happened.
 pub async fn execute(
     todo: Vec<Todo>,
     mut rows: Vec<RunRow>,
@@ -97,6 +219,7 @@ pub async fn execute(
     artifact_dir: PathBuf,
     opts: &Options,
     launcher: Arc<dyn host::Launcher>,
+    phases: &Phases,
 ) -> Outcome {
     process::become_subreaper();
     let (int_tx, int_rx) = watch::channel(0u8);
@@ -141,12 +264,38 @@ pub async fn execute(
     write_csv(&rows, &mut out, true);
 
     let mut pending: Vec<usize> = (0..plans.len()).collect();
+    // Setup: in order, each once (one that passed before is kept).
+    for (k, plan) in phases.setup.iter().enumerate() {
+        if setup_done(plan) {
+            progress.println(&format!("KEPT  [setup] {} (passed before)", plan.id));
+            continue;
+        }
+        let r = run_phase(
+            plan,
+            PHASE_KEY + k as u64,
+            &env,
+            &journal,
+            &progress,
+            int_rx.clone(),
+        )
+        .await;
+        if *int_rx.borrow() > 0 {
+            out.was_interrupted = true;
+        }
+        if let Err(e) = r {
+            out.setup_failed = Some(format!("setup `{}` failed: {e}", plan.id));
+            break;
+        }
+        if out.was_interrupted {
+            break;
+        }
+    }
+    let mut stop_starting = out.setup_failed.is_some() || out.was_interrupted;
     let mut running: Vec<usize> = Vec::new();
     let mut set: JoinSet<(usize, RunResult)> = JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut int_seen = int_rx.clone();
-    let mut level = 0u8;
-    let mut stop_starting = false;
+    let mut level = u8::from(out.was_interrupted);
     loop {
         if !stop_starting {
             let mut k = 0;
@@ -225,11 +374,43 @@ pub async fn execute(
     }
     out.not_run = pending.len();
     write_csv(&rows, &mut out, true);
+    // Teardown: always, after a failure or a first Ctrl-C too; only a
+    // further Ctrl-C cuts it short.
+    if !phases.teardown.is_empty() {
+        let seen = *int_rx.borrow();
+        let (tx, rx) = watch::channel(0u8);
+        let mut more = int_rx.clone();
+        let forward = tokio::spawn(async move {
+            while more.changed().await.is_ok() {
+                let now = *more.borrow();
+                let _ = tx.send(now.saturating_sub(seen));
+            }
+        });
+        for (k, plan) in phases.teardown.iter().enumerate() {
+            if let Err(e) = run_phase(
+                plan,
+                PHASE_KEY + 1000 + k as u64,
+                &env,
+                &journal,
+                &progress,
+                rx.clone(),
+            )
+            .await
+            {
+                out.warnings
+                    .push(format!("teardown `{}` failed: {e}", plan.id));
+            }
+        }
+        forward.abort();
+    }
     progress.finish();
     signals.abort();
     journal.finish();
     out
 }
+
+/// Journal keys of setup and teardown instances, clear of run indexes.
+const PHASE_KEY: u64 = 1 << 40;
 
 /// Counts SIGINT and SIGTERM into the interrupt level.
 async fn watch_signals(tx: watch::Sender<u8>) {

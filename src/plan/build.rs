@@ -82,6 +82,9 @@ fn run_sources(
     )
 }
 
+#[path = "phases.rs"]
+mod phases;
+
 /// Version of plan.json and of the run-id hash input.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -163,6 +166,8 @@ pub struct Planner<'a> {
     /// Per entry, per mutation (index 0 without mutations): the run's
     /// sources, as plan.json records them and as templates see them.
     code: Vec<Vec<(BTreeMap<String, RunSource>, Value)>>,
+    setup: Vec<phases::SetupInstance>,
+    teardown: Vec<RunPlan>,
 }
 
 impl<'a> Planner<'a> {
@@ -292,7 +297,7 @@ impl<'a> Planner<'a> {
                 }
             })
             .collect();
-        Ok(Planner {
+        let mut planner = Planner {
             suite,
             exp,
             templates,
@@ -308,7 +313,11 @@ impl<'a> Planner<'a> {
             params_cache: RefCell::new((usize::MAX, Value::UNDEFINED)),
             files_seen: RefCell::new(HashMap::new()),
             code,
-        })
+            setup: Vec::new(),
+            teardown: Vec::new(),
+        };
+        planner.build_phases()?;
+        Ok(planner)
     }
 
     pub fn len(&self) -> usize {
@@ -503,6 +512,10 @@ impl<'a> Planner<'a> {
             self.check_file_exists(&path, &rel, t)?;
             files.push(format!("{}{keep_slash}", path.display()));
         }
+        // Setup outputs, made before the first run: not there yet.
+        for s in self.setup_for(group.entry, pt.mutation) {
+            files.extend(s.outputs.iter().cloned());
+        }
         let mut metrics = wl.metrics.clone();
         for (m, t) in metrics.iter_mut().zip(&texts.metrics_from) {
             m.from = self.render(t, &early)?;
@@ -626,6 +639,11 @@ impl<'a> Planner<'a> {
         }
         if let Some(m) = mutation {
             h.update(format!("\0mutation {m}").as_bytes());
+        }
+        // What `setup:` hands the run: its instances' ids hash their
+        // commands and code.
+        for s in self.setup_for(group.entry, pt.mutation) {
+            h.update(format!("\0setup {}", s.plan.id).as_bytes());
         }
         let d = h.finalize();
         let hex: String = d.iter().take(5).map(|b| format!("{b:02x}")).collect();

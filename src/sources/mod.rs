@@ -5,7 +5,7 @@
 //!
 //! Read with libgit2, without a network and without writing into the
 //! repository's objects. Snapshots live in the repository's git folder
-//! (`.git/flow/snapshots/<hash>/`), named by the hash of what they hold, so
+//! (`.git/flow/snapshots/<hash>/<name>/`), named by the hash of what they hold, so
 //! one is written once and every command after that reuses it.
 
 pub mod patch;
@@ -227,13 +227,15 @@ pub fn snapshot(state: &SourceState, patches: &[PatchFile]) -> Result<PathBuf, S
     }
     let key = hex(&h.finalize()[..8]);
     let base = repo.path().join("flow").join("snapshots");
-    let dir = base.join(&key);
+    // `<key>/<name>/`: pushed as a folder, a snapshot arrives as `<name>/`.
+    let dir = base.join(&key).join(&state.name);
     if dir.join(".flow-snapshot").exists() {
         return Ok(dir);
     }
     fs::create_dir_all(&base).map_err(io)?;
-    let tmp = base.join(format!(".tmp-{key}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp_top = base.join(format!(".tmp-{key}-{}", std::process::id()));
+    let tmp = tmp_top.join(&state.name);
+    let _ = fs::remove_dir_all(&tmp_top);
     let made = (|| {
         write_commit(&repo, &state.commit, &tmp)?;
         if !state.diff.is_empty() {
@@ -245,18 +247,26 @@ pub fn snapshot(state: &SourceState, patches: &[PatchFile]) -> Result<PathBuf, S
         fs::write(tmp.join(".flow-snapshot"), format!("{}\n", state.commit)).map_err(io)
     })();
     if let Err(e) = made {
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs::remove_dir_all(&tmp_top);
         return Err(e);
     }
-    if fs::rename(&tmp, &dir).is_err() {
+    let top = base.join(&key);
+    if top.exists() {
+        // An earlier snapshot of another name, or one cut short: this
+        // name's folder is moved in on its own.
+        let _ = fs::remove_dir_all(&dir);
+        let moved = fs::rename(&tmp, &dir);
+        let _ = fs::remove_dir_all(&tmp_top);
+        moved.map_err(io)?;
+    } else if fs::rename(&tmp_top, &top).is_err() {
         // Another flow wrote the same snapshot first: it is the same.
-        let _ = fs::remove_dir_all(&tmp);
-        if !dir.join(".flow-snapshot").exists() {
-            return Err(SnapshotError::Io(format!(
-                "could not create `{}`",
-                dir.display()
-            )));
-        }
+        let _ = fs::remove_dir_all(&tmp_top);
+    }
+    if !dir.join(".flow-snapshot").exists() {
+        return Err(SnapshotError::Io(format!(
+            "could not create `{}`",
+            dir.display()
+        )));
     }
     Ok(dir)
 }

@@ -343,6 +343,26 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         }
     }
     super::code::cli_annotations(&opts.annotate, &mut annotations, &mut l.diags);
+    let (mut setup, mut teardown) = (Vec::new(), Vec::new());
+    if let Some(raw) = &raw {
+        use super::phases::{Phase, load_phase};
+        setup = load_phase(
+            Phase::Setup,
+            &raw.setup,
+            root.get("setup"),
+            inventory.as_ref(),
+            &code,
+            &mut l.diags,
+        );
+        teardown = load_phase(
+            Phase::Teardown,
+            &raw.teardown,
+            root.get("teardown"),
+            inventory.as_ref(),
+            &code,
+            &mut l.diags,
+        );
+    }
     let (Some(raw), Some(inventory), true) = (raw, inventory, l.diags.is_empty()) else {
         l.diags.finish();
         return fail(l);
@@ -364,6 +384,8 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         experiment: crate::sources::capture(crate::sources::EXPERIMENT, &dir, true).ok(),
         annotations,
         annotate_args: opts.annotate.clone(),
+        setup,
+        teardown,
     })
 }
 

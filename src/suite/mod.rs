@@ -6,6 +6,7 @@ mod cycle;
 mod inventory;
 mod load;
 mod model;
+pub mod phases;
 pub mod raw;
 mod workload;
 

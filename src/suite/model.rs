@@ -41,6 +41,10 @@ pub struct Suite {
     pub annotations: BTreeMap<String, String>,
     /// The `--annotate` arguments as given.
     pub annotate_args: Vec<String>,
+    /// `setup:` steps, in name order.
+    pub setup: Vec<super::phases::PhaseStep>,
+    /// `teardown:` steps, in name order.
+    pub teardown: Vec<super::phases::PhaseStep>,
 }
 
 /// A source of `sources:` as loaded.

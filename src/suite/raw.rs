@@ -299,6 +299,40 @@ pub struct RawSuite {
     /// filterable with `--only`, never part of a run id.
     #[serde(default)]
     pub annotations: BTreeMap<String, Any>,
+    /// Steps run once per invocation, before the first run, in name order
+    /// (once per mutation when they use a mutated source); their
+    /// `outputs` are pushed into every run's folder on its hosts.
+    #[serde(default)]
+    pub setup: BTreeMap<String, RawPhaseStep>,
+    /// Steps run once at the end, after the runs, also after a failure or
+    /// Ctrl-C, in name order.
+    #[serde(default)]
+    pub teardown: BTreeMap<String, RawPhaseStep>,
+}
+
+/// A `setup:` or `teardown:` step.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhaseStep {
+    pub description: Option<String>,
+    /// Where it runs: a host name or a role (setup: one host; teardown:
+    /// every host it names). Default: the only host of the inventory.
+    pub on: Option<OneOrMany>,
+    /// A string run by `sh -c` in the step's folder on its host, or argv.
+    pub run: Command,
+    /// Sources (of `sources:`) pushed into the step's folder as
+    /// `<name>/`, each as the instance's mutation has it.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Setup: paths in the step's folder that it makes (`bin/`, `server`);
+    /// fetched, then pushed into every run's folder as `files:` are.
+    /// A missing one fails the setup.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Longest the step may take (`10m`).
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// A suite-level analyze step.
