@@ -406,6 +406,12 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
         if let Some(s) = shard {
             header["shard"] = serde_json::json!(s.to_string());
         }
+        let (setup, teardown) = (planner.setup_plans(), planner.teardown_plans());
+        if !setup.is_empty() || !teardown.is_empty() {
+            header["setup"] = serde_json::to_value(&setup).map_err(|e| Error::Output(e.into()))?;
+            header["teardown"] =
+                serde_json::to_value(&teardown).map_err(|e| Error::Output(e.into()))?;
+        }
         let stdout = std::io::stdout().lock();
         let mut w = PlanWriter::new(
             BufWriter::with_capacity(1 << 16, stdout),
@@ -414,6 +420,9 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             &summary(&p),
         )
         .map_err(Error::Output)?;
+        for s in &setup {
+            w.write_phase(s).map_err(Error::Output)?;
+        }
         // A shard plans only its own runs.
         let pick = |i: usize| match (shard, &assignment) {
             (Some(s), Some(a)) => {
@@ -429,6 +438,9 @@ pub fn plan(args: &PlanArgs) -> Result<i32, Error> {
             }
             Ok(())
         })?;
+        for t in &teardown {
+            w.write_phase(t).map_err(Error::Output)?;
+        }
         w.finish().map_err(Error::Output)?;
         return Ok(exit::OK);
     }

@@ -57,10 +57,19 @@ impl<W: Write> PlanWriter<W> {
                 }
                 serde_json::to_writer(&mut self.out, run).map_err(io::Error::other)?;
             }
-            Format::Text => write_text(&mut self.out, run)?,
+            Format::Text => write_text(&mut self.out, run, "run")?,
             Format::Dot => write_dot(&mut self.out, run, self.count)?,
         }
         self.count += 1;
+        Ok(())
+    }
+
+    /// A setup or teardown instance (text only: JSON carries them in its
+    /// header).
+    pub fn write_phase(&mut self, plan: &RunPlan) -> io::Result<()> {
+        if self.format == Format::Text {
+            write_text(&mut self.out, plan, &plan.workload)?;
+        }
         Ok(())
     }
 
@@ -75,13 +84,21 @@ impl<W: Write> PlanWriter<W> {
     }
 }
 
-fn write_text<W: Write>(out: &mut W, run: &RunPlan) -> io::Result<()> {
+fn write_text<W: Write>(out: &mut W, run: &RunPlan, label: &str) -> io::Result<()> {
     writeln!(out)?;
-    writeln!(
-        out,
-        "run {}  (mode {}, variant {}, repetition {})",
-        run.id, run.mode, run.variant, run.repetition
-    )?;
+    if label == "run" {
+        writeln!(
+            out,
+            "run {}  (mode {}, variant {}, repetition {})",
+            run.id, run.mode, run.variant, run.repetition
+        )?;
+    } else {
+        let code = match &run.mutation {
+            Some(m) => format!(", mutation {m}"),
+            None => String::new(),
+        };
+        writeln!(out, "{label} {}  (step {}{code})", run.id, run.mode)?;
+    }
     let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
     for s in &run.steps {
         let what = match (&s.run, s.paths.is_empty()) {

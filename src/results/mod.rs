@@ -265,7 +265,27 @@ pub fn write_report(
         .first()
         .map(|r| r.plan.suite.clone())
         .unwrap_or_default();
-    let html = report::render(&id, &suite, runs, rows);
+    // Setup and teardown instances, with how each went.
+    let phases = crate::exec::Phases::load(artifact).unwrap_or_default();
+    let phase_runs: Vec<StoredRun> = phases
+        .setup
+        .iter()
+        .chain(&phases.teardown)
+        .map(|plan| {
+            // Where it is now, should the artifact have moved.
+            let dir = artifact.join(&plan.workload).join(&plan.id);
+            (plan, dir)
+        })
+        .map(|(plan, dir)| StoredRun {
+            result: std::fs::read(dir.join("run_result.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok()),
+            dir,
+            plan: (**plan).clone(),
+            raw: Vec::new(),
+        })
+        .collect();
+    let html = report::render(&id, &suite, runs, rows, &phase_runs);
     let p = artifact.join("report.html");
     atomic_write(&p, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", p.display()))
 }

@@ -55,7 +55,13 @@ fn clip(s: &str, n: usize) -> String {
 }
 
 /// The whole page.
-pub fn render(artifact_id: &str, suite: &str, runs: &[StoredRun], rows: &[Row]) -> String {
+pub fn render(
+    artifact_id: &str,
+    suite: &str,
+    runs: &[StoredRun],
+    rows: &[Row],
+    phases: &[StoredRun],
+) -> String {
     let mut h = String::new();
     let passed = runs
         .iter()
@@ -76,6 +82,7 @@ pub fn render(artifact_id: &str, suite: &str, runs: &[StoredRun], rows: &[Row]) 
         n = runs.len(),
     );
     code(&mut h, runs);
+    phase_table(&mut h, phases);
     summary_table(&mut h, rows);
     plots(&mut h, rows);
     timelines(&mut h, runs);
@@ -144,6 +151,53 @@ fn code(h: &mut String, runs: &[StoredRun]) {
                 .join(" · ")
         );
     }
+}
+
+/// Setup and teardown instances: status, time, the first error, logs.
+fn phase_table(h: &mut String, phases: &[StoredRun]) {
+    if phases.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Setup and teardown</h2>\n<table><tr><th>instance</th><th>host</th><th>status</th><th>time</th><th>logs</th></tr>\n");
+    for p in phases {
+        let kind = &p.plan.workload;
+        let id = esc(&p.plan.id);
+        let (status, secs, err) = match &p.result {
+            Some(r) => (
+                r.status.as_str(),
+                r.duration_ms
+                    .map_or("—".into(), |d| format!("{:.1} s", d as f64 / 1000.0)),
+                r.first_error(),
+            ),
+            None => ("not run", "—".into(), None),
+        };
+        let logs: Vec<String> = p
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.run.is_some())
+            .map(|s| {
+                let sid = esc(&s.id);
+                format!(
+                    "<a href=\"{kind}/{id}/logs/{sid}.out\">out</a> <a href=\"{kind}/{id}/logs/{sid}.err\">err</a>"
+                )
+            })
+            .collect();
+        let cls = match status {
+            "passed" => "passed",
+            "failed" => "failed",
+            _ => "other",
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{id}</td><td>{}</td><td class=\"{cls}\">{status}{}</td><td>{secs}</td><td>{}</td></tr>",
+            esc(&p.plan.hosts.join(", ")),
+            err.map(|e| format!(": {}", esc(&clip(&e, 200))))
+                .unwrap_or_default(),
+            logs.join(" · "),
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn summary_table(h: &mut String, rows: &[Row]) {
