@@ -49,6 +49,8 @@ pub enum Command {
     Reap(ReapArgs),
     /// Run a command on every (or every matching) host of an inventory, in parallel.
     Exec(ExecArgs),
+    /// Open a shell (or run a command) on one host of an inventory, reached as flow reaches it.
+    Ssh(SshArgs),
     /// Print the JSON Schema of suite, workload, inventory, plan and run-result files.
     Schema(SchemaArgs),
 }
@@ -148,6 +150,10 @@ pub struct RunArgs {
     /// measurements.
     #[arg(long)]
     pub share_hosts: bool,
+    /// Leave the hosts as they are at the end: the suite's `deprovision`
+    /// does not run.
+    #[arg(long)]
+    pub keep_hosts: bool,
     /// Continue artifact ID in place instead of planning a new one (`flow resume ID`).
     #[arg(long, value_name = "ID", conflicts_with = "dry_run")]
     pub resume: Option<String>,
@@ -276,6 +282,10 @@ pub struct ResumeArgs {
     /// Run on ssh hosts that another flow is using.
     #[arg(long)]
     pub share_hosts: bool,
+    /// Leave the hosts as they are at the end: the suite's `deprovision`
+    /// does not run.
+    #[arg(long)]
+    pub keep_hosts: bool,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,
@@ -307,6 +317,21 @@ pub struct ExecArgs {
     pub on: Vec<String>,
     /// The command, run by each host's shell.
     #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The host's name in the inventory.
+    pub host: String,
+    /// The inventory file (or `cmd:COMMAND`).
+    #[arg(long, value_name = "FILE", conflicts_with = "suite")]
+    pub hosts: Option<PathBuf>,
+    /// The suite whose inventory names the host (its `hosts:`).
+    #[arg(long, short = 's', value_name = "NAME|PATH")]
+    pub suite: Option<String>,
+    /// A command to run there instead of a shell.
+    #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

@@ -28,6 +28,7 @@ fn main() {
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),
         Command::Exec(a) => commands::exec(a),
+        Command::Ssh(a) => commands::ssh(a),
         Command::Reap(a) => commands::reap(a),
         Command::Schema(a) => commands::schema(a),
     };

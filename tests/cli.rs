@@ -12,6 +12,7 @@ mod merge;
 mod netns;
 mod phases;
 mod plans;
+mod provision;
 mod remote;
 mod results;
 mod resume;

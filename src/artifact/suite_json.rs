@@ -48,8 +48,9 @@ pub fn suite_json(suite: &Suite, exp: &Expansion, run_ids: &[String], artifact_i
             // What `flow resume` loads the suite from again.
             "file": crate::paths::absolute(&suite.path),
             "hosts_file": suite.inventory.source.as_deref().map(|p| {
-                // The allocation shorthand is kept as written.
-                if crate::slurm::is_shorthand(p) {
+                // The allocation shorthand and a hosts command are kept
+                // as written.
+                if crate::slurm::is_shorthand(p) || crate::suite::hosts_command(p).is_some() {
                     p.to_path_buf()
                 } else {
                     crate::paths::absolute(p)

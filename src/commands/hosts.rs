@@ -336,3 +336,89 @@ pub fn reap(args: &crate::cli::ReapArgs) -> Result<i32, Error> {
     }
     Ok(if failed > 0 { exit::FAILED } else { exit::OK })
 }
+
+/// `flow ssh HOST`: a shell, or `-- CMD`, on one inventory host, over
+/// ssh with the inventory's settings (or as a job step on a Slurm node);
+/// flow's process becomes that command.
+pub fn ssh(args: &crate::cli::SshArgs) -> Result<i32, Error> {
+    let inv = match (&args.hosts, &args.suite) {
+        (Some(h), _) => inventory(h)?,
+        (None, suite) => {
+            let spec = suite.clone().unwrap_or_default();
+            if spec.is_empty() {
+                return Err(Error::Invalid(
+                    "error: which inventory? give `--hosts FILE` or `--suite NAME`\n".into(),
+                ));
+            }
+            let opts = crate::suite::LoadOptions::default();
+            crate::suite::load(&spec, &opts)
+                .map_err(|f| Error::Invalid(f.render()))?
+                .inventory
+        }
+    };
+    let Some(host) = inv.hosts.iter().find(|h| h.name == args.host) else {
+        let names = inv.hosts.iter().map(|h| h.name.as_str());
+        let help = crate::diag::did_you_mean(&args.host, names.clone())
+            .unwrap_or_else(|| format!("hosts: {}", crate::diag::list_names(names)));
+        return Err(Error::Invalid(format!(
+            "error: host `{}` is not in the inventory\n  = help: {help}\n",
+            args.host
+        )));
+    };
+    let remote = args.command.join(" ");
+    let argv: Vec<String> = if host.is_local() {
+        let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+        if remote.is_empty() {
+            vec![shell]
+        } else {
+            vec![shell, "-c".into(), remote]
+        }
+    } else if host.transport == crate::suite::Transport::Srun {
+        let mut v: Vec<String> = [
+            "srun",
+            "--nodelist",
+            host.name.as_str(),
+            "-N1",
+            "-n1",
+            "--overlap",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if remote.is_empty() {
+            v.extend(["--pty".into(), "/bin/sh".into(), "-l".into()]);
+        } else {
+            v.extend(["sh".into(), "-c".into(), remote]);
+        }
+        v
+    } else {
+        let t = crate::exec::ssh::Target::of(host, &inv);
+        // Interactive: the user may be asked for a passphrase.
+        let mut v: Vec<String> = Vec::new();
+        let plain = crate::exec::ssh::plain_command(&t);
+        let mut it = plain.into_iter().peekable();
+        while let Some(a) = it.next() {
+            if a == "-o" && it.peek().is_some_and(|o| o == "BatchMode=yes") {
+                it.next();
+                continue;
+            }
+            v.push(a);
+        }
+        if remote.is_empty() {
+            v.push("-t".into());
+        }
+        v.push(t.address.clone());
+        if !remote.is_empty() {
+            v.push(remote);
+        }
+        v
+    };
+    use std::os::unix::process::CommandExt;
+    let Some((first, rest)) = argv.split_first() else {
+        return Ok(exit::OK);
+    };
+    let e = std::process::Command::new(first).args(rest).exec();
+    Err(Error::Invalid(format!(
+        "error: cannot run `{first}`: {e}\n"
+    )))
+}

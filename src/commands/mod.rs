@@ -3,6 +3,7 @@
 mod analyze;
 mod detach;
 mod fetch;
+mod hooks;
 mod hosts;
 mod merge;
 mod plan;
@@ -16,7 +17,7 @@ mod status;
 pub use analyze::{analyze, compare, report};
 pub use detach::stop;
 pub use fetch::fetch;
-pub use hosts::{check as hosts_check, exec, reap};
+pub use hosts::{check as hosts_check, exec, reap, ssh};
 pub use merge::merge;
 pub use plan::{plan, validate};
 pub use remote::sync;

@@ -450,226 +450,243 @@ pub fn resume(args: &ResumeArgs, attach: bool) -> Result<i32, Error> {
     let stored_count = sj["expansion"]["run_count"]
         .as_u64()
         .unwrap_or(stored.len() as u64);
-    let p = prepare(&suite_args(&sj, &dir)?)?;
-    let planner = Planner::new(
-        &p.suite,
-        &p.expansion,
-        &PlanOptions {
-            artifact_dir: dir.clone(),
-        },
-    )
-    .map_err(|d| invalid(&d, &p.suite.sources))?;
-    super::plan::write_phases(&planner, &dir)?;
-    let mut fresh = Vec::with_capacity(planner.len());
-    plan_all(&p, &planner, |r| {
-        fresh.push(r.clone());
-        Ok(())
-    })?;
-    let moves = node_moves(&sj, &p.suite.inventory);
-    let changes = compare(&dir, &stored, stored_count, &fresh, &moves);
-    let (plans, changed): (Vec<RunPlan>, HashSet<String>) = if changes.is_empty() {
-        let by_id: HashMap<String, RunPlan> =
-            fresh.into_iter().map(|p| (p.id.clone(), p)).collect();
-        let mut by_id = by_id;
-        (
-            stored.iter().filter_map(|i| by_id.remove(i)).collect(),
-            HashSet::new(),
-        )
-    } else if args.replan && !attach {
-        replan(&p, &dir, &id, &sj, &stored, fresh, &changes)?
+    let sa = suite_args(&sj, &dir)?;
+    // The hosts are made again before they are read (they may have been
+    // destroyed since), and destroyed after the last run.
+    let hooks = if attach {
+        crate::suite::Hooks::default()
     } else {
-        return Err(Error::Invalid(changes.render(&id)));
+        super::hooks::of_suite(&sa.suite)?
     };
-
-    let inventory = &p.suite.inventory;
-    let remote = |h: &str| inventory.host(h).is_some_and(|x| !x.is_local());
-    let only = super::run::only(&args.only)?;
-    super::run::unknown_keys(&only, crate::results::param_names(&plans))?;
-    // How each run stands before this resume, as its journal says.
-    let journal_status = |run_dir: &Path| match crate::artifact::replay::Replay::ending(run_dir) {
-        None => "pending",
-        Some(None) => "running",
-        Some(Some(s)) => s.as_str(),
-    };
-    let selected: Vec<bool> = plans
-        .iter()
-        .map(|plan| only.matches(plan, Some(journal_status(Path::new(&plan.dir)))))
-        .collect();
-    if !selected.contains(&true) {
-        return Err(Error::Invalid(format!(
-            "error: no run of artifact {id} matches `--only {}`\n  = help: `flow status {id}` shows how its runs went\n",
-            args.only.join(" --only ")
-        )));
+    if let Err(e) = super::hooks::provision(&hooks) {
+        super::hooks::deprovision(&hooks, args.keep_hosts);
+        return Err(e);
     }
-    let mut rows = Vec::with_capacity(plans.len());
-    let mut todo = Vec::new();
-    let mut counts: Vec<(&'static str, usize)> = Vec::new();
-    let mut notes = Vec::new();
-    for (row, plan) in plans.into_iter().enumerate() {
-        let run_dir = PathBuf::from(&plan.dir);
-        let mut r = RunRow::new(&plan);
-        let decision = if changed.contains(&plan.id) {
-            match crate::artifact::replay::Replay::read(&run_dir) {
-                Some(replay) => Decision::Again {
-                    why: "its plan changed (--replan)".into(),
+    let r = (|| -> Result<i32, Error> {
+        let p = prepare(&sa)?;
+        let planner = Planner::new(
+            &p.suite,
+            &p.expansion,
+            &PlanOptions {
+                artifact_dir: dir.clone(),
+            },
+        )
+        .map_err(|d| invalid(&d, &p.suite.sources))?;
+        super::plan::write_phases(&planner, &dir)?;
+        let mut fresh = Vec::with_capacity(planner.len());
+        plan_all(&p, &planner, |r| {
+            fresh.push(r.clone());
+            Ok(())
+        })?;
+        let moves = node_moves(&sj, &p.suite.inventory);
+        let changes = compare(&dir, &stored, stored_count, &fresh, &moves);
+        let (plans, changed): (Vec<RunPlan>, HashSet<String>) = if changes.is_empty() {
+            let by_id: HashMap<String, RunPlan> =
+                fresh.into_iter().map(|p| (p.id.clone(), p)).collect();
+            let mut by_id = by_id;
+            (
+                stored.iter().filter_map(|i| by_id.remove(i)).collect(),
+                HashSet::new(),
+            )
+        } else if args.replan && !attach {
+            replan(&p, &dir, &id, &sj, &stored, fresh, &changes)?
+        } else {
+            return Err(Error::Invalid(changes.render(&id)));
+        };
+
+        let inventory = &p.suite.inventory;
+        let remote = |h: &str| inventory.host(h).is_some_and(|x| !x.is_local());
+        let only = super::run::only(&args.only)?;
+        super::run::unknown_keys(&only, crate::results::param_names(&plans))?;
+        // How each run stands before this resume, as its journal says.
+        let journal_status = |run_dir: &Path| match crate::artifact::replay::Replay::ending(run_dir)
+        {
+            None => "pending",
+            Some(None) => "running",
+            Some(Some(s)) => s.as_str(),
+        };
+        let selected: Vec<bool> = plans
+            .iter()
+            .map(|plan| only.matches(plan, Some(journal_status(Path::new(&plan.dir)))))
+            .collect();
+        if !selected.contains(&true) {
+            return Err(Error::Invalid(format!(
+                "error: no run of artifact {id} matches `--only {}`\n  = help: `flow status {id}` shows how its runs went\n",
+                args.only.join(" --only ")
+            )));
+        }
+        let mut rows = Vec::with_capacity(plans.len());
+        let mut todo = Vec::new();
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        let mut notes = Vec::new();
+        for (row, plan) in plans.into_iter().enumerate() {
+            let run_dir = PathBuf::from(&plan.dir);
+            let mut r = RunRow::new(&plan);
+            let decision = if changed.contains(&plan.id) {
+                match crate::artifact::replay::Replay::read(&run_dir) {
+                    Some(replay) => Decision::Again {
+                        why: "its plan changed (--replan)".into(),
+                        tags: replay.tags,
+                    },
+                    None => Decision::Start,
+                }
+            } else if selected[row] && !only.is_empty() {
+                // Picked by `--only`: to be run again if it failed.
+                decide(&plan, &run_dir, true, &remote)
+            } else {
+                decide(&plan, &run_dir, args.rerun_failed, &remote)
+            };
+            // What a flow in another allocation left running is on nodes this
+            // one does not have: it runs again here.
+            let decision = match decision {
+                Decision::Adopt(replay) if !moves.is_empty() => Decision::Again {
+                    why: "it was running in another allocation".into(),
                     tags: replay.tags,
                 },
-                None => Decision::Start,
-            }
-        } else if selected[row] && !only.is_empty() {
-            // Picked by `--only`: to be run again if it failed.
-            decide(&plan, &run_dir, true, &remote)
-        } else {
-            decide(&plan, &run_dir, args.rerun_failed, &remote)
-        };
-        // What a flow in another allocation left running is on nodes this
-        // one does not have: it runs again here.
-        let decision = match decision {
-            Decision::Adopt(replay) if !moves.is_empty() => Decision::Again {
-                why: "it was running in another allocation".into(),
-                tags: replay.tags,
-            },
-            d => d,
-        };
-        // What `--only` leaves out stays as it is; only what a dead flow
-        // left running is still taken over, or it would be lost.
-        if !selected[row]
-            && !changed.contains(&plan.id)
-            && !matches!(decision, Decision::Keep(..) | Decision::Adopt(_))
-        {
-            const LEFT: &str = "left as they are (--only)";
-            match counts.iter_mut().find(|(l, _)| *l == LEFT) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((LEFT, 1)),
-            }
-            let ending = crate::artifact::replay::Replay::ending(&run_dir).flatten();
-            r.status = ending.map_or("pending", RunStatus::as_str).to_string();
-            if let Some(res) = std::fs::read(run_dir.join("run_result.json"))
-                .ok()
-                .and_then(|b| {
-                    serde_json::from_slice::<crate::artifact::run_result::RunResult>(&b).ok()
-                })
+                d => d,
+            };
+            // What `--only` leaves out stays as it is; only what a dead flow
+            // left running is still taken over, or it would be lost.
+            if !selected[row]
+                && !changed.contains(&plan.id)
+                && !matches!(decision, Decision::Keep(..) | Decision::Adopt(_))
             {
-                r.duration_ms = res.duration_ms;
-            }
-            rows.push(r);
-            continue;
-        }
-        match counts.iter_mut().find(|(l, _)| *l == decision.label()) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((decision.label(), 1)),
-        }
-        let resume = match decision {
-            Decision::Keep(status, duration_ms) => {
-                r.status = status.as_str().to_string();
-                r.duration_ms = duration_ms;
-                rows.push(r);
-                continue;
-            }
-            _ if attach && !matches!(decision, Decision::Adopt(_)) => {
-                // `flow attach` starts nothing: the rest stays as it is.
+                const LEFT: &str = "left as they are (--only)";
+                match counts.iter_mut().find(|(l, _)| *l == LEFT) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((LEFT, 1)),
+                }
                 let ending = crate::artifact::replay::Replay::ending(&run_dir).flatten();
                 r.status = ending.map_or("pending", RunStatus::as_str).to_string();
+                if let Some(res) = std::fs::read(run_dir.join("run_result.json"))
+                    .ok()
+                    .and_then(|b| {
+                        serde_json::from_slice::<crate::artifact::run_result::RunResult>(&b).ok()
+                    })
+                {
+                    r.duration_ms = res.duration_ms;
+                }
                 rows.push(r);
                 continue;
             }
-            Decision::Start => Resume::Fresh,
-            Decision::Adopt(replay) => {
-                notes.push(format!("  taken over  {}", plan.id));
-                Resume::Adopt(replay)
+            match counts.iter_mut().find(|(l, _)| *l == decision.label()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((decision.label(), 1)),
             }
-            Decision::Again { why, tags } => {
-                let n = keep_attempt(&run_dir)
-                    .map_err(|e| Error::io("keep the earlier attempt of", &run_dir, e))?;
-                notes.push(format!(
-                    "  run again   {}: {why}; attempt {n} kept in {}",
-                    plan.id,
-                    display_path(&run_dir.join("attempts").join(n.to_string()))
-                ));
-                Resume::Again { attempt: n, tags }
+            let resume = match decision {
+                Decision::Keep(status, duration_ms) => {
+                    r.status = status.as_str().to_string();
+                    r.duration_ms = duration_ms;
+                    rows.push(r);
+                    continue;
+                }
+                _ if attach && !matches!(decision, Decision::Adopt(_)) => {
+                    // `flow attach` starts nothing: the rest stays as it is.
+                    let ending = crate::artifact::replay::Replay::ending(&run_dir).flatten();
+                    r.status = ending.map_or("pending", RunStatus::as_str).to_string();
+                    rows.push(r);
+                    continue;
+                }
+                Decision::Start => Resume::Fresh,
+                Decision::Adopt(replay) => {
+                    notes.push(format!("  taken over  {}", plan.id));
+                    Resume::Adopt(replay)
+                }
+                Decision::Again { why, tags } => {
+                    let n = keep_attempt(&run_dir)
+                        .map_err(|e| Error::io("keep the earlier attempt of", &run_dir, e))?;
+                    notes.push(format!(
+                        "  run again   {}: {why}; attempt {n} kept in {}",
+                        plan.id,
+                        display_path(&run_dir.join("attempts").join(n.to_string()))
+                    ));
+                    Resume::Again { attempt: n, tags }
+                }
+            };
+            // A run that starts on other nodes than it was planned on says so
+            // in its plan.json (one that ended keeps the plan it ran).
+            if !moves.is_empty() {
+                let path = run_dir.join("plan.json");
+                let json = serde_json::to_vec_pretty(&plan).map_err(|e| Error::Output(e.into()))?;
+                atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
             }
-        };
-        // A run that starts on other nodes than it was planned on says so
-        // in its plan.json (one that ended keeps the plan it ran).
-        if !moves.is_empty() {
-            let path = run_dir.join("plan.json");
-            let json = serde_json::to_vec_pretty(&plan).map_err(|e| Error::Output(e.into()))?;
-            atomic_write(&path, &json).map_err(|e| Error::io("write", &path, e))?;
+            rows.push(r);
+            todo.push(Todo {
+                plan: Arc::new(plan),
+                resume,
+                row,
+            });
         }
-        rows.push(r);
-        todo.push(Todo {
-            plan: Arc::new(plan),
-            resume,
-            row,
-        });
-    }
-    // The nodes of this allocation are the artifact's hosts now (`flow
-    // fetch`, `flow reap` and the next resume reach them).
-    if !moves.is_empty() && !todo.is_empty() && !attach {
-        // What flow added to it after planning is kept as it was.
-        let mut extra = serde_json::Map::new();
-        for k in ["created", "selection", "replans", "merged"] {
-            if let Some(v) = sj.get(k) {
-                extra.insert(k.into(), v.clone());
+        // The nodes of this allocation are the artifact's hosts now (`flow
+        // fetch`, `flow reap` and the next resume reach them).
+        if !moves.is_empty() && !todo.is_empty() && !attach {
+            // What flow added to it after planning is kept as it was.
+            let mut extra = serde_json::Map::new();
+            for k in ["created", "selection", "replans", "merged"] {
+                if let Some(v) = sj.get(k) {
+                    extra.insert(k.into(), v.clone());
+                }
+            }
+            let mut history = sj["allocations"].as_array().cloned().unwrap_or_default();
+            history.push(serde_json::json!({
+                "at": crate::artifact::utc_timestamp(std::time::SystemTime::now()),
+                "job": std::env::var("SLURM_JOB_ID").ok(),
+                "moved": moves.iter().map(|(a, b)| serde_json::json!({"from": a, "to": b})).collect::<Vec<_>>(),
+            }));
+            extra.insert("allocations".into(), Value::from(history));
+            super::plan::write_suite_json(&p, &dir, &id, &stored, Some(&extra))?;
+        }
+        {
+            let mut out = std::io::stdout().lock();
+            let parts: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
+            let _ = writeln!(
+                out,
+                "{} artifact {id}: {} run{}: {}",
+                if attach {
+                    "attaching to"
+                } else if std::env::var_os(super::detach::DETACHED_VAR).is_some() {
+                    super::detach::RUNNING_LINE
+                } else {
+                    "resuming"
+                },
+                rows.len(),
+                if rows.len() == 1 { "" } else { "s" },
+                parts.join(", ")
+            );
+            for n in &notes {
+                let _ = writeln!(out, "{n}");
             }
         }
-        let mut history = sj["allocations"].as_array().cloned().unwrap_or_default();
-        history.push(serde_json::json!({
-            "at": crate::artifact::utc_timestamp(std::time::SystemTime::now()),
-            "job": std::env::var("SLURM_JOB_ID").ok(),
-            "moved": moves.iter().map(|(a, b)| serde_json::json!({"from": a, "to": b})).collect::<Vec<_>>(),
-        }));
-        extra.insert("allocations".into(), Value::from(history));
-        super::plan::write_suite_json(&p, &dir, &id, &stored, Some(&extra))?;
-    }
-    {
-        let mut out = std::io::stdout().lock();
-        let parts: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
-        let _ = writeln!(
-            out,
-            "{} artifact {id}: {} run{}: {}",
-            if attach {
-                "attaching to"
-            } else if std::env::var_os(super::detach::DETACHED_VAR).is_some() {
-                super::detach::RUNNING_LINE
+        if todo.is_empty() {
+            let what = if attach {
+                format!(
+                    "nothing of artifact {id} is left running to take over; `flow resume {id}` runs what is left"
+                )
             } else {
-                "resuming"
-            },
-            rows.len(),
-            if rows.len() == 1 { "" } else { "s" },
-            parts.join(", ")
-        );
-        for n in &notes {
-            let _ = writeln!(out, "{n}");
+                format!(
+                    "nothing to do: every run of artifact {id} has ended (`--rerun-failed` runs the failed ones again)"
+                )
+            };
+            writeln!(std::io::stdout().lock(), "{what}").map_err(Error::Output)?;
+            return Ok(exit::OK);
         }
-    }
-    if todo.is_empty() {
-        let what = if attach {
-            format!(
-                "nothing of artifact {id} is left running to take over; `flow resume {id}` runs what is left"
-            )
-        } else {
-            format!(
-                "nothing to do: every run of artifact {id} has ended (`--rerun-failed` runs the failed ones again)"
-            )
+        let opts = Options {
+            jobs: args.jobs.max(1),
+            max_failures: args.max_failures,
+            verbose: args.verbose,
+            plain: false,
         };
-        writeln!(std::io::stdout().lock(), "{what}").map_err(Error::Output)?;
-        return Ok(exit::OK);
-    }
-    let opts = Options {
-        jobs: args.jobs.max(1),
-        max_failures: args.max_failures,
-        verbose: args.verbose,
-        plain: false,
-    };
-    let inv = Invocation {
-        dir: &dir,
-        id: &id,
-        inventory,
-        share_hosts: args.share_hosts,
-        resuming: true,
-    };
-    inv.execute(todo, rows, &opts)
+        let inv = Invocation {
+            dir: &dir,
+            id: &id,
+            inventory,
+            share_hosts: args.share_hosts,
+            resuming: true,
+        };
+        inv.execute(todo, rows, &opts)
+    })();
+    super::hooks::deprovision(&hooks, args.keep_hosts);
+    r
 }
 
 #[cfg(test)]

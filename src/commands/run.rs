@@ -37,6 +37,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             max_failures: args.max_failures(),
             verbose: args.verbose,
             share_hosts: args.share_hosts,
+            keep_hosts: args.keep_hosts,
             artifacts: args.artifacts.clone(),
         };
         return super::resume(&r, false);
@@ -57,6 +58,24 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             "error: `--only status=…` picks runs by how they went in an artifact, and a new run has none\n  = help: `flow run --resume ID --only status=failed` runs the failed runs of artifact ID again\n".into(),
         ));
     }
+    // The hosts are made before they are read, and destroyed after the
+    // last run by the flow that runs them (a detached or remote one
+    // does so itself).
+    let hooks = super::hooks::of_suite(&args.suite.suite)?;
+    if let Err(e) = super::hooks::provision(&hooks) {
+        super::hooks::deprovision(&hooks, args.keep_hosts);
+        return Err(e);
+    }
+    let r = run_new(args, &only);
+    if !args.detach && args.controller.is_none() {
+        super::hooks::deprovision(&hooks, args.keep_hosts);
+    }
+    r
+}
+
+/// `flow run` of a new artifact, between the hooks.
+fn run_new(args: &RunArgs, only: &Only) -> Result<i32, Error> {
+    let only = only.clone();
     let p = prepare(&args.suite)?;
     check_keys(&only, &p)?;
     let assignment = args

@@ -263,6 +263,41 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
         (Some(p), _) if crate::slurm::is_shorthand(p) => {
             load_shorthand(&mut l, p, opts.planned_nodes)
         }
+        (Some(p), _) if hosts_command(p).is_some() => {
+            let command = hosts_command(p).unwrap_or_default();
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            load_inventory_command(&mut l, &command, &cwd, None, opts.planned_nodes).map(
+                |mut inv| {
+                    inv.source = Some(p.clone());
+                    inv
+                },
+            )
+        }
+        (None, Some(n)) if n.get("command").is_some() => match n
+            .get("command")
+            .and_then(Node::as_str)
+        {
+            Some(c) if !c.trim().is_empty() => {
+                let at = n.get("command").map(|c| c.span);
+                // Run again by a resume, which reads the suite again.
+                let cwd = crate::paths::absolute(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    &dir
+                });
+                load_inventory_command(&mut l, c, &cwd, at, opts.planned_nodes).map(|mut inv| {
+                    inv.source = None;
+                    inv
+                })
+            }
+            _ => {
+                l.diags.push(
+                    Diagnostic::at(n.span, "`hosts: { command }` needs a command")
+                        .with_help("a shell command that prints an inventory (YAML or JSON), run in the suite file's folder"),
+                );
+                None
+            }
+        },
         (Some(p), _) => load_inventory(&mut l, p, None, opts.planned_nodes),
         (None, Some(n)) if !n.is_null() => match n.as_str() {
             Some("") => {
@@ -389,14 +424,148 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Suite, LoadFailure> {
     })
 }
 
-/// Loads an inventory file on its own (`flow hosts`, `flow exec`).
+/// A suite's `provision:` and `deprovision:` commands, read before the
+/// rest of it (its hosts may not exist yet).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub provision: Option<super::raw::Command>,
+    pub deprovision: Option<super::raw::Command>,
+    /// The suite file's folder, where they run.
+    pub dir: PathBuf,
+}
+
+/// Reads the hooks of the suite `spec`. A suite that cannot be read has
+/// none here: loading it says why.
+pub fn read_hooks(spec: &str) -> Result<Hooks, LoadFailure> {
+    let mut l = Loader {
+        sources: Sources::default(),
+        diags: Diagnostics::new(),
+        workloads: BTreeMap::new(),
+    };
+    let Ok(path) = resolve_suite_path(spec) else {
+        return Ok(Hooks::default());
+    };
+    let Some((root, _)) = l.read(&path, None, "suite") else {
+        return Ok(Hooks::default());
+    };
+    let mut one = |key: &str| {
+        root.get(key)
+            .filter(|n| !n.is_null())
+            .and_then(|n| decode::<super::raw::Command>(n, &mut l.diags))
+    };
+    let hooks = Hooks {
+        provision: one("provision"),
+        deprovision: one("deprovision"),
+        dir: crate::paths::absolute(path.parent().unwrap_or(Path::new("."))),
+    };
+    if l.diags.is_empty() {
+        Ok(hooks)
+    } else {
+        l.diags.finish();
+        Err(LoadFailure {
+            sources: l.sources,
+            diags: l.diags,
+        })
+    }
+}
+
+/// `--hosts cmd:COMMAND`: the command, when `spec` is one.
+pub fn hosts_command(spec: &Path) -> Option<String> {
+    spec.to_str()?
+        .strip_prefix("cmd:")
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+}
+
+/// How many lines of a failed hosts command's stderr an error quotes.
+const COMMAND_ERR_LINES: usize = 10;
+
+/// An inventory printed (as YAML or JSON) by `command`, run by `sh -c` in
+/// `cwd`. Its output is a source of its own, so errors in it are located.
+fn load_inventory_command(
+    l: &mut Loader,
+    command: &str,
+    cwd: &Path,
+    at: Option<Span>,
+    planned: Option<Option<usize>>,
+) -> Option<Inventory> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            l.diags.push(Diagnostic::new(
+                at,
+                format!("cannot run the hosts command `{command}`: {e}"),
+            ));
+            return None;
+        }
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(COMMAND_ERR_LINES)..].join("\n    ");
+        let how = match out.status.code() {
+            Some(c) => format!("exited with {c}"),
+            None => "was killed by a signal".into(),
+        };
+        l.diags.push(
+            Diagnostic::new(at, format!("the hosts command `{command}` {how}")).with_help(
+                if tail.is_empty() {
+                    "it said nothing on stderr; it must print an inventory and exit 0".to_string()
+                } else {
+                    format!("its last words:\n    {tail}")
+                },
+            ),
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.trim().is_empty() {
+        l.diags.push(
+            Diagnostic::new(at, format!("the hosts command `{command}` printed nothing"))
+                .with_help("it must print an inventory, YAML or JSON, on stdout"),
+        );
+        return None;
+    }
+    let pseudo = cwd.join("<hosts command>");
+    let id = l
+        .sources
+        .add_named("<output of the hosts command>".into(), pseudo.clone(), text);
+    let text = l
+        .sources
+        .get(id)
+        .map(|f| f.text.clone())
+        .unwrap_or_default();
+    match parse(&text, id) {
+        Ok(node) => Inventory::from_node(&node, &pseudo, &mut l.diags, planned),
+        Err(d) => {
+            l.diags.push(d);
+            None
+        }
+    }
+}
+
+/// Loads an inventory file on its own (`flow hosts`, `flow exec`,
+/// `flow ssh`), or the output of `cmd:COMMAND`.
 pub fn load_inventory_file(path: &Path) -> Result<Inventory, LoadFailure> {
     let mut l = Loader {
         sources: Sources::default(),
         diags: Diagnostics::new(),
         workloads: BTreeMap::new(),
     };
-    match load_inventory(&mut l, path, None, None) {
+    let loaded = match hosts_command(path) {
+        Some(c) => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            load_inventory_command(&mut l, &c, &cwd, None, None)
+        }
+        None => load_inventory(&mut l, path, None, None),
+    };
+    match loaded {
         Some(inv) if l.diags.is_empty() => Ok(inv),
         _ => {
             l.diags.finish();

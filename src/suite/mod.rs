@@ -13,8 +13,8 @@ mod workload;
 pub use cycle::find_cycle;
 pub use inventory::{Host, Inventory, LOCAL, Transport, invocation_folder};
 pub use load::{
-    DEFAULT_MAX_RUNS, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, load, load_inventory_file,
-    read_source, resolve_suite_path,
+    DEFAULT_MAX_RUNS, Hooks, LoadFailure, LoadOptions, MAX_SOURCE_BYTES, hosts_command, load,
+    load_inventory_file, read_hooks, read_source, resolve_suite_path,
 };
 pub use model::{CodeSource, Entry, ModeRef, Mutation, NO_MUTATION, Suite};
 pub use raw::StepKind;

@@ -279,8 +279,16 @@ pub struct RawSuite {
     /// The suite's name: part of every artifact id.
     pub suite: String,
     pub description: Option<String>,
-    /// An inventory file, relative to this file; `--hosts` overrides it.
-    pub hosts: Option<String>,
+    /// An inventory file, relative to this file, or `{ command: "…" }`: a
+    /// shell command, run in this file's folder, that prints an inventory
+    /// (YAML or JSON). `--hosts` overrides it.
+    pub hosts: Option<RawHostsSpec>,
+    /// A command run on the controller (in this file's folder) before the
+    /// hosts are read: creates them (`terraform apply -auto-approve`).
+    pub provision: Option<Command>,
+    /// A command run after the last run, also after a failure or Ctrl-C
+    /// (unless `--keep-hosts`): destroys them.
+    pub deprovision: Option<Command>,
     /// An overlay applied to every workload entry.
     pub defaults: Option<RawOverlay>,
     /// The workloads to run.
@@ -333,6 +341,40 @@ pub struct RawPhaseStep {
     pub timeout: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+/// `hosts:` of a suite: a file, or a command that prints an inventory.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub enum RawHostsSpec {
+    File(String),
+    Command(RawHostsCommand),
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostsCommand {
+    pub command: String,
+}
+
+impl<'de> Deserialize<'de> for RawHostsSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHostsSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an inventory file, or `{ command: \"…\" }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHostsSpec, E> {
+                Ok(RawHostsSpec::File(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawHostsSpec, A::Error> {
+                RawHostsCommand::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawHostsSpec::Command)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A suite-level analyze step.
