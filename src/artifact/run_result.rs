@@ -244,9 +244,18 @@ pub struct FetchTotals {
     #[serde(default)]
     pub skipped: u64,
     /// Transfers that failed (a copy error, a dangling link, rsync's
-    /// failure): each fails its fetch step.
+    /// failure, a file over `max_bytes` with `over_max: fail`): each fails
+    /// its fetch step.
     #[serde(default)]
     pub failed: u64,
+    /// Files cut at `max_bytes` (`over_max: truncate`): their first bytes
+    /// are here, and `fetch.log` says how big they were.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub truncated: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A remote host's clock against the controller's, measured before and

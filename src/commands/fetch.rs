@@ -87,7 +87,11 @@ pub fn fetch(args: &FetchArgs) -> Result<i32, Error> {
             let run_dir = PathBuf::from(&plan.dir);
             let mut got = Vec::new();
             for s in plan.steps.iter().filter(|s| s.kind == StepKind::Fetch) {
-                got.extend(hosts.fetch(&s.host, &s.cwd, &s.paths, &run_dir).await);
+                got.extend(
+                    hosts
+                        .fetch(&s.host, &s.cwd, &s.paths, &run_dir, s.limits())
+                        .await,
+                );
             }
             v.push((plan, got));
         }

@@ -42,6 +42,8 @@ pub struct Tally {
     pub skipped: u64,
     /// Transfers that failed: the data is not all there.
     pub failed: u64,
+    /// Files cut at the step's `max_bytes` (`over_max: truncate`).
+    pub truncated: u64,
     pub lines: String,
 }
 
@@ -51,6 +53,9 @@ impl Tally {
         if t.ok() {
             self.files += 1;
             self.bytes += t.bytes;
+            if t.status != "ok" {
+                self.truncated += 1;
+            }
         } else if t.status == "missing" {
             self.missing += 1;
         } else if t.status.starts_with("skipped") {
@@ -119,8 +124,9 @@ impl Transfer {
         }
     }
 
+    /// The data is here: whole, or cut where the step's `max_bytes` said.
     pub fn ok(&self) -> bool {
-        self.status == "ok"
+        self.status == "ok" || self.status.starts_with("truncated:")
     }
 
     pub fn line(&self) -> String {
@@ -325,36 +331,157 @@ pub fn check_fetched_links(transfers: &mut [&mut Transfer], run_dir: &Path) {
     }
 }
 
-/// Copies what `patterns` match under `host_dir` into `run_dir/hosts/<host>/`.
+/// A fetch step's `max_bytes`: what it may bring home.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Per file.
+    pub file: Option<u64>,
+    /// For all the step's files on one host, in the order found.
+    pub total: Option<u64>,
+    /// `over_max: truncate`: keep the first bytes; else the fetch fails.
+    pub truncate: bool,
+}
+
+/// What a fetch does with one file under [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Whole,
+    /// The first `n` bytes of a file of `size`.
+    Head {
+        n: u64,
+        size: u64,
+    },
+    /// Not fetched: `status` says why (an error, or skipped).
+    Not(String),
+}
+
+impl Limits {
+    pub fn is_none(&self) -> bool {
+        self.file.is_none() && self.total.is_none()
+    }
+
+    /// The verdict on each file of `sizes`, in order.
+    pub fn decide(&self, sizes: &[u64]) -> Vec<Verdict> {
+        let mut used = 0u64;
+        let mut out = Vec::with_capacity(sizes.len());
+        for &size in sizes {
+            let by_file = self.file.unwrap_or(u64::MAX);
+            let left = self.total.map_or(u64::MAX, |t| t.saturating_sub(used));
+            let cap = by_file.min(left);
+            let v = if size <= cap {
+                Verdict::Whole
+            } else if !self.truncate {
+                Verdict::Not(if size > by_file {
+                    format!("error: {size} bytes, over the step's max_bytes of {by_file} per file")
+                } else {
+                    format!(
+                        "error: over the step's max_bytes of {} in all ({used} fetched before it)",
+                        self.total.unwrap_or_default()
+                    )
+                })
+            } else if cap == 0 {
+                Verdict::Not(format!(
+                    "skipped: the step's max_bytes of {} in all was reached",
+                    self.total.unwrap_or_default()
+                ))
+            } else {
+                Verdict::Head { n: cap, size }
+            };
+            used = used.saturating_add(match &v {
+                Verdict::Whole => size,
+                Verdict::Head { n, .. } => *n,
+                Verdict::Not(_) => 0,
+            });
+            out.push(v);
+        }
+        out
+    }
+}
+
+/// The status of a file cut to `n` of its `size` bytes.
+pub fn truncated_status(n: u64, size: u64) -> String {
+    format!("truncated: {size} bytes, the first {n} kept (max_bytes)")
+}
+
+/// Copies what `patterns` match under `host_dir` into `run_dir/hosts/<host>/`,
+/// within `limits`.
 pub fn fetch_local(
     host: &str,
     host_dir: &Path,
     patterns: &[String],
     run_dir: &Path,
+    limits: &Limits,
 ) -> Vec<Transfer> {
     let dest_root = run_dir.join("hosts").join(host);
     let shown = host_dir.to_string_lossy().into_owned();
-    let mut out = Vec::new();
+    // Everything found first, in pattern order, so that limits apply in
+    // that order over every file; a pattern that matched nothing keeps
+    // its place.
+    let mut items: Vec<Result<Found, Transfer>> = Vec::new();
     for pattern in patterns {
         let full = host_dir.join(pattern);
         let matches: Vec<PathBuf> = match glob::glob(&full.to_string_lossy()) {
             Ok(paths) => paths.flatten().collect(),
             Err(e) => {
-                out.push(missing(host, &full, format!("error: bad pattern: {e}")));
+                items.push(Err(missing(
+                    host,
+                    &full,
+                    format!("error: bad pattern: {e}"),
+                )));
                 continue;
             }
         };
         if matches.is_empty() {
-            out.push(missing(host, &full, "missing".into()));
+            items.push(Err(missing(host, &full, "missing".into())));
             continue;
         }
         for m in matches {
             let mut found = Vec::new();
             walk(host_dir, &m, &mut found);
-            for f in found {
-                out.push(f.transfer(host, host_dir, &shown, &dest_root, copy_hashing));
-            }
+            items.extend(found.into_iter().map(Ok));
         }
+    }
+    let sizes: Vec<u64> = items
+        .iter()
+        .filter_map(|i| match i {
+            Ok(Found::File(p)) => Some(std::fs::symlink_metadata(p).map_or(0, |m| m.len())),
+            _ => None,
+        })
+        .collect();
+    let mut verdicts = limits.decide(&sizes).into_iter();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let f = match item {
+            Err(t) => {
+                out.push(t);
+                continue;
+            }
+            Ok(f) => f,
+        };
+        let v = match &f {
+            Found::File(_) => verdicts.next().unwrap_or(Verdict::Whole),
+            _ => Verdict::Whole,
+        };
+        let t = match v {
+            Verdict::Not(status) => {
+                let mut t = f.transfer(host, host_dir, &shown, &dest_root, |_, _| {
+                    Err(std::io::Error::other("not fetched"))
+                });
+                t.status = status;
+                t
+            }
+            Verdict::Head { n, size } => {
+                let mut t = f.transfer(host, host_dir, &shown, &dest_root, |src, dest| {
+                    copy_hashing_capped(src, Some(dest), Some(n))
+                });
+                if t.ok() {
+                    t.status = truncated_status(n, size);
+                }
+                t
+            }
+            Verdict::Whole => f.transfer(host, host_dir, &shown, &dest_root, copy_hashing),
+        };
+        out.push(t);
     }
     out
 }
@@ -397,7 +524,18 @@ fn copy_hashing(src: &Path, dest: &Path) -> std::io::Result<(u64, String)> {
 }
 
 fn copy_hashing_to(src: &Path, dest: Option<&Path>) -> std::io::Result<(u64, String)> {
-    let mut input = open_regular(src)?;
+    copy_hashing_capped(src, dest, None)
+}
+
+/// Copies (and hashes) at most `cap` bytes of `src`.
+pub fn copy_hashing_capped(
+    src: &Path,
+    dest: Option<&Path>,
+    cap: Option<u64>,
+) -> std::io::Result<(u64, String)> {
+    let input = open_regular(src)?;
+    let meta = input.metadata();
+    let mut input = input.take(cap.unwrap_or(u64::MAX));
     let mut output = match dest {
         Some(dest) => {
             if let Some(parent) = dest.parent() {
@@ -424,7 +562,7 @@ fn copy_hashing_to(src: &Path, dest: Option<&Path>) -> std::io::Result<(u64, Str
     if let Some(out) = output {
         // The mode comes along, as rsync keeps it on remote hosts: a
         // fetched program stays runnable.
-        if let Ok(meta) = input.metadata() {
+        if let Ok(meta) = &meta {
             use std::os::unix::fs::PermissionsExt;
             let mode = meta.permissions().mode() & 0o777;
             let _ = out.set_permissions(std::fs::Permissions::from_mode(mode | 0o200));
@@ -466,6 +604,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_cut_refuse_or_skip_in_order() {
+        let whole = Verdict::Whole;
+        let none = Limits::default();
+        assert_eq!(
+            none.decide(&[10, 1 << 40]),
+            vec![whole.clone(), whole.clone()]
+        );
+        let cut = Limits {
+            file: Some(100),
+            total: Some(150),
+            truncate: true,
+        };
+        assert_eq!(
+            cut.decide(&[50, 500, 10, 7]),
+            vec![
+                whole.clone(),
+                Verdict::Head { n: 100, size: 500 },
+                Verdict::Not("skipped: the step's max_bytes of 150 in all was reached".into()),
+                Verdict::Not("skipped: the step's max_bytes of 150 in all was reached".into()),
+            ]
+        );
+        let strict = Limits {
+            file: Some(100),
+            total: Some(150),
+            truncate: false,
+        };
+        let v = strict.decide(&[50, 500, 90, 11]);
+        assert_eq!(v[0], whole);
+        assert!(
+            matches!(&v[1], Verdict::Not(s) if s.contains("500 bytes, over the step's max_bytes of 100 per file"))
+        );
+        // 50 + 90 is over 150 only with the refused file counted: it is not.
+        assert_eq!(v[2], whole);
+        assert!(matches!(&v[3], Verdict::Not(s) if s.contains("in all (140 fetched before it)")));
+    }
+
+    #[test]
     fn fetch_copies_hashes_and_records_missing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let host_dir = dir.path().join("work");
@@ -478,6 +653,7 @@ mod tests {
             &host_dir,
             &["*.csv".into(), "out".into(), "nope.txt".into()],
             &run_dir,
+            &Limits::default(),
         );
         assert_eq!(t.len(), 3);
         assert_eq!(t[0].local, "hosts/w1/a.csv");

@@ -428,7 +428,7 @@ impl Run<'_> {
             for t in self
                 .env
                 .launcher
-                .fetch(&s.host, &s.cwd, &s.paths, &dest)
+                .fetch(&s.host, &s.cwd, &s.paths, &dest, s.limits())
                 .await
             {
                 tally.add(&t);
@@ -824,15 +824,16 @@ impl Run<'_> {
             let s = &self.plan.steps[idx];
             self.timers.passing.push(s.host.clone());
             let launcher = Arc::clone(&self.env.launcher);
-            let (host, cwd, paths, dir) = (
+            let (host, cwd, paths, dir, limits) = (
                 s.host.clone(),
                 s.cwd.clone(),
                 s.paths.clone(),
                 self.dir.clone(),
+                s.limits(),
             );
             self.timers.work.spawn(async move {
                 let started = Stamp::now();
-                let transfers = launcher.fetch(&host, &cwd, &paths, &dir).await;
+                let transfers = launcher.fetch(&host, &cwd, &paths, &dir, limits).await;
                 Background::Pass {
                     idx,
                     started,
@@ -1267,7 +1268,12 @@ impl Run<'_> {
                 let mut got = Vec::new();
                 for k in ks {
                     let s = &steps[fetches[k]];
-                    got.push((k, launcher.fetch(&s.host, &s.cwd, &s.paths, dir).await));
+                    got.push((
+                        k,
+                        launcher
+                            .fetch(&s.host, &s.cwd, &s.paths, dir, s.limits())
+                            .await,
+                    ));
                 }
                 got
             }) as super::host::BoxFuture<'_, Vec<(usize, Vec<Transfer>)>>
@@ -1300,6 +1306,11 @@ impl Run<'_> {
                 if t.ok() {
                     self.result.fetch.files += 1;
                     self.result.fetch.bytes += t.bytes;
+                    if t.status != "ok" {
+                        // Cut at `max_bytes`, as the step said: counted
+                        // here, each with its size in `fetch.log`.
+                        self.result.fetch.truncated += 1;
+                    }
                     continue;
                 }
                 errors.push(format!("{}: {}", t.remote, t.status));
@@ -1590,6 +1601,7 @@ mod tests {
             _dir: &'a str,
             patterns: &'a [String],
             _run: &'a Path,
+            _: crate::exec::fetch::Limits,
         ) -> BoxFuture<'a, Vec<Transfer>> {
             Fake::note(&self.log, format!("fetch {host}"));
             let t = patterns

@@ -810,6 +810,9 @@ impl<'a> Planner<'a> {
             allow_failure: step.allow_failure,
             continue_on_host_loss: step.continue_on_host_loss,
             paths,
+            max_bytes: step.max_bytes,
+            max_total_bytes: step.max_total_bytes,
+            truncate: step.truncate,
         })
     }
 }

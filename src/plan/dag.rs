@@ -147,6 +147,9 @@ mod tests {
             when: Condition::Always,
             allow_failure: false,
             paths: vec![],
+            max_bytes: None,
+            max_total_bytes: None,
+            truncate: false,
         }
     }
 

@@ -247,6 +247,9 @@ impl Planner<'_> {
                 allow_failure: false,
                 continue_on_host_loss: false,
                 paths: Vec::new(),
+                max_bytes: None,
+                max_total_bytes: None,
+                truncate: false,
             };
             if !step.outputs.is_empty() {
                 let fetch = StepInstance {

@@ -123,6 +123,27 @@ pub struct StepInstance {
     pub continue_on_host_loss: bool,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub paths: Vec<String>,
+    /// Fetch steps: the most bytes of one file they bring home.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_bytes: Option<u64>,
+    /// Fetch steps: the most bytes of all their files from one host.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_total_bytes: Option<u64>,
+    /// Fetch steps: over the limits, keep the first bytes (`truncate`)
+    /// instead of failing.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub truncate: bool,
+}
+
+impl StepInstance {
+    /// What a fetch step may bring home.
+    pub fn limits(&self) -> crate::exec::fetch::Limits {
+        crate::exec::fetch::Limits {
+            file: self.max_bytes,
+            total: self.max_total_bytes,
+            truncate: self.truncate,
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {

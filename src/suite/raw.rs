@@ -199,6 +199,84 @@ pub struct RawStep {
     /// For `fetch`: paths (globs) relative to the host's run dir.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// For `fetch`: the most it brings home: a size per file (`100MB`,
+    /// `1GiB`, a number of bytes), or `{ file: SIZE, total: SIZE }` (total:
+    /// all its files from one host).
+    pub max_bytes: Option<RawMaxBytes>,
+    /// For `fetch`: over `max_bytes`, `fail` (the default: the run fails,
+    /// its data being incomplete) or `truncate` (keep the first bytes, and
+    /// say so in `fetch.log`).
+    pub over_max: Option<OverMax>,
+}
+
+/// `over_max:` of a fetch step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OverMax {
+    Fail,
+    Truncate,
+}
+
+/// `max_bytes:` of a fetch step.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawMaxBytes {
+    Size(Size),
+    Split {
+        file: Option<Size>,
+        total: Option<Size>,
+    },
+}
+
+/// A size: bytes, or a number with a unit (`500KB`, `100MB`, `2GiB`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    /// In bytes; `Err` says what is wrong.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(b) => Ok(*b),
+            Size::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// `100MB` (10^6), `1GiB` (2^30), `512` (bytes).
+pub fn parse_size(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size (like `500KB`, `100MB`, `2GiB`)"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0f64.powi(4),
+        u => {
+            return Err(format!(
+                "`{u}` is not a size unit: B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let b = (n * mult).round();
+    if !(0.0..1.8e19).contains(&b) {
+        return Err(format!("`{t}` is out of range"));
+    }
+    Ok(b as u64)
 }
 
 /// `on_host_loss:` of a service or monitor.
@@ -595,5 +673,21 @@ impl<'de> Deserialize<'de> for Scalar {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("1KB"), Ok(1000));
+        assert_eq!(parse_size("1.5 MB"), Ok(1_500_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("12 parsecs").unwrap_or_default() == 0);
+        assert!(parse_size("MB").is_err());
+        assert!(parse_size("1e30").is_err());
     }
 }

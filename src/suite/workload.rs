@@ -105,6 +105,11 @@ pub struct Step {
     /// A lost host does not end the run's other steps.
     pub continue_on_host_loss: bool,
     pub paths: Vec<Field>,
+    /// Fetch steps: the most bytes of one file, and of all files from one
+    /// host, they bring home; past them, keep the first bytes or fail.
+    pub max_bytes: Option<u64>,
+    pub max_total_bytes: Option<u64>,
+    pub truncate: bool,
 }
 
 /// A figure of merit; extraction is described in `docs/reference/workload.md`.
@@ -394,6 +399,35 @@ fn build_step(
     if !raw.paths.is_empty() && kind != StepKind::Fetch {
         not_for("paths", "fetch", diags);
     }
+    if raw.max_bytes.is_some() && kind != StepKind::Fetch {
+        not_for("max_bytes", "fetch", diags);
+    }
+    if raw.over_max.is_some() && kind != StepKind::Fetch {
+        not_for("over_max", "fetch", diags);
+    }
+    let mut size = |s: Option<&super::raw::Size>, key: &str| -> Option<u64> {
+        let s = s?;
+        match s.bytes() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let at = node
+                    .get("max_bytes")
+                    .map_or(name_span, |n| n.get(key).map_or(n.span, |k| k.span));
+                diags.push(Diagnostic::at(
+                    at,
+                    format!("step `{name}`: `max_bytes`: {e}"),
+                ));
+                None
+            }
+        }
+    };
+    let (max_bytes, max_total_bytes) = match &raw.max_bytes {
+        None => (None, None),
+        Some(super::raw::RawMaxBytes::Size(s)) => (size(Some(s), "file"), None),
+        Some(super::raw::RawMaxBytes::Split { file, total }) => {
+            (size(file.as_ref(), "file"), size(total.as_ref(), "total"))
+        }
+    };
     if raw.from.is_some() && kind != StepKind::Fetch {
         not_for("from", "fetch", diags);
     }
@@ -621,6 +655,9 @@ fn build_step(
         allow_failure: raw.allow_failure.unwrap_or(false),
         continue_on_host_loss: raw.on_host_loss == Some(super::raw::HostLoss::Continue),
         paths: seq_fields(node.get("paths")),
+        max_bytes,
+        max_total_bytes,
+        truncate: raw.over_max == Some(super::raw::OverMax::Truncate),
     };
     (diags.len() == before).then_some(step)
 }

@@ -426,6 +426,62 @@ steps:
             assert!(files <= 3, "a loop was followed: {result}");
         },
     },
+    Case {
+        name: "max_bytes with over_max truncate keeps the first bytes and says so",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "mkdir -p d && seq 1 2000 > d/big.log && echo small > d/a.txt && echo x > d/z.txt" }
+  get: { kind: fetch, from: h, paths: [d], max_bytes: { file: 100, total: 105 }, over_max: truncate }
+"#,
+        code: 0,
+        steps: &[s("get", "passed", "")],
+        check: |result, dir| {
+            // In name order: a.txt (6 bytes) whole, big.log cut at the
+            // 99 bytes left of the total of 105, z.txt past it, skipped.
+            let big = std::fs::read(dir.join("hosts/h1/d/big.log")).expect("big.log");
+            assert_eq!(big.len(), 99);
+            assert!(big.starts_with(b"1\n2\n3\n"));
+            assert_eq!(
+                std::fs::read_to_string(dir.join("hosts/h1/d/a.txt")).expect("a"),
+                "small\n"
+            );
+            assert!(!dir.join("hosts/h1/d/z.txt").exists());
+            assert_eq!(result["fetch"]["truncated"], 1, "{result}");
+            let log = std::fs::read_to_string(dir.join("fetch.log")).expect("fetch.log");
+            assert!(
+                log.lines().any(|l| l.contains("big.log")
+                    && l.ends_with("truncated: 8893 bytes, the first 99 kept (max_bytes)")),
+                "{log}"
+            );
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("z.txt") && l.contains("\tskipped: the step's max_bytes")),
+                "{log}"
+            );
+        },
+    },
+    Case {
+        name: "a file over max_bytes fails the fetch and is not brought home",
+        workload: r#"workload: c
+steps:
+  t: { on: h, run: "seq 1 2000 > big.log && echo ok > small.txt" }
+  get: { kind: fetch, from: h, paths: ["*.log", "*.txt"], max_bytes: 1KB }
+"#,
+        code: 1,
+        steps: &[s(
+            "get",
+            "failed",
+            "8893 bytes, over the step's max_bytes of 1000 per file",
+        )],
+        check: |result, dir| {
+            assert!(
+                !dir.join("hosts/h1/big.log").exists(),
+                "an oversized file came home"
+            );
+            assert!(dir.join("hosts/h1/small.txt").is_file());
+            assert_eq!(result["fetch"]["failed"], 1, "{result}");
+        },
+    },
 ];
 
 fn step<'a>(result: &'a Value, step: &str) -> &'a Value {

@@ -101,6 +101,7 @@ impl Host for FakeHost {
         _: &'a str,
         _: &'a [String],
         _: &'a Path,
+        _: crate::exec::fetch::Limits,
     ) -> BoxFuture<'a, Vec<Transfer>> {
         Box::pin(async { Vec::new() })
     }

@@ -105,6 +105,7 @@ impl Host for LocalHost {
         dir: &'a str,
         patterns: &'a [String],
         run_dir: &'a Path,
+        limits: crate::exec::fetch::Limits,
     ) -> BoxFuture<'a, Vec<Transfer>> {
         Box::pin(async move {
             let (host, dir, patterns, run_dir) = (
@@ -113,9 +114,11 @@ impl Host for LocalHost {
                 patterns.to_vec(),
                 run_dir.to_path_buf(),
             );
-            tokio::task::spawn_blocking(move || fetch_local(&host, &dir, &patterns, &run_dir))
-                .await
-                .unwrap_or_default()
+            tokio::task::spawn_blocking(move || {
+                fetch_local(&host, &dir, &patterns, &run_dir, &limits)
+            })
+            .await
+            .unwrap_or_default()
         })
     }
 

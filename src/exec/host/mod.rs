@@ -31,7 +31,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
-use super::fetch::Transfer;
+use super::fetch::{Limits, Transfer};
 use super::step::{Ctl, Report, StepJob};
 use crate::artifact::run_result::{Exit, Leak};
 use crate::clock::ClockOffset;
@@ -114,6 +114,7 @@ pub trait Host: Send + Sync {
         dir: &'a str,
         patterns: &'a [String],
         run_dir: &'a Path,
+        limits: Limits,
     ) -> BoxFuture<'a, Vec<Transfer>>;
 
     /// Kills what carries a run's `tag` and escaped its step's group.
@@ -178,6 +179,7 @@ pub trait Launcher: Send + Sync {
         dir: &'a str,
         patterns: &'a [String],
         run_dir: &'a Path,
+        limits: Limits,
     ) -> BoxFuture<'a, Vec<Transfer>>;
 
     /// Kills what a run left running after its steps ended, on every host.
@@ -297,9 +299,10 @@ impl Launcher for HostSet {
         dir: &'a str,
         patterns: &'a [String],
         run_dir: &'a Path,
+        limits: Limits,
     ) -> BoxFuture<'a, Vec<Transfer>> {
         match self.get(host) {
-            Ok(h) => h.fetch(dir, patterns, run_dir),
+            Ok(h) => h.fetch(dir, patterns, run_dir, limits),
             Err(e) => {
                 let t = patterns
                     .iter()

@@ -487,7 +487,7 @@ impl Inner {
             .iter()
             .filter(|s| s.kind == StepKind::Fetch && s.host == host)
         {
-            for t in fetch(self, host, &s.cwd, &s.paths, run_dir).await {
+            for t in fetch(self, host, &s.cwd, &s.paths, run_dir, s.limits()).await {
                 tally.add(&t);
             }
         }
@@ -768,8 +768,9 @@ impl Host for SshHost {
         dir: &'a str,
         patterns: &'a [String],
         run_dir: &'a Path,
+        limits: crate::exec::fetch::Limits,
     ) -> BoxFuture<'a, Vec<Transfer>> {
-        Box::pin(async move { fetch(&self.r, &self.name, dir, patterns, run_dir).await })
+        Box::pin(async move { fetch(&self.r, &self.name, dir, patterns, run_dir, limits).await })
     }
 
     fn clock(&self) -> BoxFuture<'_, Option<ClockOffset>> {
@@ -1380,6 +1381,7 @@ async fn fetch(
     dir: &str,
     patterns: &[String],
     run_dir: &Path,
+    limits: crate::exec::fetch::Limits,
 ) -> Vec<Transfer> {
     let missing = |p: &str, status: String| Transfer {
         host: host.into(),
@@ -1469,6 +1471,21 @@ async fn fetch(
     let all: Vec<&String> = matched.iter().flatten().collect();
     let t0 = Instant::now();
     let mut rsync_error = None;
+    // Over `max_bytes`: what is not fetched whole is measured on the host
+    // first, left out of the transfer, then cut (head) or refused here.
+    let limited = if limits.is_none() || all.is_empty() {
+        Vec::new()
+    } else {
+        match limited_files(r, host, &dir, &all, &limits).await {
+            Ok(l) => l,
+            Err(e) => {
+                return patterns
+                    .iter()
+                    .map(|p| missing(p, format!("error: cannot measure the files: {e}")))
+                    .collect();
+            }
+        }
+    };
     if !all.is_empty() {
         let _ = std::fs::create_dir_all(&dest);
         let list_file = run_dir.join(format!(".fetch-{host}.list"));
@@ -1476,9 +1493,17 @@ async fn fetch(
             &list_file,
             all.iter().map(|s| format!("{s}\n")).collect::<String>(),
         );
+        let exclude_file = run_dir.join(format!(".fetch-{host}.exclude"));
+        let _ = std::fs::write(
+            &exclude_file,
+            limited
+                .iter()
+                .map(|(p, _)| format!("/{p}\n"))
+                .collect::<String>(),
+        );
         let tar = !r.host_info(host).await.is_ok_and(|i| i.rsync);
         let out = match r.rsync_ssh(host) {
-            Ok(_) if tar => fetch_tar(r, host, &dir, &all, &dest).await,
+            Ok(_) if tar => fetch_tar(r, host, &dir, &all, &dest, &limited).await,
             Ok(ssh) => tokio::process::Command::new("rsync")
                 .args([
                     "-a",
@@ -1489,6 +1514,8 @@ async fn fetch(
                     "--files-from",
                 ])
                 .arg(&list_file)
+                .arg("--exclude-from")
+                .arg(&exclude_file)
                 .args(["-e", &ssh])
                 .arg(format!("{}:{dir}/", r.address(host)))
                 .arg(format!("{}/", dest.display()))
@@ -1498,14 +1525,29 @@ async fn fetch(
             Err(e) => Err(e),
         };
         let _ = std::fs::remove_file(&list_file);
+        let _ = std::fs::remove_file(&exclude_file);
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => rsync_error = Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
             Err(e) => rsync_error = Some(e),
         }
+        // The first bytes of what is cut, one stream each.
+        for (p, v) in &limited {
+            if let crate::exec::fetch::Verdict::Head { n, .. } = v
+                && let Err(e) = fetch_head(r, host, &dir, p, *n, &dest).await
+            {
+                rsync_error.get_or_insert(format!("`{p}`: {e}"));
+            }
+        }
     }
     let ms = t0.elapsed().as_millis() as u64;
     let mut transfers = Vec::new();
+    let verdict_of = |remote: &str| {
+        limited
+            .iter()
+            .find(|(p, _)| format!("{dir}/{p}") == remote)
+            .map(|(_, v)| v)
+    };
     for (i, p) in patterns.iter().enumerate() {
         let recorded = !not_sent[i].is_empty();
         transfers.append(&mut not_sent[i]);
@@ -1521,9 +1563,13 @@ async fn fetch(
             let mut found = Vec::new();
             let local = dest.join(m);
             if std::fs::symlink_metadata(&local).is_err() {
-                let status = rsync_error
-                    .clone()
-                    .map_or("missing".into(), |e| format!("error: {e}"));
+                // Left out for `max_bytes`, or lost in the transfer.
+                let status = match verdict_of(&format!("{dir}/{m}")) {
+                    Some(crate::exec::fetch::Verdict::Not(s)) => s.clone(),
+                    _ => rsync_error
+                        .clone()
+                        .map_or("missing".into(), |e| format!("error: {e}")),
+                };
                 transfers.push(missing(m, status));
                 continue;
             }
@@ -1537,7 +1583,20 @@ async fn fetch(
                 };
                 let mut t = f.transfer(host, &dest, &dir, &dest, |p, _| hash_file(p));
                 t.ms = ms;
+                if let (Some(crate::exec::fetch::Verdict::Head { n, size }), true) =
+                    (verdict_of(&t.remote), t.ok())
+                {
+                    t.status = crate::exec::fetch::truncated_status(*n, *size);
+                }
                 transfers.push(t);
+            }
+            // What was left out, under this match.
+            for (p, v) in &limited {
+                if let crate::exec::fetch::Verdict::Not(status) = v
+                    && (p == m || p.starts_with(&format!("{m}/")))
+                {
+                    transfers.push(missing(p, status.clone()));
+                }
             }
         }
         if let Some(e) = &rsync_error
@@ -1560,8 +1619,16 @@ async fn fetch_tar(
     dir: &str,
     paths: &[&String],
     dest: &Path,
+    left_out: &[(String, crate::exec::fetch::Verdict)],
 ) -> Result<std::process::Output, String> {
-    let mut cmd = format!("cd {} && tar -cf - --", sh_quote(dir));
+    let mut cmd = format!("cd {} && tar -cf -", sh_quote(dir));
+    if !left_out.is_empty() {
+        cmd.push_str(" --anchored");
+        for (p, _) in left_out {
+            cmd.push_str(&format!(" --exclude={}", sh_quote(p)));
+        }
+    }
+    cmd.push_str(" --");
     for p in paths {
         cmd.push(' ');
         cmd.push_str(&sh_quote(p));
@@ -1595,6 +1662,91 @@ async fn fetch_tar(
         return Ok(sent);
     }
     Ok(local)
+}
+
+/// The regular files under `paths` (in `dir` on the host) that
+/// `limits` do not let through whole, each with its verdict.
+async fn limited_files(
+    r: &Inner,
+    host: &str,
+    dir: &str,
+    paths: &[&String],
+    limits: &crate::exec::fetch::Limits,
+) -> Result<Vec<(String, crate::exec::fetch::Verdict)>, String> {
+    let mut script = format!("cd {} || exit 1\n", sh_quote(dir));
+    for p in paths {
+        script.push_str(&format!(
+            "find {} -type f -exec sh -c 'for x; do printf \"%s\\t%s\\n\" \"$(wc -c < \"$x\")\" \"$x\"; done' sh {{}} + | sort -t \"$(printf '\\t')\" -k2\n",
+            sh_quote(p)
+        ));
+    }
+    let out = r
+        .call_with(host, &["script"], script.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.code != 0 {
+        return Err(out.stderr_text());
+    }
+    let mut files = Vec::new();
+    for line in out.stdout_text().lines() {
+        let Some((size, path)) = line.split_once('\t') else {
+            continue;
+        };
+        let Ok(size) = size.trim().parse::<u64>() else {
+            continue;
+        };
+        if safe_relative(path) {
+            files.push((path.to_string(), size));
+        }
+    }
+    let sizes: Vec<u64> = files.iter().map(|(_, s)| *s).collect();
+    Ok(files
+        .into_iter()
+        .zip(limits.decide(&sizes))
+        .filter(|(_, v)| *v != crate::exec::fetch::Verdict::Whole)
+        .map(|((p, _), v)| (p, v))
+        .collect())
+}
+
+/// The first `n` bytes of `path` (in `dir` on the host) into `dest/path`.
+async fn fetch_head(
+    r: &Inner,
+    host: &str,
+    dir: &str,
+    path: &str,
+    n: u64,
+    dest: &Path,
+) -> Result<(), String> {
+    let cmd = format!("cd {} && head -c {n} {}", sh_quote(dir), sh_quote(path));
+    let local = dest.join(path);
+    if let Some(parent) = local.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let mut remote = r
+        .hosts
+        .ssh()
+        .spawn(host, &cmd)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(remote.stdin.take());
+    let mut out = remote.stdout.take().ok_or("no output from the host")?;
+    let mut file = std::fs::File::create(&local).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        use std::io::Write as _;
+        use tokio::io::AsyncReadExt as _;
+        let n = out.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+    file.sync_all().map_err(|e| e.to_string())?;
+    let status = remote.wait().await.map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("`head -c {n}` failed on the host"));
+    }
+    Ok(())
 }
 
 /// Removes symlinks under `p` that are absolute or climb out of `root`.
