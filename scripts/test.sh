@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 # What the tests run besides the Rust toolchain, as "check|Debian package|why".
 requirements=(
   "git|git|cross-checks of the patches flow records and applies"
+  "cc|gcc|the small C program of the source, mutation and setup tests"
   "python3|python3|the streaming and KV demos' scripts"
   "/usr/sbin/sshd|openssh-server|private sshd hosts on loopback"
   "ssh|openssh-client|the ssh transport"
