@@ -19,6 +19,9 @@ use git2::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// At most this many untracked paths are listed.
+const MAX_UNTRACKED: usize = 1000;
+
 /// The name `suite.json` gives the repository holding the suite file.
 pub const EXPERIMENT: &str = "experiment";
 
@@ -164,20 +167,30 @@ pub fn capture(name: &str, dir: &Path, inside: bool) -> Result<SourceState, Stri
     }
     let diff_text = String::from_utf8_lossy(&text).into_owned();
     let mut sopts = StatusOptions::new();
+    // An untracked folder is one entry (`artifacts/`), not its files: a
+    // project's unignored artifacts must not fill `suite.json`.
     sopts
         .include_untracked(true)
-        .recurse_untracked_dirs(true)
+        .recurse_untracked_dirs(false)
         .include_ignored(false)
         .exclude_submodules(true);
     let mut untracked = Vec::new();
+    let mut more = 0usize;
     for s in repo.statuses(Some(&mut sopts)).map_err(git_err)?.iter() {
         if s.status().contains(git2::Status::WT_NEW)
             && let Ok(p) = s.path()
         {
-            untracked.push(p.to_string());
+            if untracked.len() < MAX_UNTRACKED {
+                untracked.push(p.to_string());
+            } else {
+                more += 1;
+            }
         }
     }
     untracked.sort();
+    if more > 0 {
+        untracked.push(format!("… and {more} more"));
+    }
     let dirty = !diff_text.is_empty();
     Ok(SourceState {
         name: name.to_string(),
@@ -372,6 +385,8 @@ pub(crate) mod tests {
         repo_with(d.path(), &[("a.txt", "one\ntwo\n"), ("b/c.txt", "x\n")]);
         fs::write(d.path().join("a.txt"), "one\nTWO\n").expect("edit");
         fs::write(d.path().join("notes.txt"), "mine\n").expect("untracked");
+        fs::create_dir_all(d.path().join("artifacts/x")).expect("mkdir");
+        fs::write(d.path().join("artifacts/x/run.log"), "data\n").expect("untracked");
         let s = capture("kv", d.path(), false).expect("capture");
         assert!(s.dirty);
         assert!(s.diff.contains("+TWO"), "{}", s.diff);
@@ -379,7 +394,10 @@ pub(crate) mod tests {
             s.diff_sha256.as_deref(),
             Some(sha256_hex(s.diff.as_bytes()).as_str())
         );
-        assert_eq!(s.untracked, vec!["notes.txt".to_string()]);
+        assert_eq!(
+            s.untracked,
+            vec!["artifacts/".to_string(), "notes.txt".to_string()]
+        );
         let snap = snapshot(&s, &[]).expect("snapshot");
         assert_eq!(
             fs::read_to_string(snap.join("a.txt")).expect("read"),
