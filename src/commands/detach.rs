@@ -33,6 +33,8 @@ pub struct Detach<'a> {
     pub max_failures: Option<usize>,
     pub verbose: bool,
     pub share_hosts: bool,
+    /// `--keep-hosts`: the background flow does not deprovision.
+    pub keep_hosts: bool,
 }
 
 /// Starts `flow resume DIR` in a session of its own (no terminal, so a
@@ -61,6 +63,9 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
     }
     if d.verbose {
         cmd.arg("--verbose");
+    }
+    if d.keep_hosts {
+        cmd.arg("--keep-hosts");
     }
     if d.share_hosts {
         cmd.arg("--share-hosts");

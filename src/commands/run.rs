@@ -128,6 +128,7 @@ fn run_new(args: &RunArgs, only: &Only) -> Result<i32, Error> {
             max_failures: args.max_failures(),
             verbose: args.verbose,
             share_hosts: args.share_hosts,
+            keep_hosts: args.keep_hosts,
         };
         return super::detach::start(&artifact.path, &artifact.id, &d);
     }
@@ -392,6 +393,9 @@ pub(super) fn execution_options(args: &RunArgs) -> Vec<String> {
     }
     if args.share_hosts {
         o.push("--share-hosts".into());
+    }
+    if args.keep_hosts {
+        o.push("--keep-hosts".into());
     }
     if args.verbose {
         o.push("--verbose".into());
