@@ -354,7 +354,7 @@ pub(super) fn unknown_keys(only: &Only, mut params: Vec<&str>) -> Result<(), Err
     for k in unknown {
         d.push(
             Diagnostic::new(None, format!("`--only`: no run has a `{k}`")).with_help(format!(
-                "keys: id, workload, mode, variant, repetition, status, mutation, and the params and annotations {}",
+                "keys: id, workload, mode, variant, repetition, status, mutation, and the runs' params and annotations: {}",
                 params
                     .iter()
                     .map(|p| format!("`{p}`"))
