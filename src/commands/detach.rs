@@ -24,7 +24,7 @@ pub const DETACHED_VAR: &str = "FLOW_DETACHED";
 pub const RUNNING_LINE: &str = "running in the background:";
 
 /// How long `--detach` waits for the background flow to take the artifact.
-const TAKE_WITHIN: Duration = Duration::from_secs(10);
+const TAKE_WITHIN: Duration = Duration::from_secs(30);
 
 /// What the background flow is given of `flow run`'s options.
 pub struct Detach<'a> {
@@ -70,7 +70,10 @@ pub fn start(dir: &Path, id: &str, d: &Detach) -> Result<i32, Error> {
     if d.share_hosts {
         cmd.arg("--share-hosts");
     }
+    // The hosts were just provisioned by this flow: the background one
+    // goes on with them (and deprovisions at its end).
     cmd.env(DETACHED_VAR, "1")
+        .env(super::hooks::PROVISIONED_VAR, "1")
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);

@@ -15,12 +15,19 @@ pub fn of_suite(spec: &str) -> Result<Hooks, Error> {
     crate::suite::read_hooks(spec).map_err(|f| Error::Invalid(f.render()))
 }
 
+/// Set for a flow started by one that has just provisioned its hosts (a
+/// detached run): it does not provision them again.
+pub const PROVISIONED_VAR: &str = "FLOW_PROVISIONED";
+
 /// Runs `provision`, when there is one. Its output goes to flow's stderr
 /// (flow's stdout is the runs' summary).
 pub fn provision(h: &Hooks) -> Result<(), Error> {
     let Some(c) = &h.provision else {
         return Ok(());
     };
+    if std::env::var_os(PROVISIONED_VAR).is_some() {
+        return Ok(());
+    }
     run_hook("provision", c, h).map_err(|e| {
         Error::Invalid(format!(
             "error: {e}\n  = help: nothing ran; the hosts may be half made: `deprovision` runs now unless `--keep-hosts`\n"
