@@ -249,10 +249,22 @@ pub fn snapshot(state: &SourceState, patches: &[PatchFile]) -> Result<PathBuf, S
     let tmp_top = base.join(format!(".tmp-{key}-{}", std::process::id()));
     let tmp = tmp_top.join(&state.name);
     let _ = fs::remove_dir_all(&tmp_top);
+    // A mutation starts from the unpatched snapshot, hard-linked: it costs
+    // the files its patches change, not the whole tree again.
+    let base_tree = if patches.is_empty() {
+        None
+    } else {
+        Some(snapshot(state, &[])?)
+    };
     let made = (|| {
-        write_commit(&repo, &state.commit, &tmp)?;
-        if !state.diff.is_empty() {
-            patch::apply(&tmp, state.diff.as_bytes()).map_err(SnapshotError::Dirty)?;
+        match &base_tree {
+            Some(b) => link_tree(b, &tmp).map_err(|e| SnapshotError::Io(e.to_string()))?,
+            None => {
+                write_commit(&repo, &state.commit, &tmp)?;
+                if !state.diff.is_empty() {
+                    patch::apply(&tmp, state.diff.as_bytes()).map_err(SnapshotError::Dirty)?;
+                }
+            }
         }
         for (i, p) in patches.iter().enumerate() {
             patch::apply(&tmp, &p.text).map_err(|e| SnapshotError::Patch(i, e))?;
@@ -282,6 +294,27 @@ pub fn snapshot(state: &SourceState, patches: &[PatchFile]) -> Result<PathBuf, S
         )));
     }
     Ok(dir)
+}
+
+/// `src` again at `dest`: folders made, files hard-linked, links copied.
+fn link_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dest)?;
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        let (from, to) = (e.path(), dest.join(e.file_name()));
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            link_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if e.file_name() != ".flow-snapshot" {
+            // Another file system (or no hard links): a copy.
+            if fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes the files of `commit` under `dest` (submodules are left out).

@@ -283,11 +283,28 @@ pub fn apply(root: &Path, text: &[u8]) -> Result<(), ApplyError> {
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io)?;
                 }
-                fs::write(&path, bytes).map_err(io)?;
-                if executable {
+                // A new file renamed into place: the old one may be a hard
+                // link shared with another snapshot, which must not change.
+                let tmp = path.with_file_name(format!(
+                    ".{}.flow-patch",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ));
+                fs::write(&tmp, bytes).map_err(io)?;
+                let mode = if executable {
+                    Some(0o755)
+                } else {
+                    fs::metadata(&path).ok().map(|m| {
+                        use std::os::unix::fs::PermissionsExt;
+                        m.permissions().mode() & 0o7777
+                    })
+                };
+                if let Some(mode) = mode {
                     use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io)?;
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io)?;
                 }
+                fs::rename(&tmp, &path).map_err(io)?;
             }
         }
     }
