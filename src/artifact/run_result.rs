@@ -271,6 +271,43 @@ pub struct HostClock {
     pub after: Option<ClockOffset>,
 }
 
+/// The run's clock record for analysis (`runs/<id>/clocks.json`), written
+/// before its analyze steps run: what they need to put every host's times
+/// on the controller's clock.
+pub const CLOCKS_FILE: &str = "clocks.json";
+
+/// What `clocks.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ClockRecord {
+    pub run: String,
+    /// Per remote host: its offset before, through and after the run
+    /// (`host clock - controller clock`, with the error bound of each).
+    pub hosts: BTreeMap<String, HostClock>,
+    /// Per remote step instance: its start and end on its host's clock and
+    /// on the controller's (corrected by the offsets above).
+    pub steps: BTreeMap<String, HostTimes>,
+}
+
+impl ClockRecord {
+    pub fn of(r: &RunResult) -> ClockRecord {
+        ClockRecord {
+            run: r.id.clone(),
+            hosts: r.clocks.clone(),
+            steps: r
+                .steps
+                .iter()
+                .filter_map(|s| s.host_times.clone().map(|t| (s.id.clone(), t)))
+                .collect(),
+        }
+    }
+
+    /// Writes `clocks.json` into the run's folder.
+    pub fn write(&self, run_dir: &std::path::Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::artifact::atomic_write(&run_dir.join(CLOCKS_FILE), &bytes)
+    }
+}
+
 impl HostClock {
     /// Every measurement, in time order.
     pub fn points(&self) -> Vec<&ClockOffset> {

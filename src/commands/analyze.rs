@@ -139,7 +139,21 @@ fn run_step(run: &StoredRun, step: &StepInstance, artifact_id: &str) -> Result<(
         .iter()
         .map(|(k, v)| (k.clone(), moved(v)))
         .collect();
+    // The clock record, from the stored result (an artifact made before
+    // there was one gets it now).
+    if let Some(r) = &run.result {
+        crate::artifact::run_result::ClockRecord::of(r)
+            .write(&run.dir)
+            .map_err(|e| format!("cannot write the run's clocks.json: {e}"))?;
+    }
     env.extend([
+        (
+            crate::exec::run::CLOCKS_VAR.to_string(),
+            run.dir
+                .join(crate::artifact::run_result::CLOCKS_FILE)
+                .display()
+                .to_string(),
+        ),
         ("FLOW_RUN_ID".to_string(), run.plan.id.clone()),
         ("FLOW_RUN_DIR".to_string(), here.clone()),
         ("FLOW_ARTIFACT_ID".to_string(), artifact_id.to_string()),

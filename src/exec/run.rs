@@ -49,6 +49,9 @@ pub enum Resume {
     Adopt(Box<Replay>),
 }
 
+/// Analyze steps' path of their run's `clocks.json`.
+pub const CLOCKS_VAR: &str = "FLOW_CLOCKS";
+
 /// Interrupt level: 0 none, 1 tear down cleanly, 2 kill now.
 pub type Interrupt = watch::Receiver<u8>;
 
@@ -254,6 +257,21 @@ impl Run<'_> {
                 self.measure_clocks(false).await;
             }
             self.correct_host_times();
+        }
+        // Analysis sees the whole clock record, the measurements after the
+        // run included (`clocks.json`, and `run_result.json` as it is now).
+        if self.plan.steps.iter().any(|s| s.kind == StepKind::Analyze) {
+            if let Err(e) =
+                crate::artifact::run_result::ClockRecord::of(&self.result).write(&self.dir)
+            {
+                self.result.errors.push(format!(
+                    "cannot write `{}`: {e}",
+                    self.dir
+                        .join(crate::artifact::run_result::CLOCKS_FILE)
+                        .display()
+                ));
+            }
+            self.write_result(false);
         }
         self.analyze().await;
         if !self.plan.metrics.is_empty() {
@@ -565,6 +583,15 @@ impl Run<'_> {
                 super::controller::identity().to_string(),
             ),
         ]);
+        if s.kind == StepKind::Analyze {
+            env.push((
+                CLOCKS_VAR.to_string(),
+                self.dir
+                    .join(crate::artifact::run_result::CLOCKS_FILE)
+                    .display()
+                    .to_string(),
+            ));
+        }
         StepJob {
             idx,
             step: s.clone(),

@@ -409,6 +409,15 @@ impl<'a> Planner<'a> {
         let run_dir = self.artifact_dir.join("runs").join(&id);
         run_ctx.insert("id", Value::from(id.as_str()));
         run_ctx.insert("dir", Value::from(run_dir.display().to_string()));
+        run_ctx.insert(
+            "clocks",
+            Value::from(
+                run_dir
+                    .join(crate::artifact::run_result::CLOCKS_FILE)
+                    .display()
+                    .to_string(),
+            ),
+        );
 
         // Workload env, rendered once per run.
         let mut wl_env = BTreeMap::new();

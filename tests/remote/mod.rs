@@ -836,3 +836,55 @@ fn each_host_gets_its_own_file(d: &std::path::Path, inv: &std::path::Path, hosts
         assert_eq!(got.trim(), *h, "host {h}'s own file");
     }
 }
+
+/// Analyze steps get the run's whole clock record (the measurement after
+/// the run included) before they run: `$FLOW_CLOCKS`, `{{ run.clocks }}`,
+/// and `run_result.json` as it is then.
+#[test]
+fn analyze_steps_see_the_final_clock_record() {
+    let s = Sshds::start(1);
+    let inv = s.dir.path().join("inventory.yaml");
+    s.inventory(&inv, &[&["w"]]);
+    let dir = s.dir.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    project(
+        &dir,
+        &inv,
+        r#"workload: clocks
+steps:
+  t: { on: w, run: "sleep 0.2" }
+  look:
+    kind: analyze
+    needs: [t]
+    run: >-
+      mkdir -p "$FLOW_RUN_DIR/analysis" &&
+      cp "$FLOW_CLOCKS" "$FLOW_RUN_DIR/analysis/clocks.json" &&
+      cp "$FLOW_RUN_DIR/run_result.json" "$FLOW_RUN_DIR/analysis/result.json" &&
+      test "$FLOW_CLOCKS" = {{ run.clocks }}
+"#,
+    );
+    let (stdout, _) = Flow::new()
+        .args(["run", "--suite", "suite.yaml", "--artifacts", "artifacts"])
+        .cwd(&dir)
+        .expect(0);
+    assert!(stdout.contains("1 run: 1 passed"), "{stdout}");
+    let runs = std::fs::read_dir(dir.join("artifacts/latest/runs")).expect("runs");
+    let run = runs.flatten().next().expect("a run").path();
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join(p)).expect(p)).expect("json")
+    };
+    let clocks = read("analysis/clocks.json");
+    for when in ["before", "after"] {
+        assert!(
+            clocks["hosts"]["h1"][when]["offset_ns"].is_i64(),
+            "{clocks:#}"
+        );
+    }
+    assert!(clocks["steps"]["t@h1"]["started_ns"].is_u64(), "{clocks:#}");
+    assert!(clocks["steps"]["t@h1"]["bound_ns"].is_u64(), "{clocks:#}");
+    let result = read("analysis/result.json");
+    assert!(
+        result["clocks"]["h1"]["after"]["offset_ns"].is_i64(),
+        "run_result.json lacked the after measurement when analysis ran: {result:#}"
+    );
+}
