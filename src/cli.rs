@@ -405,10 +405,19 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The artifact to compare against (an id or a folder).
+    /// The artifact to compare against (an id or a folder); with `--by`,
+    /// the one artifact whose variants are compared.
     pub a: String,
     /// The artifact to compare (an id or a folder).
-    pub b: String,
+    #[arg(required_unless_present = "by", conflicts_with = "by")]
+    pub b: Option<String>,
+    /// Within one artifact: compare each value of this variant key (a
+    /// matrix param, or `mutation`) with `--ref` at the same other params.
+    #[arg(long, value_name = "KEY", requires = "reference")]
+    pub by: Option<String>,
+    /// The value of `--by` the others are compared with.
+    #[arg(long = "ref", id = "reference", value_name = "VALUE", requires = "by")]
+    pub reference: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -171,8 +171,11 @@ fn run_step(run: &StoredRun, step: &StepInstance, artifact_id: &str) -> Result<(
 /// `flow compare A B`: from the stored results of both (metrics as they
 /// are in their `run_result.json`; nothing is extracted again).
 pub fn compare(args: &CompareArgs) -> Result<i32, Error> {
+    if let (Some(key), Some(reference)) = (&args.by, &args.reference) {
+        return compare_within(args, key, reference);
+    }
     let mut sides = Vec::new();
-    for id in [&args.a, &args.b] {
+    for id in [Some(&args.a), args.b.as_ref()].into_iter().flatten() {
         let dir = resolve(&args.artifacts, Some(id))?;
         let (runs, errors) = results::load_runs(&dir);
         for e in &errors {
@@ -200,6 +203,42 @@ pub fn compare(args: &CompareArgs) -> Result<i32, Error> {
         results::compare::table(&diffs, &sides[0].0, &sides[1].0)
     };
     out.write_all(text.as_bytes()).map_err(Error::Output)?;
+    Ok(exit::OK)
+}
+
+/// `flow compare ID --by KEY --ref VALUE`: each value of a variant key
+/// against the reference value, within one artifact.
+fn compare_within(args: &CompareArgs, key: &str, reference: &str) -> Result<i32, Error> {
+    let dir = resolve(&args.artifacts, Some(&args.a))?;
+    let (runs, errors) = results::load_runs(&dir);
+    for e in &errors {
+        let _ = writeln!(std::io::stderr().lock(), "warning: {e}");
+    }
+    let rows = results::summarize(&runs);
+    let diffs = results::compare::compare_by(&rows, key, reference)
+        .map_err(|e| Error::Invalid(format!("error: {e}\n")))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&serde_json::json!({
+            "artifact": name,
+            "by": key,
+            "ref": reference,
+            "alpha": results::summary::ALPHA,
+            "rows": diffs,
+        }))
+        .unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        results::compare::table(&diffs, &format!("{key}={reference}"), "this variant")
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(Error::Output)?;
     Ok(exit::OK)
 }
 

@@ -69,6 +69,87 @@ pub fn compare(a: &[Row], b: &[Row]) -> Vec<Diff> {
         .collect()
 }
 
+/// A variant param's value as labels show it.
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Within one artifact: every row whose variant key `key` is not
+/// `reference`, against the row with `key = reference` and every other
+/// param, the workload, mode and metric the same (side `a` is the
+/// reference). `Err` says why there is nothing to compare.
+pub fn compare_by(rows: &[Row], key: &str, reference: &str) -> Result<Vec<Diff>, String> {
+    let with: Vec<&Row> = rows.iter().filter(|r| r.params.contains_key(key)).collect();
+    if with.is_empty() {
+        let mut keys: Vec<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        return Err(format!(
+            "no variant has a key `{key}`; {}",
+            if keys.is_empty() {
+                "this artifact's runs have no matrix".to_string()
+            } else {
+                format!("keys: {}", keys.join(", "))
+            }
+        ));
+    }
+    let mut values: Vec<String> = with.iter().map(|r| shown(&r.params[key])).collect();
+    values.sort();
+    values.dedup();
+    if !values.iter().any(|v| v == reference) {
+        return Err(format!(
+            "`{key}` is never `{reference}`; its values: {}",
+            values
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // The rest of a row's params: what must be equal.
+    let rest = |r: &Row| {
+        let mut p = r.params.clone();
+        p.remove(key);
+        serde_json::to_string(&p).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for r in with.iter().filter(|r| shown(&r.params[key]) != reference) {
+        let base = with.iter().find(|b| {
+            shown(&b.params[key]) == reference
+                && b.workload == r.workload
+                && b.mode == r.mode
+                && b.metric == r.metric
+                && rest(b) == rest(r)
+        });
+        let (am, bm) = (base.and_then(|b| b.mean), r.mean);
+        let delta = am.zip(bm).map(|(x, y)| y - x);
+        let w = base.and_then(|b| welch(&r.values, &b.values));
+        out.push(Diff {
+            workload: r.workload.clone(),
+            mode: r.mode.clone(),
+            variant: r.variant.clone(),
+            metric: r.metric.clone(),
+            unit: r.unit.clone(),
+            a_n: base.map_or(0, |b| b.n_ok),
+            a_mean: am,
+            b_n: r.n_ok,
+            b_mean: bm,
+            delta,
+            delta_pct: am
+                .zip(delta)
+                .filter(|(x, _)| *x != 0.0)
+                .map(|(x, d)| d / x * 100.0),
+            p_value: w.map(|w| w.p),
+            significant: w.map(|w| w.p < ALPHA),
+        });
+    }
+    Ok(out)
+}
+
 /// A number for people: 4 significant digits, trailing zeros dropped.
 pub fn short(x: Option<f64>) -> String {
     let Some(v) = x else {
@@ -144,6 +225,71 @@ pub fn table(diffs: &[Diff], a: &str, b: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(variant: &str, size: i64, clients: i64, values: &[f64]) -> Row {
+        let d = super::super::stats::describe(values);
+        Row {
+            workload: "kv".into(),
+            mode: "baseline".into(),
+            variant: variant.into(),
+            params: serde_json::json!({"size": size, "clients": clients})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            metric: "lat".into(),
+            unit: Some("ms".into()),
+            better: None,
+            n: values.len(),
+            n_ok: values.len(),
+            mean: d.map(|d| d.mean),
+            median: None,
+            std: None,
+            min: None,
+            max: None,
+            ci95_low: None,
+            ci95_high: None,
+            baseline_mean: None,
+            ratio: None,
+            overhead_pct: None,
+            p_value: None,
+            significant: None,
+            none_mean: None,
+            none_ratio: None,
+            none_p_value: None,
+            none_significant: None,
+            annotations: Default::default(),
+            error: None,
+            values: values.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_key_is_compared_with_its_reference_at_the_same_other_params() {
+        let rows = vec![
+            row("size=64,clients=1", 64, 1, &[10.0, 11.0, 12.0]),
+            row("size=1024,clients=1", 1024, 1, &[20.0, 21.0, 22.0]),
+            row("size=64,clients=4", 64, 4, &[40.0, 41.0, 42.0]),
+            row("size=1024,clients=4", 1024, 4, &[40.0, 42.0, 44.0]),
+        ];
+        let d = compare_by(&rows, "size", "64").expect("compared");
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[0].variant.as_str(), d[0].a_mean, d[0].b_mean),
+            ("size=1024,clients=1", Some(11.0), Some(21.0))
+        );
+        assert_eq!(d[0].significant, Some(true));
+        // Compared with clients=4's reference, not clients=1's.
+        assert_eq!((d[1].a_mean, d[1].b_mean), (Some(41.0), Some(42.0)));
+        assert_eq!(d[1].significant, Some(false));
+        assert_eq!(
+            compare_by(&rows, "sise", "64").expect_err("no key"),
+            "no variant has a key `sise`; keys: `clients`, `size`"
+        );
+        assert_eq!(
+            compare_by(&rows, "size", "63").expect_err("no value"),
+            "`size` is never `63`; its values: `1024`, `64`"
+        );
+    }
 
     #[test]
     fn short_numbers_keep_four_significant_digits() {

@@ -399,3 +399,53 @@ fn junit_xml_has_a_case_per_run_and_a_failure_with_its_stderr() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2 1");
 }
+
+#[test]
+fn compare_by_a_key_within_one_artifact_against_a_reference_value() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - { workload: workload.yaml, repetitions: 3, matrix: { base: [10, 20], step: [1, 5] } }\n",
+        )
+        .file(
+            "workload.yaml",
+            r#"workload: m
+params: { base: 10, step: 1 }
+steps:
+  emit: { run: "echo value: $(( {{ params.base }} + {{ params.step }} * {{ run.repetition }} ))" }
+metrics:
+  v: { from: "logs/emit@local.out", regex: "value: (?P<value>[0-9]+)" }
+"#,
+        );
+    p.run(&[], 0);
+    let art = p.artifact();
+    let id = art.file_name().expect("id").to_string_lossy().into_owned();
+    let (out, _) = Flow::new()
+        .args(["compare", &id, "--by", "base", "--ref", "10", "--json"])
+        .cwd(p.path())
+        .expect(0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let rows = v["rows"].as_array().expect("rows");
+    // base=20 against base=10 at each step: +10 either way.
+    assert_eq!(rows.len(), 2, "{v:#}");
+    for r in rows {
+        assert_eq!(r["delta"], 10.0, "{r}");
+        assert!(
+            r["variant"]
+                .as_str()
+                .expect("variant")
+                .starts_with("base=20,")
+        );
+    }
+    // step=1 varies by 1 per repetition: significant; step=5 by 5: not.
+    let sig: Vec<bool> = rows
+        .iter()
+        .map(|r| r["significant"].as_bool().expect("p"))
+        .collect();
+    assert_eq!(sig, vec![true, false], "{v:#}");
+    let (_, err) = Flow::new()
+        .args(["compare", &id, "--by", "base", "--ref", "15"])
+        .cwd(p.path())
+        .expect(2);
+    assert_eq!(err, "error: `base` is never `15`; its values: `10`, `20`\n");
+}
