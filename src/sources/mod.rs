@@ -5,8 +5,9 @@
 //!
 //! Read with libgit2, without a network and without writing into the
 //! repository's objects. Snapshots live in the repository's git folder
-//! (`.git/flow/snapshots/<hash>/<name>/`), named by the hash of what they hold, so
-//! one is written once and every command after that reuses it.
+//! (`.git/flow/snapshots/<hash>/<name>/`), named by the hash of what they
+//! hold, so one is written once and every command after that reuses it, as
+//! long as nothing has written into it since (its manifest says).
 
 pub mod patch;
 
@@ -240,81 +241,116 @@ pub fn snapshot(state: &SourceState, patches: &[PatchFile]) -> Result<PathBuf, S
     }
     let key = hex(&h.finalize()[..8]);
     let base = repo.path().join("flow").join("snapshots");
-    // `<key>/<name>/`: pushed as a folder, a snapshot arrives as `<name>/`.
-    let dir = base.join(&key).join(&state.name);
-    if dir.join(".flow-snapshot").exists() {
-        return Ok(dir);
-    }
     fs::create_dir_all(&base).map_err(io)?;
-    let tmp_top = base.join(format!(".tmp-{key}-{}", std::process::id()));
-    let tmp = tmp_top.join(&state.name);
-    let _ = fs::remove_dir_all(&tmp_top);
-    // A mutation starts from the unpatched snapshot, hard-linked: it costs
-    // the files its patches change, not the whole tree again.
-    let base_tree = if patches.is_empty() {
-        None
-    } else {
-        Some(snapshot(state, &[])?)
-    };
-    let made = (|| {
-        match &base_tree {
-            Some(b) => link_tree(b, &tmp).map_err(|e| SnapshotError::Io(e.to_string()))?,
-            None => {
-                write_commit(&repo, &state.commit, &tmp)?;
-                if !state.diff.is_empty() {
-                    patch::apply(&tmp, state.diff.as_bytes()).map_err(SnapshotError::Dirty)?;
-                }
+    // A snapshot something wrote into since it was made (a build in place)
+    // no longer holds what it says: it is never used again, nor removed (a
+    // running flow may be using it); the next generation is made beside it.
+    for generation in 0..MAX_GENERATIONS {
+        let name = if generation == 0 {
+            key.clone()
+        } else {
+            format!("{key}.{generation}")
+        };
+        // `<name>/<source>/`: pushed as a folder, it arrives as `<source>/`.
+        let top = base.join(&name);
+        let dir = top.join(&state.name);
+        if dir.exists() {
+            if intact(&dir) {
+                return Ok(dir);
             }
+            continue;
         }
-        for (i, p) in patches.iter().enumerate() {
-            patch::apply(&tmp, &p.text).map_err(|e| SnapshotError::Patch(i, e))?;
+        let tmp_top = base.join(format!(".tmp-{name}-{}", std::process::id()));
+        let tmp = tmp_top.join(&state.name);
+        let _ = fs::remove_dir_all(&tmp_top);
+        let made = (|| {
+            write_commit(&repo, &state.commit, &tmp)?;
+            if !state.diff.is_empty() {
+                patch::apply(&tmp, state.diff.as_bytes()).map_err(SnapshotError::Dirty)?;
+            }
+            for (i, p) in patches.iter().enumerate() {
+                patch::apply(&tmp, &p.text).map_err(|e| SnapshotError::Patch(i, e))?;
+            }
+            let manifest = manifest_of(&tmp).map_err(io)?;
+            fs::write(tmp.join(MARKER), manifest).map_err(io)
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&tmp_top);
+            return Err(e);
         }
-        fs::write(tmp.join(".flow-snapshot"), format!("{}\n", state.commit)).map_err(io)
-    })();
-    if let Err(e) = made {
+        // Into place whole. When another flow got there first, its snapshot
+        // is the same one, and is checked like any other.
+        let _ = if top.exists() {
+            fs::rename(&tmp, &dir)
+        } else {
+            fs::rename(&tmp_top, &top)
+        };
         let _ = fs::remove_dir_all(&tmp_top);
-        return Err(e);
+        if !dir.exists() {
+            return Err(SnapshotError::Io(format!(
+                "could not create `{}`",
+                dir.display()
+            )));
+        }
+        if intact(&dir) {
+            return Ok(dir);
+        }
     }
-    let top = base.join(&key);
-    if top.exists() {
-        // An earlier snapshot of another name, or one cut short: this
-        // name's folder is moved in on its own.
-        let _ = fs::remove_dir_all(&dir);
-        let moved = fs::rename(&tmp, &dir);
-        let _ = fs::remove_dir_all(&tmp_top);
-        moved.map_err(io)?;
-    } else if fs::rename(&tmp_top, &top).is_err() {
-        // Another flow wrote the same snapshot first: it is the same.
-        let _ = fs::remove_dir_all(&tmp_top);
-    }
-    if !dir.join(".flow-snapshot").exists() {
-        return Err(SnapshotError::Io(format!(
-            "could not create `{}`",
-            dir.display()
-        )));
-    }
-    Ok(dir)
+    Err(SnapshotError::Io(format!(
+        "{MAX_GENERATIONS} snapshots of this state in `{}` were written into after they were made; remove that folder",
+        base.display()
+    )))
 }
 
-/// `src` again at `dest`: folders made, files hard-linked, links copied.
-fn link_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dest)?;
-    for e in fs::read_dir(src)? {
-        let e = e?;
-        let (from, to) = (e.path(), dest.join(e.file_name()));
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            link_tree(&from, &to)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if e.file_name() != ".flow-snapshot" {
-            // Another file system (or no hard links): a copy.
-            if fs::hard_link(&from, &to).is_err() {
-                fs::copy(&from, &to)?;
+/// The file in a snapshot that marks it whole and lists what it holds.
+const MARKER: &str = ".flow-snapshot";
+
+/// How many snapshots of one state are made because earlier ones were
+/// written into, at most.
+const MAX_GENERATIONS: u32 = 100;
+
+/// What a snapshot holds, one line per entry in path order: files with
+/// their size, mode and modification time, links with their target.
+fn manifest_of(root: &Path) -> std::io::Result<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap_or(&p).display().to_string();
+            if rel == MARKER {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&p)?;
+            if meta.file_type().is_symlink() {
+                out.push(format!("L\t{}\t{rel}", fs::read_link(&p)?.display()));
+            } else if meta.is_dir() {
+                out.push(format!("D\t{rel}"));
+                walk(root, &p, out)?;
+            } else {
+                use std::os::unix::fs::MetadataExt;
+                out.push(format!(
+                    "F\t{}\t{:o}\t{}.{:09}\t{rel}",
+                    meta.len(),
+                    meta.mode() & 0o7777,
+                    meta.mtime(),
+                    meta.mtime_nsec()
+                ));
             }
         }
+        Ok(())
     }
-    Ok(())
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    Ok(out.join("\n") + "\n")
+}
+
+/// Whether a snapshot still holds exactly what it was made with.
+fn intact(dir: &Path) -> bool {
+    match (fs::read_to_string(dir.join(MARKER)), manifest_of(dir)) {
+        (Ok(recorded), Ok(now)) => recorded == now,
+        _ => false,
+    }
 }
 
 /// Writes the files of `commit` under `dest` (submodules are left out).
@@ -410,6 +446,64 @@ pub(crate) mod tests {
         );
         // Written once: the second call finds it.
         assert_eq!(snapshot(&s, &[]).expect("again"), snap);
+    }
+
+    #[test]
+    fn a_snapshot_written_into_is_never_used_again_nor_removed() {
+        let d = tempfile::tempdir().expect("tmp");
+        repo_with(d.path(), &[("main.c", "int x = 1;\n")]);
+        let s = capture("kv", d.path(), false).expect("capture");
+        let first = snapshot(&s, &[]).expect("snapshot");
+        // A build in place leaves a file behind.
+        fs::write(first.join("main.o"), "object").expect("write");
+        let second = snapshot(&s, &[]).expect("again");
+        assert_ne!(second, first);
+        assert!(!second.join("main.o").exists());
+        assert!(
+            first.join("main.o").exists(),
+            "the written-into snapshot was removed"
+        );
+        assert_eq!(snapshot(&s, &[]).expect("third"), second);
+        // A tracked file rewritten in place, same size, is seen too.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(second.join("main.c"), "int x = 2;\n").expect("write");
+        let third = snapshot(&s, &[]).expect("fourth");
+        assert_ne!(third, second);
+        assert_eq!(
+            fs::read_to_string(third.join("main.c")).expect("read"),
+            "int x = 1;\n"
+        );
+    }
+
+    #[test]
+    fn a_mutation_has_a_snapshot_of_its_own_beside_the_unpatched_one() {
+        let d = tempfile::tempdir().expect("tmp");
+        repo_with(d.path(), &[("a.txt", "one\ntwo\n"), ("b.txt", "x\n")]);
+        fs::write(d.path().join("a.txt"), "one\nTWO\n").expect("edit");
+        let patched = capture("kv", d.path(), false).expect("capture");
+        fs::write(d.path().join("a.txt"), "one\ntwo\n").expect("undo");
+        let s = capture("kv", d.path(), false).expect("capture");
+        let p = PatchFile {
+            file: "p.diff".into(),
+            path: d.path().join("p.diff"),
+            sha256: sha256_hex(patched.diff.as_bytes()),
+            text: patched.diff.into_bytes(),
+        };
+        let plain = snapshot(&s, &[]).expect("plain");
+        let mutated = snapshot(&s, std::slice::from_ref(&p)).expect("mutated");
+        assert_ne!(plain, mutated);
+        assert_eq!(
+            fs::read_to_string(mutated.join("a.txt")).expect("read"),
+            "one\nTWO\n"
+        );
+        assert_eq!(
+            fs::read_to_string(plain.join("a.txt")).expect("read"),
+            "one\ntwo\n"
+        );
+        assert_eq!(
+            fs::read_to_string(mutated.join("b.txt")).expect("read"),
+            "x\n"
+        );
     }
 
     #[test]

@@ -283,8 +283,8 @@ pub fn apply(root: &Path, text: &[u8]) -> Result<(), ApplyError> {
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io)?;
                 }
-                // A new file renamed into place: the old one may be a hard
-                // link shared with another snapshot, which must not change.
+                // Written beside and renamed into place: the patched file
+                // appears whole, with the mode it had.
                 let tmp = path.with_file_name(format!(
                     ".{}.flow-patch",
                     path.file_name()
