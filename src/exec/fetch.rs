@@ -331,6 +331,26 @@ pub fn check_fetched_links(transfers: &mut [&mut Transfer], run_dir: &Path) {
     }
 }
 
+/// Whether every file `fetch.log` (under `run_dir`) records as fetched is
+/// still there with the size and hash it had: what a setup built is only
+/// handed on as it was made.
+pub fn unchanged_since(run_dir: &Path) -> bool {
+    let Ok(log) = std::fs::read_to_string(run_dir.join("fetch.log")) else {
+        return false;
+    };
+    log.lines().skip(1).all(|line| {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [_, _, local, bytes, sha256, _, status] = f[..] else {
+            return false;
+        };
+        if status != "ok" || sha256.is_empty() {
+            // Links carry no hash; anything else did not come home whole.
+            return status == "ok";
+        }
+        hash_file(&run_dir.join(local)).is_ok_and(|(n, h)| n.to_string() == bytes && h == sha256)
+    })
+}
+
 /// A fetch step's `max_bytes`: what it may bring home.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {

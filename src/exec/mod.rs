@@ -140,13 +140,14 @@ impl Phases {
 /// Whether a setup instance passed before with every output fetched: it
 /// is not run again.
 fn setup_done(plan: &RunPlan) -> bool {
-    let path = PathBuf::from(&plan.dir).join("run_result.json");
-    std::fs::read(path)
+    let dir = PathBuf::from(&plan.dir);
+    let passed = std::fs::read(dir.join("run_result.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<RunResult>(&b).ok())
         .is_some_and(|r| {
             r.status == RunStatus::Passed && r.fetch.missing == 0 && r.fetch.failed == 0
-        })
+        });
+    passed && fetch::unchanged_since(&dir)
 }
 
 /// Runs one setup or teardown instance (its earlier attempt, if any, kept

@@ -7,23 +7,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::Flow;
-use super::run::{Project, wait_for};
+use super::run::Project;
+use super::sources::git;
 use super::sshd::Sshds;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=flow", "-c", "user.email=flow@localhost"])
-        .args(args)
-        .output()
-        .expect("git runs (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn json(path: &Path) -> Value {
     serde_json::from_slice(
@@ -47,13 +33,7 @@ fn a_setup_builds_each_mutation_once_on_one_host_and_every_run_gets_its_own_buil
     git(&app, &["add", "-A"]);
     git(&app, &["commit", "-q", "-m", "first"]);
     std::fs::write(app.join("work.c"), PROGRAM.replace("100", "200")).expect("edit");
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&app)
-        .arg("diff")
-        .output()
-        .expect("git diff");
-    std::fs::write(dir.join("double.patch"), &out.stdout).expect("patch");
+    std::fs::write(dir.join("double.patch"), git(&app, &["diff"]) + "\n").expect("patch");
     git(&app, &["checkout", "--", "work.c"]);
     let builds = s.dir.path().join("builds.log");
     let gate = s.dir.path().join("go");
@@ -224,6 +204,62 @@ workloads:
 }
 
 #[test]
+fn a_setup_whose_outputs_changed_since_is_built_again_on_resume() {
+    let gate = tempfile::tempdir().expect("tmp");
+    let go = gate.path().join("go");
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: s\nsetup:\n  make: { run: \"mkdir -p bin && echo built > bin/tool\", outputs: [bin/] }\nworkloads:\n  - workload: workload.yaml\n",
+        )
+        .file(
+            "workload.yaml",
+            &format!(
+                "workload: w\nsteps:\n  a: {{ run: \"test -e {} && cat bin/tool\" }}\n",
+                go.display()
+            ),
+        );
+    p.run(&[], 1);
+    let art = p.artifact();
+    let phases: Value =
+        serde_json::from_slice(&std::fs::read(art.join("phases.json")).expect("phases"))
+            .expect("json");
+    let id = phases["setup"][0].as_str().expect("id").to_string();
+    // What the setup made is changed after it passed.
+    let tool = art.join("setup").join(&id).join("hosts/local/bin/tool");
+    std::fs::write(&tool, "tampered\n").expect("write");
+    std::fs::write(&go, "").expect("gate");
+    let name = art.file_name().expect("id").to_string_lossy().into_owned();
+    let (stdout, _) = Flow::new()
+        .args([
+            "resume",
+            &name,
+            "--artifacts",
+            "artifacts",
+            "--rerun-failed",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert!(
+        !stdout.contains("KEPT"),
+        "a changed build was handed on: {stdout}"
+    );
+    assert!(stdout.contains("PASS  [setup]"), "{stdout}");
+    let run = p.run_dir();
+    assert_eq!(
+        std::fs::read_to_string(run.join("logs/a@local.out")).expect("log"),
+        "built\n"
+    );
+    // The tampered attempt is kept, not overwritten.
+    assert!(
+        art.join("setup")
+            .join(&id)
+            .join("attempts/1/hosts/local/bin/tool")
+            .is_file()
+    );
+}
+
+#[test]
 fn the_teardown_runs_after_ctrl_c() {
     let marker = tempfile::tempdir().expect("tmp");
     let torn = marker.path().join("torn");
@@ -239,27 +275,7 @@ fn the_teardown_runs_after_ctrl_c() {
             "workload.yaml",
             "workload: w\nsteps:\n  long: { run: \"echo started; sleep 300\" }\n",
         );
-    let child = super::remote::spawn_run(p.path(), &[]);
-    wait_for(
-        std::time::Duration::from_secs(30),
-        "the run to start",
-        || {
-            std::fs::read_dir(p.path().join("artifacts/latest/runs"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    std::fs::read_to_string(e.path().join("logs/long@local.out"))
-                        .is_ok_and(|t| t.contains("started"))
-                })
-        },
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let out = child.wait_with_output().expect("flow exits");
+    let out = p.interrupt_once_started("long@local.out");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}");
     assert!(

@@ -4,7 +4,7 @@
 //! `flow ssh` onto one of them.
 
 use super::Flow;
-use super::run::{Project, wait_for};
+use super::run::Project;
 use super::sshd::Sshds;
 
 /// A suite whose hosts exist only after `provision` (which writes the
@@ -58,27 +58,7 @@ fn provision_comes_before_the_hosts_are_read_and_deprovision_after_the_last_run(
 #[test]
 fn deprovision_runs_after_ctrl_c_and_after_a_failed_provision() {
     let p = project("workload: w\nsteps:\n  a: { on: w, run: 'echo started; sleep 300' }\n");
-    let child = super::remote::spawn_run(p.path(), &[]);
-    wait_for(
-        std::time::Duration::from_secs(30),
-        "the run to start",
-        || {
-            std::fs::read_dir(p.path().join("artifacts/latest/runs"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    std::fs::read_to_string(e.path().join("logs/a@m1.out"))
-                        .is_ok_and(|t| t.contains("started"))
-                })
-        },
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let out = child.wait_with_output().expect("flow exits");
+    let out = p.interrupt_once_started("a@m1.out");
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(hooks(&p), "provision\ndeprovision\n");
 

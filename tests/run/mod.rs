@@ -63,6 +63,28 @@ impl Project {
             .expect("flow starts")
     }
 
+    /// `flow run` in the background, interrupted (SIGINT) once the log
+    /// `logs/<log>` of a run says `started`; what it ended with.
+    pub(crate) fn interrupt_once_started(&self, log: &str) -> std::process::Output {
+        let child = self.spawn(&[], &[]);
+        wait_for(Duration::from_secs(30), "the run to start", || {
+            std::fs::read_dir(self.path().join("artifacts/latest/runs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    std::fs::read_to_string(e.path().join("logs").join(log))
+                        .is_ok_and(|t| t.contains("started"))
+                })
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT");
+        child.wait_with_output().expect("flow exits")
+    }
+
     /// Every run's journal so far, one after the other.
     fn events(&self) -> String {
         let Ok(dirs) = std::fs::read_dir(self.path().join("artifacts/latest/runs")) else {

@@ -25,7 +25,8 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// `git` in `dir` with an identity; its stdout (scripts/test.sh installs git).
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
