@@ -25,6 +25,32 @@ pub struct Diff {
     pub significant: Option<bool>,
 }
 
+/// Row `b` against row `a` (either may be missing), named after `b`.
+fn diff(a: Option<&Row>, b: Option<&Row>) -> Diff {
+    let (am, bm) = (a.and_then(|r| r.mean), b.and_then(|r| r.mean));
+    let delta = am.zip(bm).map(|(x, y)| y - x);
+    let w = a.zip(b).and_then(|(x, y)| welch(&y.values, &x.values));
+    let named = b.or(a);
+    Diff {
+        workload: named.map(|r| r.workload.clone()).unwrap_or_default(),
+        mode: named.map(|r| r.mode.clone()).unwrap_or_default(),
+        variant: named.map(|r| r.variant.clone()).unwrap_or_default(),
+        metric: named.map(|r| r.metric.clone()).unwrap_or_default(),
+        unit: a.or(b).and_then(|r| r.unit.clone()),
+        a_n: a.map_or(0, |r| r.n_ok),
+        a_mean: am,
+        b_n: b.map_or(0, |r| r.n_ok),
+        b_mean: bm,
+        delta,
+        delta_pct: am
+            .zip(delta)
+            .filter(|(x, _)| *x != 0.0)
+            .map(|(x, d)| d / x * 100.0),
+        p_value: w.map(|w| w.p),
+        significant: w.map(|w| w.p < ALPHA),
+    }
+}
+
 /// Rows of `a` and `b` matched by key; a key in only one of them is listed
 /// with the other side empty. Sorted like the summaries.
 pub fn compare(a: &[Row], b: &[Row]) -> Vec<Diff> {
@@ -44,27 +70,10 @@ pub fn compare(a: &[Row], b: &[Row]) -> Vec<Diff> {
         .map(|k| {
             let ra = a.iter().find(|r| key(r) == k);
             let rb = b.iter().find(|r| key(r) == k);
-            let (am, bm) = (ra.and_then(|r| r.mean), rb.and_then(|r| r.mean));
-            let delta = am.zip(bm).map(|(x, y)| y - x);
-            let w = ra.zip(rb).and_then(|(x, y)| welch(&y.values, &x.values));
-            Diff {
-                workload: k.0,
-                mode: k.3,
-                variant: k.1,
-                metric: k.4,
-                unit: ra.or(rb).and_then(|r| r.unit.clone()),
-                a_n: ra.map_or(0, |r| r.n_ok),
-                a_mean: am,
-                b_n: rb.map_or(0, |r| r.n_ok),
-                b_mean: bm,
-                delta,
-                delta_pct: am
-                    .zip(delta)
-                    .filter(|(x, _)| *x != 0.0)
-                    .map(|(x, d)| d / x * 100.0),
-                p_value: w.map(|w| w.p),
-                significant: w.map(|w| w.p < ALPHA),
-            }
+            // Named by the key: a row may be on one side only.
+            let mut d = diff(ra, rb);
+            (d.workload, d.variant, d.mode, d.metric) = (k.0, k.1, k.3, k.4);
+            d
         })
         .collect()
 }
@@ -125,27 +134,7 @@ pub fn compare_by(rows: &[Row], key: &str, reference: &str) -> Result<Vec<Diff>,
                 && b.metric == r.metric
                 && rest(b) == rest(r)
         });
-        let (am, bm) = (base.and_then(|b| b.mean), r.mean);
-        let delta = am.zip(bm).map(|(x, y)| y - x);
-        let w = base.and_then(|b| welch(&r.values, &b.values));
-        out.push(Diff {
-            workload: r.workload.clone(),
-            mode: r.mode.clone(),
-            variant: r.variant.clone(),
-            metric: r.metric.clone(),
-            unit: r.unit.clone(),
-            a_n: base.map_or(0, |b| b.n_ok),
-            a_mean: am,
-            b_n: r.n_ok,
-            b_mean: bm,
-            delta,
-            delta_pct: am
-                .zip(delta)
-                .filter(|(x, _)| *x != 0.0)
-                .map(|(x, d)| d / x * 100.0),
-            p_value: w.map(|w| w.p),
-            significant: w.map(|w| w.p < ALPHA),
-        });
+        out.push(diff(base.copied(), Some(r)));
     }
     Ok(out)
 }
@@ -227,7 +216,6 @@ mod tests {
     use super::*;
 
     fn row(variant: &str, size: i64, clients: i64, values: &[f64]) -> Row {
-        let d = super::super::stats::describe(values);
         Row {
             workload: "kv".into(),
             mode: "baseline".into(),
@@ -238,28 +226,11 @@ mod tests {
                 .unwrap_or_default(),
             metric: "lat".into(),
             unit: Some("ms".into()),
-            better: None,
             n: values.len(),
             n_ok: values.len(),
-            mean: d.map(|d| d.mean),
-            median: None,
-            std: None,
-            min: None,
-            max: None,
-            ci95_low: None,
-            ci95_high: None,
-            baseline_mean: None,
-            ratio: None,
-            overhead_pct: None,
-            p_value: None,
-            significant: None,
-            none_mean: None,
-            none_ratio: None,
-            none_p_value: None,
-            none_significant: None,
-            annotations: Default::default(),
-            error: None,
+            mean: super::super::stats::describe(values).map(|d| d.mean),
             values: values.to_vec(),
+            ..Row::default()
         }
     }
 

@@ -35,7 +35,7 @@ pub struct RunRecord {
 /// Significance level of the baseline comparison.
 pub const ALPHA: f64 = 0.05;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     pub workload: String,
     pub mode: String,
@@ -154,18 +154,11 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             max: d.map(|d| d.max),
             ci95_low: d.and_then(|d| d.ci95).map(|c| c.0),
             ci95_high: d.and_then(|d| d.ci95).map(|c| c.1),
-            baseline_mean: None,
-            ratio: None,
-            overhead_pct: None,
-            p_value: None,
-            significant: None,
-            none_mean: None,
-            none_ratio: None,
-            none_p_value: None,
-            none_significant: None,
             annotations,
             error,
             values,
+            // The comparisons are filled in below.
+            ..Row::default()
         });
     }
     // Against baseline at the same workload, variant and metric.

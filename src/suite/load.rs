@@ -533,16 +533,27 @@ fn load_inventory_command(
         return None;
     }
     let pseudo = cwd.join("<hosts command>");
-    let id = l
-        .sources
-        .add_named("<output of the hosts command>".into(), pseudo.clone(), text);
+    inventory_text(l, "<output of the hosts command>", &pseudo, text, planned)
+}
+
+/// An inventory written somewhere other than a file (the `--hosts`
+/// shorthand, a command's output), as a source of its own named `name`,
+/// so errors in it are located; `path` stands for it.
+fn inventory_text(
+    l: &mut Loader,
+    name: &str,
+    path: &Path,
+    text: String,
+    planned: Option<Option<usize>>,
+) -> Option<Inventory> {
+    let id = l.sources.add_named(name.into(), path.to_path_buf(), text);
     let text = l
         .sources
         .get(id)
         .map(|f| f.text.clone())
         .unwrap_or_default();
     match parse(&text, id) {
-        Ok(node) => Inventory::from_node(&node, &pseudo, &mut l.diags, planned),
+        Ok(node) => Inventory::from_node(&node, path, &mut l.diags, planned),
         Err(d) => {
             l.diags.push(d);
             None
@@ -593,21 +604,7 @@ fn load_shorthand(
             return None;
         }
     };
-    let id = l
-        .sources
-        .add_named("<--hosts>".into(), spec.to_path_buf(), text);
-    let text = l
-        .sources
-        .get(id)
-        .map(|f| f.text.clone())
-        .unwrap_or_default();
-    match parse(&text, id) {
-        Ok(node) => Inventory::from_node(&node, spec, &mut l.diags, planned),
-        Err(d) => {
-            l.diags.push(d);
-            None
-        }
-    }
+    inventory_text(l, "<--hosts>", spec, text, planned)
 }
 
 fn load_inventory(

@@ -1633,19 +1633,8 @@ async fn fetch_tar(
         cmd.push(' ');
         cmd.push_str(&sh_quote(p));
     }
-    let mut remote = r
-        .hosts
-        .ssh()
-        .spawn(host, &cmd)
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(remote.stdin.take());
-    let stream: std::process::Stdio = remote
-        .stdout
-        .take()
-        .ok_or("no output from the host")?
-        .try_into()
-        .map_err(|e: std::io::Error| e.to_string())?;
+    let (remote, out) = spawn_reading(r, host, &cmd).await?;
+    let stream: std::process::Stdio = out.try_into().map_err(|e: std::io::Error| e.to_string())?;
     let local = tokio::process::Command::new("tar")
         .arg("-C")
         .arg(dest)
@@ -1708,6 +1697,23 @@ async fn limited_files(
         .collect())
 }
 
+/// Starts `cmd` on the host with nothing on its stdin; its stdout to read.
+async fn spawn_reading(
+    r: &Inner,
+    host: &str,
+    cmd: &str,
+) -> Result<(tokio::process::Child, tokio::process::ChildStdout), String> {
+    let mut remote = r
+        .hosts
+        .ssh()
+        .spawn(host, cmd)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(remote.stdin.take());
+    let out = remote.stdout.take().ok_or("no output from the host")?;
+    Ok((remote, out))
+}
+
 /// The first `n` bytes of `path` (in `dir` on the host) into `dest/path`.
 async fn fetch_head(
     r: &Inner,
@@ -1722,14 +1728,7 @@ async fn fetch_head(
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
-    let mut remote = r
-        .hosts
-        .ssh()
-        .spawn(host, &cmd)
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(remote.stdin.take());
-    let mut out = remote.stdout.take().ok_or("no output from the host")?;
+    let (mut remote, mut out) = spawn_reading(r, host, &cmd).await?;
     let mut file = std::fs::File::create(&local).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
