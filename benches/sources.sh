@@ -12,7 +12,10 @@
 #   cold         with `sources:` and a mutation (POINTS x 2 mutations x 2
 #                repetitions, the same count), no snapshot written yet
 #                (reads the repository, writes two snapshots)
-#   warm         the same again: the snapshots are found
+#   warm         the same again: the snapshots are found (and checked
+#                against their manifests)
+#   the peer     `git worktree add` of the commit, one state, taken in turn
+#                with `cold`
 # and the size of a snapshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +82,19 @@ time_one() { # prints seconds
 stats() { sort -g | awk '{a[NR]=$1} END {printf "best %.3f s, median %.3f s\n", a[1], a[int((NR+1)/2)]}'; }
 echo "repository: $files files, $bytes bytes; $((points * 4)) runs either way"
 echo -n "plain: "; for _ in $(seq "$tries"); do time_one "$work/plain.yaml"; done | stats
-echo -n "cold:  "; for _ in $(seq "$tries"); do rm -rf "$work/app/.git/flow"; time_one "$work/code.yaml"; done | stats
+# Cold, and the peer, taken in turn with the disk flushed before each, so
+# that both see the same disk: this machine's write speed varies over
+# minutes, by several times.
+: > "$work/cold" ; : > "$work/peer"
+for _ in $(seq "$tries"); do
+  rm -rf "$work/app/.git/flow"; sync; sleep 1
+  time_one "$work/code.yaml" >> "$work/cold"
+  rm -rf "$work/wt"; git -C "$work/app" worktree prune; sync; sleep 1
+  t0=$(date +%s.%N); git -C "$work/app" worktree add -q "$work/wt" HEAD; t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc >> "$work/peer"
+done
+rm -rf "$work/wt"; git -C "$work/app" worktree prune
+echo -n "cold:  "; stats < "$work/cold"
+echo -n "git worktree add (one state): "; stats < "$work/peer"
 echo -n "warm:  "; for _ in $(seq "$tries"); do time_one "$work/code.yaml"; done | stats
 echo "snapshots: $(du -sh "$work/app/.git/flow" | cut -f1) for 2 states"
