@@ -40,6 +40,23 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
             }
         )));
     }
+    // Each picked run's timeline merged again (the event files and clock
+    // record are in the artifact), before the analyze steps read it.
+    for run in runs.iter().filter(|r| select(&r.plan.id)) {
+        if run.plan.timeline.is_empty() {
+            continue;
+        }
+        let Some(result) = run
+            .result
+            .as_ref()
+            .filter(|r| r.status == RunStatus::Passed)
+        else {
+            continue;
+        };
+        if let Err(errors) = results::timeline::merge(&run.dir, result, &run.plan.timeline) {
+            problems.extend(errors.into_iter().map(|e| format!("{}: {e}", run.plan.id)));
+        }
+    }
     let mut steps_failed = 0;
     if !args.no_steps {
         for run in runs.iter().filter(|r| select(&r.plan.id)) {
@@ -120,12 +137,21 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
 /// planned; an artifact that moved since gets its new place.
 fn run_step(run: &StoredRun, step: &StepInstance, artifact_id: &str) -> Result<(), String> {
     let here = run.dir.display().to_string();
-    let moved = |s: &str| {
-        if run.plan.dir != here {
-            s.replace(&run.plan.dir, &here)
-        } else {
-            s.to_string()
-        }
+    // The artifact where it was planned and where it is now: every path
+    // below the old one names its copy here (the run's folder, the
+    // artifact's, `clocks.json`), never the old controller's.
+    let old_artifact = Path::new(&run.plan.dir)
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.display().to_string());
+    let new_artifact = run
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.display().to_string());
+    let moved = |s: &str| match (&old_artifact, &new_artifact) {
+        (Some(o), Some(n)) if o != n => results::relocate(s, o, n),
+        _ => s.to_string(),
     };
     let Some(command) = &step.run else {
         return Ok(());

@@ -170,6 +170,7 @@ mod tests {
             edges: vec![],
             metrics: vec![],
             clock_every_ms: None,
+            timeline: Vec::new(),
             mutation: None,
             sources: Default::default(),
             annotations: Default::default(),

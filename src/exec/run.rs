@@ -258,6 +258,22 @@ impl Run<'_> {
             }
             self.correct_host_times();
         }
+        // The hosts' event files on one timeline, before analysis reads it:
+        // declared data that cannot be merged fails the run.
+        let mut timeline_ok = true;
+        if setup_ok && self.level < 2 && !self.plan.timeline.is_empty() {
+            match crate::results::timeline::merge(&self.dir, &self.result, &self.plan.timeline) {
+                Ok(m) => self.event(
+                    "timeline",
+                    json!({"events": m.events, "hosts": m.hosts, "files": m.files, "max_bound_ns": m.max_bound_ns}),
+                ),
+                Err(errors) => {
+                    timeline_ok = false;
+                    self.event("timeline", json!({"errors": errors}));
+                    self.result.errors.extend(errors);
+                }
+            }
+        }
         // Analysis sees the whole clock record, the measurements after the
         // run included (`clocks.json`, and `run_result.json` as it is now).
         if self.plan.steps.iter().any(|s| s.kind == StepKind::Analyze) {
@@ -315,7 +331,7 @@ impl Run<'_> {
         self.result.current_step = None;
         self.result.status = if self.level > 0 {
             RunStatus::Interrupted
-        } else if !setup_ok || self.result.steps.iter().any(StepResult::fails_run) {
+        } else if !setup_ok || !timeline_ok || self.result.steps.iter().any(StepResult::fails_run) {
             RunStatus::Failed
         } else {
             RunStatus::Passed

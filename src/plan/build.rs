@@ -560,6 +560,7 @@ impl<'a> Planner<'a> {
             edges,
             metrics,
             clock_every_ms: wl.clock_every.map(|d| d.as_millis() as u64),
+            timeline: wl.timeline.clone(),
             mutation,
             sources: run_sources.clone(),
             annotations: entry.annotations.clone(),

@@ -304,6 +304,7 @@ impl Planner<'_> {
             edges,
             metrics: Vec::new(),
             clock_every_ms: None,
+            timeline: Vec::new(),
             mutation: label.map(str::to_string),
             sources: sources.clone(),
             annotations: BTreeMap::new(),

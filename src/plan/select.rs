@@ -205,6 +205,7 @@ mod tests {
             edges: Vec::new(),
             metrics: Vec::new(),
             clock_every_ms: None,
+            timeline: Vec::new(),
             mutation: None,
             sources: Default::default(),
             annotations: Default::default(),

@@ -43,6 +43,10 @@ pub struct RunPlan {
     /// absent: every 5 minutes; 0: only before and after.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub clock_every_ms: Option<u64>,
+    /// Event files merged onto one timeline on the controller's clock
+    /// (`analysis/timeline.csv`) before the analyze steps run.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub timeline: Vec<crate::suite::TimelineSource>,
     /// The mutation the run runs (`none`: unpatched), when its entry has
     /// mutations; also the variant key `mutation`.
     #[serde(skip_serializing_if = "Option::is_none", default)]

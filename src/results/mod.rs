@@ -5,10 +5,12 @@
 pub mod compare;
 pub mod extract;
 pub mod junit;
+pub mod order;
 pub mod report;
 pub mod stats;
 pub mod suite_steps;
 pub mod summary;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -285,9 +287,33 @@ pub fn write_report(
             raw: Vec::new(),
         })
         .collect();
-    let html = report::render(&id, &suite, runs, rows, &phase_runs);
+    let html = report::render(artifact, &id, &suite, runs, rows, &phase_runs)?;
     let p = artifact.join("report.html");
     atomic_write(&p, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", p.display()))
+}
+
+/// `text` with the folder `old` (an artifact's absolute path where it was
+/// made) replaced by `new` (where it is now), as a whole path: `old`
+/// followed by the end, `/` or a character that cannot go on a path name
+/// (`/a/art` is not in `/a/art2`).
+pub fn relocate(text: &str, old: &str, new: &str) -> String {
+    if old.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(old) {
+        let after = &rest[i + old.len()..];
+        let whole = after
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { new } else { old });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Runs an analyze command on this machine in `cwd`, with `env` added,
@@ -370,4 +396,20 @@ fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> V
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relocate;
+
+    #[test]
+    fn relocate_replaces_the_old_folder_as_a_whole_path_only() {
+        assert_eq!(
+            relocate("plot /old/a/runs/r1 > /old/a/x.svg", "/old/a", "/new/b"),
+            "plot /new/b/runs/r1 > /new/b/x.svg"
+        );
+        assert_eq!(relocate("/old/a2/x /old/a", "/old/a", "/n"), "/old/a2/x /n");
+        assert_eq!(relocate("'/old/a'", "/old/a", "/n"), "'/n'");
+        assert_eq!(relocate("x", "", "/n"), "x");
+    }
 }

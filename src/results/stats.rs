@@ -94,6 +94,27 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
     })
 }
 
+/// The 95% confidence interval of mean(a) / mean(b), by the delta method
+/// with Welch–Satterthwaite degrees of freedom; none unless both have two
+/// values or more and mean(b) is not 0.
+pub fn ratio_ci95(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+    let (da, db) = (describe(a)?, describe(b)?);
+    if da.n < 2 || db.n < 2 || db.mean == 0.0 {
+        return None;
+    }
+    let r = da.mean / db.mean;
+    // Var(r) ≈ (Var(mean a) + r² Var(mean b)) / mean(b)².
+    let va = da.std.powi(2) / da.n as f64;
+    let vb = r * r * db.std.powi(2) / db.n as f64;
+    let se2 = va + vb;
+    if se2 == 0.0 {
+        return Some((r, r));
+    }
+    let df = se2.powi(2) / (va.powi(2) / (da.n - 1) as f64 + vb.powi(2) / (db.n - 1) as f64);
+    let half = t_quantile(0.975, df) * se2.sqrt() / db.mean.abs();
+    Some((r - half, r + half))
+}
+
 /// P(|T| ≥ |t|) for Student's t with `df` degrees of freedom.
 pub fn two_sided_p(t: f64, df: f64) -> f64 {
     if !t.is_finite() {
@@ -269,5 +290,19 @@ mod tests {
         assert_eq!(percentile_sorted(&s, 0.0), 1.0);
         assert_eq!(percentile_sorted(&s, 1.0), 4.0);
         assert!(close(percentile_sorted(&s, 0.99), 3.97, 1e-12));
+    }
+
+    #[test]
+    fn the_ratio_interval_holds_the_ratio_and_widens_with_spread() {
+        let base = [100.0, 102.0, 98.0, 101.0, 99.0];
+        let tight = [110.0, 110.5, 109.5, 110.2, 109.8];
+        let (lo, hi) = ratio_ci95(&tight, &base).expect("an interval");
+        assert!(lo < 1.1 && 1.1 < hi && lo > 1.07 && hi < 1.13, "{lo} {hi}");
+        let loose = [90.0, 130.0, 100.0, 120.0, 110.0];
+        let (lo2, hi2) = ratio_ci95(&loose, &base).expect("an interval");
+        assert!(hi2 - lo2 > hi - lo);
+        assert_eq!(ratio_ci95(&[1.0], &base), None);
+        assert_eq!(ratio_ci95(&tight, &[0.0, 0.0]), None);
+        assert_eq!(ratio_ci95(&[2.0, 2.0], &[1.0, 1.0]), Some((2.0, 2.0)));
     }
 }

@@ -19,6 +19,10 @@ pub struct SuiteStep {
     pub run: RunCommand,
     /// The suite file's folder.
     pub cwd: String,
+    /// The artifact's absolute path when the step was rendered: where the
+    /// artifact is now replaces it, should it have moved.
+    #[serde(default)]
+    pub artifact_dir: String,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
 }
@@ -62,6 +66,7 @@ pub fn render(suite: &Suite, dir: &Path, id: &str) -> Result<Vec<SuiteStep>, Str
             name: name.clone(),
             run,
             cwd: cwd.display().to_string(),
+            artifact_dir: dir.display().to_string(),
             env: step.env.clone(),
         });
     }
@@ -100,12 +105,19 @@ pub fn run_all(artifact: &Path) -> Vec<String> {
 
 fn run_one(artifact: &Path, id: &str, s: &SuiteStep) -> Result<(), String> {
     let logs = artifact.join("logs");
-    let mut env: Vec<(String, String)> =
-        s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // Paths into the artifact name it where it is now.
+    let here = std::path::absolute(artifact).unwrap_or_else(|_| artifact.to_path_buf());
+    let here = here.display().to_string();
+    let moved = |t: &str| super::relocate(t, &s.artifact_dir, &here);
+    let run = match &s.run {
+        RunCommand::Shell(t) => RunCommand::Shell(moved(t)),
+        RunCommand::Argv(v) => RunCommand::Argv(v.iter().map(|a| moved(a)).collect()),
+    };
+    let mut env: Vec<(String, String)> = s.env.iter().map(|(k, v)| (k.clone(), moved(v))).collect();
     env.push(("FLOW_ARTIFACT_ID".into(), id.into()));
-    env.push(("FLOW_ARTIFACT_DIR".into(), artifact.display().to_string()));
+    env.push(("FLOW_ARTIFACT_DIR".into(), here.clone()));
     super::run_on_controller(
-        &s.run,
+        &run,
         Path::new(&s.cwd),
         &env,
         &logs.join(format!("{}@suite", s.name)),

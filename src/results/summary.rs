@@ -58,6 +58,9 @@ pub struct Row {
     pub baseline_mean: Option<f64>,
     /// mean / baseline mean.
     pub ratio: Option<f64>,
+    /// 95% CI of the ratio (delta method, Welch's degrees of freedom).
+    pub ratio_ci95_low: Option<f64>,
+    pub ratio_ci95_high: Option<f64>,
     /// (ratio − 1) × 100.
     pub overhead_pct: Option<f64>,
     /// Welch's two-sided p-value against baseline.
@@ -189,6 +192,10 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             r.p_value = Some(w.p);
             r.significant = Some(w.p < ALPHA);
         }
+        if let Some((lo, hi)) = super::stats::ratio_ci95(&r.values, base_values) {
+            r.ratio_ci95_low = Some(lo);
+            r.ratio_ci95_high = Some(hi);
+        }
     }
     // Each mutation against `none` at the same workload, mode, other
     // params and metric.
@@ -234,6 +241,16 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<Row> {
             r.none_significant = Some(w.p < ALPHA);
         }
     }
+    // Variants in the order people read them: 50 before 100.
+    rows.sort_by(|a, b| {
+        a.workload
+            .cmp(&b.workload)
+            .then_with(|| {
+                super::order::variant_cmp((&a.variant, &a.params), (&b.variant, &b.params))
+            })
+            .then_with(|| super::order::mode_rank(&a.mode).cmp(&super::order::mode_rank(&b.mode)))
+            .then_with(|| a.metric.cmp(&b.metric))
+    });
     rows
 }
 
@@ -250,7 +267,7 @@ pub fn num(x: Option<f64>) -> String {
 
 /// The fixed columns of `summary.csv`; variant params go between the third
 /// and the fourth.
-const SUMMARY_CSV_FIXED: [&str; 24] = [
+const SUMMARY_CSV_FIXED: [&str; 26] = [
     "workload",
     "mode",
     "variant",
@@ -268,6 +285,8 @@ const SUMMARY_CSV_FIXED: [&str; 24] = [
     "ci95_high",
     "baseline_mean",
     "ratio",
+    "ratio_ci95_low",
+    "ratio_ci95_high",
     "overhead_pct",
     "p_value",
     "significant",
@@ -330,6 +349,8 @@ pub fn to_csv(rows: &[Row]) -> Vec<u8> {
             r.ci95_high,
             r.baseline_mean,
             r.ratio,
+            r.ratio_ci95_low,
+            r.ratio_ci95_high,
             r.overhead_pct,
             r.p_value,
         ] {
@@ -430,7 +451,7 @@ mod tests {
             lines.next(),
             Some(
                 "workload,mode,variant,size,metric,unit,better,n,n_ok,mean,median,std,min,max,\
-                 ci95_low,ci95_high,baseline_mean,ratio,overhead_pct,p_value,significant,\
+                 ci95_low,ci95_high,baseline_mean,ratio,ratio_ci95_low,ratio_ci95_high,overhead_pct,p_value,significant,\
                  none_mean,none_ratio,none_p_value,none_significant"
             )
         );

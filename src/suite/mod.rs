@@ -20,7 +20,7 @@ pub use model::{CodeSource, Entry, ModeRef, Mutation, NO_MUTATION, Suite};
 pub use raw::StepKind;
 pub use workload::{
     Condition, Field, MIN_EVERY, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField,
-    Step, Stop, Workload, check_inside_run_dir, normalize_signal,
+    Step, Stop, TimelineSource, Workload, check_inside_run_dir, normalize_signal,
 };
 
 #[cfg(test)]

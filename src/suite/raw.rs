@@ -95,6 +95,26 @@ pub struct RawWorkload {
     /// How often remote hosts' clock offsets are measured while a run goes
     /// (default `5m`; `0s` only before and after).
     pub clock_every: Option<String>,
+    /// Event files of the run's hosts merged onto one timeline on the
+    /// controller's clock (`analysis/timeline.csv`), by source name.
+    #[serde(default)]
+    pub timeline: BTreeMap<String, RawTimelineSource>,
+}
+
+/// Event files, one or more per host, with a time column on that host's
+/// wall clock.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimelineSource {
+    /// A glob below each host's fetched folder (`hosts/<host>/`).
+    pub files: String,
+    /// The column (CSV) or field (JSON lines) holding the event's time:
+    /// the host's wall clock since the Unix epoch.
+    pub time: String,
+    /// `s` (default), `ms`, `us` or `ns`.
+    pub unit: Option<String>,
+    /// `csv` or `jsonl`; by default from the file's extension.
+    pub format: Option<String>,
 }
 
 /// An overlay over a workload: a mode, suite `defaults`, or an entry's `overrides`.

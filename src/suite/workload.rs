@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::raw::{Command, RawMetric, RawStep, RawWorkload, Scalar, StepKind, When};
+use super::raw::{
+    Command, RawMetric, RawStep, RawTimelineSource, RawWorkload, Scalar, StepKind, When,
+};
 use crate::diag::{Diagnostic, Diagnostics, Span, did_you_mean, list_names};
 use crate::duration;
 use crate::names::NameKind;
@@ -176,6 +178,8 @@ pub struct Workload {
     pub exclusive: bool,
     /// How often clock offsets are sampled while a run goes, when set.
     pub clock_every: Option<std::time::Duration>,
+    /// Event files merged onto one corrected timeline, by source name.
+    pub timeline: Vec<TimelineSource>,
 }
 
 impl Workload {
@@ -254,6 +258,17 @@ impl Workload {
                 }
             }
         });
+        let mut timeline = Vec::new();
+        for (name, t) in &raw.timeline {
+            let span = node
+                .get("timeline")
+                .and_then(|ms| ms.get_key(name))
+                .map_or(node.span, |k| k.span);
+            check_name(NameKind::Metric, name, span, diags);
+            if let Some(t) = build_timeline_source(name, t, span, diags) {
+                timeline.push(t);
+            }
+        }
         let files = seq_fields(node.get("files"));
         check_env_keys(node.get("env"), diags);
         let env = map_fields(node.get("env"));
@@ -270,6 +285,7 @@ impl Workload {
             metrics,
             exclusive: raw.exclusive.unwrap_or(true),
             clock_every,
+            timeline,
         })
     }
 }
@@ -728,6 +744,88 @@ fn check_needs(steps: &[Step], diags: &mut Diagnostics) {
             .with_help("remove one of these `needs` so the steps can be ordered"),
         );
     }
+}
+
+/// A source of `timeline:`, checked.
+fn build_timeline_source(
+    name: &str,
+    t: &RawTimelineSource,
+    span: Span,
+    diags: &mut Diagnostics,
+) -> Option<TimelineSource> {
+    let before = diags.len();
+    if let Err(why) = check_inside_run_dir(&t.files) {
+        diags.push(
+            Diagnostic::at(span, format!("timeline `{name}`: `files: {}` {}", t.files, why.as_str()))
+                .with_help("event files are found below each host's fetched folder (`hosts/<host>/`): give a path or glob relative to it, as the fetch step's `paths` does"),
+        );
+    } else if let Err(e) = glob::Pattern::new(&t.files) {
+        diags.push(Diagnostic::at(
+            span,
+            format!("timeline `{name}`: `files: {}` is not a glob: {e}", t.files),
+        ));
+    }
+    if t.time.trim().is_empty() {
+        diags.push(
+            Diagnostic::at(span, format!("timeline `{name}`: `time` is empty"))
+                .with_help("name the column (CSV) or field (JSON lines) holding each event's time"),
+        );
+    }
+    let unit = t.unit.clone().unwrap_or_else(|| "s".into());
+    if !TIME_UNITS.contains(&unit.as_str()) {
+        diags.push(
+            Diagnostic::at(
+                span,
+                format!("timeline `{name}`: unknown time unit `{unit}`"),
+            )
+            .with_help(format!(
+                "expected one of {}",
+                list_names(TIME_UNITS.iter().copied())
+            )),
+        );
+    }
+    let format = match t.format.as_deref() {
+        None => None,
+        Some(f) if EVENT_FORMATS.contains(&f) => Some(f.to_string()),
+        Some(f) => {
+            diags.push(
+                Diagnostic::at(span, format!("timeline `{name}`: unknown format `{f}`"))
+                    .with_help(format!(
+                        "expected one of {}; by default the file's extension decides (`.csv`, `.jsonl`)",
+                        list_names(EVENT_FORMATS.iter().copied())
+                    )),
+            );
+            None
+        }
+    };
+    (diags.len() == before).then(|| TimelineSource {
+        name: name.to_string(),
+        files: t.files.clone(),
+        time: t.time.clone(),
+        unit,
+        format,
+    })
+}
+
+/// Units of a timeline's time column.
+pub const TIME_UNITS: &[&str] = &["s", "ms", "us", "ns"];
+
+/// Formats of a timeline's event files.
+pub const EVENT_FORMATS: &[&str] = &["csv", "jsonl"];
+
+/// One source of a workload's `timeline:` as runs use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct TimelineSource {
+    pub name: String,
+    /// A glob below each host's fetched folder (`hosts/<host>/`).
+    pub files: String,
+    /// The column or field holding each event's time on its host's clock.
+    pub time: String,
+    /// `s`, `ms`, `us` or `ns` since the Unix epoch.
+    pub unit: String,
+    /// `csv` or `jsonl`; absent: by the file's extension.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub format: Option<String>,
 }
 
 fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) -> Option<Metric> {
