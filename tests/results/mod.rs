@@ -69,17 +69,17 @@ fn runs_get_metrics_and_the_artifact_a_summary_against_baseline() {
     assert_eq!(
         rows[0],
         "workload,mode,variant,metric,unit,better,n,n_ok,mean,median,std,min,max,ci95_low,ci95_high,\
-         baseline_mean,ratio,overhead_pct,p_value,significant,none_mean,none_ratio,none_p_value,\
-         none_significant"
+         baseline_mean,ratio,ratio_ci95_low,ratio_ci95_high,overhead_pct,p_value,significant,none_mean,\
+         none_ratio,none_p_value,none_significant"
     );
     // baseline: 11, 12, 13; slow: 21, 22, 23. std 1, t(0.975, 2) = 4.302653,
     // half width 4.302653 / √3 = 2.484138.
-    assert_eq!(rows[1], "m,baseline,default,broken,,,3,0,,,,,,,,,,,,,,,,");
+    assert_eq!(rows[1], "m,baseline,default,broken,,,3,0,,,,,,,,,,,,,,,,,,");
     assert!(
         rows[2].starts_with("m,baseline,default,v,ms,lower,3,3,12,12,1,11,13,9.51586"),
         "{csv}"
     );
-    assert_eq!(rows[3], "m,slow,default,broken,,,3,0,,,,,,,,,,,,,,,,");
+    assert_eq!(rows[3], "m,slow,default,broken,,,3,0,,,,,,,,,,,,,,,,,,");
     let slow: Vec<&str> = rows[4].split(',').collect();
     assert_eq!(
         &slow[..13],
@@ -89,8 +89,14 @@ fn runs_get_metrics_and_the_artifact_a_summary_against_baseline() {
     );
     assert_eq!(slow[15], "12", "baseline mean: {csv}");
     assert!(slow[16].starts_with("1.8333"), "ratio: {csv}");
-    assert!(slow[17].starts_with("83.333"), "overhead: {csv}");
-    assert_eq!(slow[19], "true", "{csv}");
+    // The ratio's 95% CI holds it.
+    let (lo, hi): (f64, f64) = (
+        slow[17].parse().expect("ratio_ci95_low"),
+        slow[18].parse().expect("ratio_ci95_high"),
+    );
+    assert!(lo < 1.8333 && 1.8334 < hi && lo > 1.4 && hi < 2.3, "{csv}");
+    assert!(slow[19].starts_with("83.333"), "overhead: {csv}");
+    assert_eq!(slow[21], "true", "{csv}");
     // Each run says why `broken` has no value.
     for e in std::fs::read_dir(art.join("runs")).expect("runs").flatten() {
         let r: serde_json::Value = serde_json::from_slice(
@@ -305,6 +311,268 @@ fn the_report_renders_in_a_real_browser_without_console_errors() {
     assert!(
         dom.contains("<h2>Summary</h2>") && dom.matches("<svg").count() >= 7,
         "{dom}"
+    );
+}
+
+/// Chromium's screenshot of `page` and the DOM it built, with its log;
+/// fails on any console message or resource that did not load.
+fn browse(dir: &Path, page: &Path, height: u32) -> (Vec<u8>, String) {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install chromium (`scripts/test.sh` does as root)"
+    );
+    let profile = dir.join("chromium-profile");
+    let shot = dir.join("report.png");
+    let url = format!("file://{}", page.display());
+    let base = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--log-level=0",
+    ];
+    let out = std::process::Command::new(CHROMIUM)
+        .args(base)
+        .arg(format!("--window-size=1280,{height}"))
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("CONSOLE") || l.contains("Failed to load resource") || l.contains("Uncaught")
+        })
+        .collect();
+    assert!(console.is_empty(), "console: {console:#?}");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    let dom = std::process::Command::new(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium runs");
+    (png, String::from_utf8_lossy(&dom.stdout).into_owned())
+}
+
+/// A 2×2 matrix (two numeric keys, given out of order) with two modes:
+/// the figure puts one key on a numeric (log) axis, draws a line per mode
+/// and value of the other, titles both axes with the unit, keeps the
+/// legend out of the plot, and adds the ratio to baseline; runs and rows
+/// come in numeric order. The screenshot is kept beside the project
+/// (`report.png`) for a person to look at.
+#[test]
+fn a_two_by_two_matrix_with_two_modes_gets_numeric_axes_and_a_legend_outside_the_data() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - workload: workload.yaml\n    modes: [baseline, observed]\n    repetitions: 3\n    matrix:\n      size: [4096, 64]\n      count: [1000, 10]\n",
+        )
+        .file(
+            "workload.yaml",
+            r#"workload: m
+params: { size: 64, count: 10, extra: 0 }
+steps:
+  emit: { run: "echo value: $(( {{ params.size }} / 8 + {{ params.count }} + {{ params.extra }} + {{ run.repetition }} ))" }
+metrics:
+  latency: { from: "logs/emit@local.out", regex: "value: (?P<value>[0-9]+)", unit: ms, better: lower }
+modes:
+  observed: { params: { extra: 50 } }
+"#,
+        );
+    let (stdout, _) = p.run(&[], 0);
+    assert!(stdout.contains("24 runs: 24 passed"), "{stdout}");
+    let art = p.artifact();
+    // Rows in numeric order: 64 before 4096, 10 before 1000.
+    let csv = std::fs::read_to_string(art.join("summary.csv")).expect("summary.csv");
+    let variants: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(",baseline,"))
+        .map(|l| l.split(',').nth(2).expect("variant"))
+        .collect();
+    assert_eq!(variants.len(), 4, "{csv}");
+    let html = std::fs::read_to_string(art.join("report.html")).expect("report.html");
+    for banned in ["<script", "href=\"http", "src=\"http", "<link", "url("] {
+        assert!(!html.contains(banned), "report.html contains {banned}");
+    }
+    let (_png, dom) = browse(p.path(), &art.join("report.html"), 2400);
+    // One figure, its legend a list outside the plot, before the panels.
+    let fig = dom
+        .split("<figure id=\"metric-m-latency\">")
+        .nth(1)
+        .and_then(|f| f.split("</figure>").next())
+        .expect("the metric's figure");
+    let legend = fig
+        .split("<ul class=\"legend\">")
+        .nth(1)
+        .and_then(|l| l.split("</ul>").next())
+        .expect("a legend");
+    let labels: Vec<String> = legend
+        .split("</span>")
+        .skip(1)
+        .map(|x| x.split('<').next().unwrap_or("").trim().to_string())
+        .collect();
+    let sizes_first = labels
+        == [
+            "baseline · count=10",
+            "baseline · count=1000",
+            "observed · count=10",
+            "observed · count=1000",
+        ];
+    let counts_first = labels
+        == [
+            "baseline · size=64",
+            "baseline · size=4096",
+            "observed · size=64",
+            "observed · size=4096",
+        ];
+    assert!(sizes_first || counts_first, "{labels:?}");
+    let (x_key, ticks) = if sizes_first {
+        ("size", ["64", "4096"])
+    } else {
+        ("count", ["10", "1000"])
+    };
+    assert!(fig.find("class=\"legend\"") < fig.find("<svg"), "{fig}");
+    let svgs: Vec<&str> = fig.split("<svg").skip(1).collect();
+    assert_eq!(svgs.len(), 2, "the metric and its ratio to baseline");
+    // Axis titles with the unit, a log axis with the matrix's own ticks.
+    let text = |svg: &str| -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                t.split_once('>')
+                    .map(|(_, r)| r.split("</text>").next().unwrap_or("").trim().to_string())
+            })
+            .collect()
+    };
+    let metric = text(svgs[0]);
+    assert!(
+        metric.contains(&format!("{x_key} (log scale)")),
+        "{metric:?}"
+    );
+    assert!(metric.contains(&"latency (ms)".to_string()), "{metric:?}");
+    for t in ticks {
+        assert!(metric.contains(&t.to_string()), "tick {t}: {metric:?}");
+    }
+    assert!(
+        !svgs[0].contains("stroke-dasharray"),
+        "no legend box or dashes over the data"
+    );
+    let ratio = text(svgs[1]);
+    assert!(
+        ratio.contains(&"latency ÷ baseline".to_string()),
+        "{ratio:?}"
+    );
+    // Runs in reading order: the first is the smallest variant's first
+    // repetition, baseline first.
+    let first_run = dom
+        .split("<section class=\"run\" id=\"")
+        .nth(1)
+        .expect("a run");
+    assert!(first_run.contains("repetition 1"), "{first_run}");
+    assert!(first_run.contains("mode baseline"), "{first_run}");
+    assert!(
+        first_run.contains("size=64") && first_run.contains("count=10"),
+        "{first_run}"
+    );
+    // Each run shows its metric value.
+    assert!(first_run.contains("<th>latency</th>"), "{first_run}");
+}
+
+/// More than 100 runs: one filterable table, no timelines; the filter
+/// is inline script, nothing fetched.
+#[test]
+fn past_a_hundred_runs_the_report_is_a_filterable_table() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - { workload: workload.yaml, repetitions: 101 }\n",
+        )
+        .file(
+            "workload.yaml",
+            "workload: m\nsteps:\n  emit: { run: \"echo value: 1\" }\nmetrics:\n  v: { from: \"logs/emit@local.out\", regex: \"value: (?P<value>[0-9]+)\" }\n",
+        );
+    p.run(&["--jobs", "4"], 0);
+    let art = p.artifact();
+    let html = std::fs::read_to_string(art.join("report.html")).expect("report.html");
+    assert_eq!(
+        html.matches("seconds from the run").count(),
+        0,
+        "no timelines"
+    );
+    assert!(html.contains("<table id=\"runs\">"));
+    assert!(!html.contains("<script src"), "inline only");
+    let (_png, dom) = browse(p.path(), &art.join("report.html"), 1200);
+    let rows = dom
+        .split("<table id=\"runs\">")
+        .nth(1)
+        .expect("the table")
+        .matches("<tr>")
+        .count();
+    assert_eq!(rows, 102, "a header and 101 runs");
+}
+
+/// An artifact moved after it was made: `flow analyze` runs its run- and
+/// suite-level analyze steps against the new place, never the old one.
+#[test]
+fn analyze_steps_follow_a_moved_artifact() {
+    let p = Project::new()
+        .file(
+            "suite.yaml",
+            "suite: t\nworkloads:\n  - { workload: workload.yaml }\n\
+             analyze:\n  list:\n    run: \"ls {{ artifact.dir }}/runs > {{ artifact.dir }}/list.txt\"\n",
+        )
+        .file(
+            "workload.yaml",
+            "workload: m\nsteps:\n  emit: { run: \"echo hi > out.txt\" }\n  get: { kind: fetch, paths: [out.txt] }\n  \
+             mark:\n    kind: analyze\n    needs: [get]\n    run: \"mkdir -p {{ run.dir }}/analysis && cat {{ run.dir }}/hosts/local/out.txt > {{ run.dir }}/analysis/mark.txt\"\n",
+        );
+    p.run(&[], 0);
+    let old = p.artifact();
+    let id = old
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    let elsewhere = p.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::rename(&old, elsewhere.join(&id)).expect("move the artifact");
+    let (stdout, stderr) = Flow::new()
+        .args(["analyze", &id, "--artifacts", "elsewhere"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(stdout.contains("1 run"), "{stdout}{stderr}");
+    let moved = elsewhere.join(&id);
+    assert!(!old.exists(), "nothing written where the artifact was");
+    assert!(
+        std::fs::read_to_string(moved.join("list.txt"))
+            .expect("list")
+            .contains("m.baseline")
+    );
+    let run = std::fs::read_dir(moved.join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a run")
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(run.join("analysis/mark.txt")).expect("mark"),
+        "hi\n"
     );
 }
 

@@ -1,7 +1,7 @@
 //! The report's metric figures.
 //!
 //! For each workload and metric: a matrix key with numbers on a numeric x
-//! axis (log scale when its values span two decades or more), one line per
+//! axis (log scale when its values span a decade and a half or more), one line per
 //! mode and per value of the other keys, small multiples (one panel per
 //! value of a key) when that would be more than a few lines, axis titles
 //! with units, and a legend outside the data (the page draws it). With
@@ -41,8 +41,9 @@ pub const PALETTE: [RGBColor; 10] = [
 /// Lines in one panel at most before the figure splits into panels.
 const MAX_SERIES: usize = 6;
 
-/// Values of a numeric key spanning this factor or more get a log axis.
-const LOG_SPAN: f64 = 100.0;
+/// Values of a numeric key spanning this factor (one and a half
+/// decades) or more get a log axis.
+const LOG_SPAN: f64 = 30.0;
 
 /// One metric's figure.
 #[derive(Debug, Serialize)]
@@ -612,7 +613,8 @@ fn draw(c: &Chart) -> Result<String, String> {
     // each other.
     let gap = c.xs.windows(2).map(|w| w[1] - w[0]).fold(x1 - x0, f64::min);
     let n = c.lines.len().max(1) as f64;
-    let dodge = |i: usize| gap * 0.25 * ((i as f64 + 0.5) / n - 0.5);
+    let width = (gap * 0.3).min((x1 - x0) * 0.04);
+    let dodge = |i: usize| width * ((i as f64 + 0.5) / n - 0.5);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, c.size).into_drawing_area();
@@ -758,6 +760,14 @@ mod tests {
         let lay = layout(&refs);
         assert_eq!(lay.x.as_deref(), Some("count"));
         assert!(lay.log, "10 to 1000 spans two decades");
+        let few: Vec<Row> = [1, 20]
+            .iter()
+            .map(|n| row("baseline", json!({"n": n}), 1.0, &[1.0]))
+            .collect();
+        assert!(
+            !layout(&few.iter().collect::<Vec<_>>()).log,
+            "1 to 20 is linear"
+        );
         assert_eq!(lay.series, ["size"]);
         assert_eq!(lay.facet, None);
         assert_eq!(lay.constant, [("host".to_string(), "a".to_string())]);
