@@ -32,6 +32,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Two artifacts side by side: per metric and variant, both means, the delta and its significance.
     Compare(CompareArgs),
+    /// Send an artifact's runs, metrics, summary and timelines to ClickHouse, or write them as Parquet.
+    Export(ExportArgs),
     /// Merge artifacts of one plan (the shards of a CI matrix) into one artifact folder.
     Merge(MergeArgs),
     /// Progress of a running or finished artifact.
@@ -398,6 +400,34 @@ pub struct AnalyzeArgs {
 pub struct ReportArgs {
     /// An artifact id or folder; the latest when left out.
     pub id: Option<String>,
+    /// Where artifact folders live.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// An artifact id or folder; the latest when left out.
+    pub id: Option<String>,
+    /// Insert into ClickHouse over HTTP: `http://[user[:password]@]host[:port]`
+    /// (port 8123 by default). The tables are created when missing; an
+    /// artifact already there is refused.
+    #[arg(long, value_name = "URL", conflicts_with = "format")]
+    pub clickhouse: Option<String>,
+    /// The ClickHouse database (created when missing).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        requires = "clickhouse"
+    )]
+    pub database: String,
+    /// Write files instead: `parquet` (one file per table).
+    #[arg(long, value_name = "FORMAT", value_parser = ["parquet"])]
+    pub format: Option<String>,
+    /// Where the files go (default: `<artifact>/export/`).
+    #[arg(long, value_name = "DIR", requires = "format")]
+    pub out: Option<PathBuf>,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

@@ -24,6 +24,7 @@ fn main() {
         Command::Status(a) => commands::status(a),
         Command::Stop(a) => commands::stop(a),
         Command::Sync(a) => commands::sync(a),
+        Command::Export(a) => commands::export(a),
         Command::Merge(a) => commands::merge(a),
         Command::List(a) => commands::list(a),
         Command::Hosts(HostsCommand::Check(a)) => commands::hosts_check(a),

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod detach;
+mod export;
 mod fetch;
 mod hooks;
 mod hosts;
@@ -16,6 +17,7 @@ mod status;
 
 pub use analyze::{analyze, compare, report};
 pub use detach::stop;
+pub use export::export;
 pub use fetch::fetch;
 pub use hosts::{check as hosts_check, exec, reap, ssh};
 pub use merge::merge;
