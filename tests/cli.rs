@@ -7,6 +7,7 @@ use assert_cmd::Command;
 
 mod checkers;
 mod conformance;
+mod export;
 mod longrun;
 mod merge;
 mod netns;
