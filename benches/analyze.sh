@@ -83,3 +83,80 @@ rss=$( { /usr/bin/time -f '%M' "$flow" analyze --no-steps "$art" > /dev/null; } 
 printf 'flow analyze, %s runs x 3 metrics: best %ss, median %ss, peak RSS %s MB\n' \
   "$runs" "$best" "$median" "$((rss / 1024))"
 head -3 "$art/summary.csv"
+
+# Export of the same artifact: Parquet files, then a private ClickHouse
+# (Debian's clickhouse-server, on loopback) when there is one, beside
+# clickhouse-client inserting runs.csv and summary.csv as they are.
+times=()
+for t in 1 2 3 4 5; do
+  rm -rf "$work/pq"
+  t0=$(date +%s.%N)
+  "$flow" export --format parquet --out "$work/pq" "$art" > /dev/null
+  t1=$(date +%s.%N)
+  times+=("$(echo "$t1 - $t0" | bc -l)")
+done
+read -r best median <<< "$(stats "${times[@]}")"
+printf 'flow export --format parquet, %s runs: best %ss, median %ss, %s\n' \
+  "$runs" "$best" "$median" "$(du -sh "$work/pq" | cut -f1)"
+
+server=/usr/sbin/clickhouse-server
+if [ -x "$server" ] && command -v clickhouse-client > /dev/null; then
+  ch="$work/ch"
+  mkdir -p "$ch"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  tcp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$ch/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$ch/server.log</log><errorlog>$ch/server.err.log</errorlog><console>0</console></logger>
+  <http_port>$port</http_port><tcp_port>$tcp</tcp_port><listen_host>127.0.0.1</listen_host>
+  <path>$ch/data/</path><tmp_path>$ch/tmp/</tmp_path><user_files_path>$ch/files/</user_files_path>
+  <format_schema_path>$ch/schemas/</format_schema_path><users_config>$ch/users.xml</users_config>
+  <default_profile>default</default_profile><default_database>default</default_database>
+  <mark_cache_size>5368709</mark_cache_size>
+</yandex>
+XML
+  cat > "$ch/users.xml" <<'XML'
+<?xml version="1.0"?>
+<yandex><profiles><default></default></profiles>
+<users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+<quotas><default></default></quotas></yandex>
+XML
+  "$server" --config-file="$ch/config.xml" > /dev/null 2>&1 &
+  chpid=$!
+  trap 'kill "$chpid" 2>/dev/null; wait "$chpid" 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$port/?query=SELECT%201" > /dev/null 2>&1 && break
+    sleep 0.1
+  done
+  client=(clickhouse-client --host 127.0.0.1 --port "$tcp")
+  # The peer's tables: every column of the CSV as text.
+  peer_table() {
+    local cols
+    cols=$(head -1 "$2" | tr ',' '\n' | awk '{printf "%s`%s` String", (NR>1?", ":""), $0}')
+    "${client[@]}" --query "CREATE TABLE $1 ($cols) ENGINE = MergeTree ORDER BY tuple()"
+  }
+  times=() peer=()
+  for t in 1 2 3 4 5; do
+    t0=$(date +%s.%N)
+    "$flow" export --clickhouse "http://127.0.0.1:$port" --database "flow$t" "$art" > /dev/null
+    t1=$(date +%s.%N)
+    times+=("$(echo "$t1 - $t0" | bc -l)")
+    "${client[@]}" --query "CREATE DATABASE peer$t"
+    peer_table "peer$t.runs" "$art/runs.csv"
+    peer_table "peer$t.summary" "$art/summary.csv"
+    t0=$(date +%s.%N)
+    "${client[@]}" --query "INSERT INTO peer$t.runs FORMAT CSVWithNames" < "$art/runs.csv"
+    "${client[@]}" --query "INSERT INTO peer$t.summary FORMAT CSVWithNames" < "$art/summary.csv"
+    t1=$(date +%s.%N)
+    peer+=("$(echo "$t1 - $t0" | bc -l)")
+  done
+  read -r best median <<< "$(stats "${times[@]}")"
+  printf 'flow export --clickhouse, %s runs (runs, metrics, summary; counted back): best %ss, median %ss\n' \
+    "$runs" "$best" "$median"
+  read -r best median <<< "$(stats "${peer[@]}")"
+  printf 'clickhouse-client INSERT of runs.csv and summary.csv: best %ss, median %ss\n' "$best" "$median"
+  echo "rows: $("${client[@]}" --query "SELECT count() FROM flow1.flow_runs") runs, $("${client[@]}" --query "SELECT count() FROM flow1.flow_metrics") metric values"
+else
+  echo "clickhouse-server is not installed: the ClickHouse export is not measured"
+fi
