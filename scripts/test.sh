@@ -18,6 +18,8 @@ requirements=(
   "ssh|openssh-client|the ssh transport"
   "ssh-keygen|openssh-client|keys for the test hosts"
   "rsync|rsync|pushing and fetching files on ssh hosts"
+  "curl|curl|the scrape: poller's fetch of a Prometheus endpoint"
+  "wget|wget|the scrape: poller's fetch on a host without curl"
   "tar|tar|the fallback when a host has no rsync"
   "ip|iproute2|network-namespace hosts"
   "unshare|util-linux|a pid namespace per test host"
@@ -102,5 +104,5 @@ else
     "will not run; run scripts/test.sh as root to include them"
   cargo test --locked -- "${extra[@]}"
   # The ignored ones that need only the PyPI checkers.
-  exec cargo test --locked --test cli -- --ignored checkers:: export::parquet "${extra[@]}"
+  exec cargo test --locked --test cli -- --ignored checkers:: export::parquet results::scrape "${extra[@]}"
 fi

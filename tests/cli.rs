@@ -87,6 +87,21 @@ fn free_udp_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A program from the PyPI tools `scripts/test.sh` installs into the
+/// folder `FLOW_TEST_TOOLS` names.
+fn test_tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FLOW_TEST_TOOLS").unwrap_or_else(|| {
+        panic!("FLOW_TEST_TOOLS is not set: run scripts/test.sh, which installs {name}")
+    });
+    let p = PathBuf::from(dir).join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/test.sh",
+        p.display()
+    );
+    p
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

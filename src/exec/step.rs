@@ -493,16 +493,35 @@ async fn run_until_stopped(
         },
         () = sleep_until(deadline) => {
             // A timeout on a service or monitor is how long it runs.
-            stop_with(proc, sig, grace, ctl).await
+            checked_on_stop(job, stop_with(proc, sig, grace, ctl).await)
         }
         why = changed(ctl) => {
             let mut e = stop_with(proc, sig, grace, ctl).await;
             if e.status != StepStatus::Failed || e.error.is_none() {
                 e.status = stopped_status(why);
             }
+            if why == Ctl::Stop {
+                e = checked_on_stop(job, e);
+            }
             e
         }
     }
+}
+
+/// A scrape's poller says as it exits whether its series is whole: stopped
+/// as planned, a non-zero exit is a failure, not a pass.
+fn checked_on_stop(job: &StepJob, mut e: Ended) -> Ended {
+    if job.step.scrape.is_some()
+        && e.status == StepStatus::Passed
+        && let Some(Exit::Code(c)) = e.exit
+        && c != 0
+    {
+        e.status = StepStatus::Failed;
+        e.error = Some(format!(
+            "exited with code {c} when stopped: its scrapes are incomplete (its stderr says which failed)"
+        ));
+    }
+    e
 }
 
 /// Resolves when the owner asks for something other than `Run`.
@@ -635,6 +654,7 @@ mod tests {
                 duration_ms: None,
                 every_ms: None,
                 stop: None,
+                scrape: None,
                 retries: 0,
                 allow_failure: false,
                 continue_on_host_loss: false,

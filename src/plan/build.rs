@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use super::dag::{EdgeKind, instance_graph, step_edges};
 use super::template::{SHELL_SUFFIX, Templates};
 use super::types::{
-    CONTROLLER, Edge, PatchRef, ReadyPlan, RunCommand, RunPlan, RunSource, StepInstance, StopPlan,
+    CONTROLLER, Edge, PatchRef, ReadyPlan, RunCommand, RunPlan, RunSource, ScrapePlan,
+    StepInstance, StopPlan,
 };
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::duration;
@@ -131,6 +132,8 @@ struct StepTexts {
     duration: Option<Text>,
     every: Option<Text>,
     stop: Option<(Text, Text)>,
+    /// url, every, timeout, max_missed.
+    scrape: Option<(Text, Text, Option<Text>, u32)>,
     paths: Vec<Text>,
 }
 
@@ -691,6 +694,46 @@ impl<'a> Planner<'a> {
             .map_err(|e| Diagnostic::at(t.span, format!("in `{}`: {e}", t.path)))
     }
 
+    /// A `scrape:` block, rendered and checked.
+    fn scrape(
+        &self,
+        url: &Text,
+        every: &Text,
+        timeout: Option<&Text>,
+        max_missed: u32,
+        c: &Value,
+    ) -> Result<ScrapePlan, Diagnostic> {
+        let u = self.render(url, c)?;
+        if !(u.starts_with("http://") || u.starts_with("https://"))
+            || u.contains(char::is_whitespace)
+        {
+            return Err(Diagnostic::at(
+                url.span,
+                format!("in `{}`: `{u}` is not an http:// or https:// URL", url.path),
+            ));
+        }
+        let every_ms = self.duration_ms(every, c)?;
+        if every_ms < crate::suite::MIN_SCRAPE_EVERY.as_millis() as u64 {
+            return Err(Diagnostic::at(
+                every.span,
+                format!(
+                    "in `{}`: a scrape every {every_ms} ms is too often (at most every 100ms)",
+                    every.path
+                ),
+            ));
+        }
+        let timeout_ms = match timeout {
+            Some(t) => self.duration_ms(t, c)?.max(1),
+            None => every_ms.min(10_000),
+        };
+        Ok(ScrapePlan {
+            url: u,
+            every_ms,
+            timeout_ms,
+            max_missed,
+        })
+    }
+
     fn instance(
         &self,
         step: &Step,
@@ -796,6 +839,13 @@ impl<'a> Planner<'a> {
             }
             None => None,
         };
+        let (run, scrape) = match &st.scrape {
+            Some((url, every, timeout, max_missed)) => {
+                let sc = self.scrape(url, every, timeout.as_ref(), *max_missed, c)?;
+                (Some(super::scrape::command(&sc)), Some(sc))
+            }
+            None => (run, None),
+        };
         let mut paths = Vec::with_capacity(st.paths.len());
         for t in &st.paths {
             let p = self.render(t, c)?;
@@ -816,6 +866,7 @@ impl<'a> Planner<'a> {
             duration_ms,
             every_ms,
             stop,
+            scrape,
             retries: step.retries,
             allow_failure: step.allow_failure,
             continue_on_host_loss: step.continue_on_host_loss,
@@ -976,6 +1027,16 @@ impl Compiler<'_> {
             .iter()
             .map(|f| self.text(f, &p("paths"), false))
             .collect();
+        let scrape = s.scrape.as_ref().map(|sc| {
+            (
+                self.text(&sc.url, &p("scrape.url"), false),
+                self.text(&sc.every, &p("scrape.every"), false),
+                sc.timeout
+                    .as_ref()
+                    .map(|f| self.text(f, &p("scrape.timeout"), false)),
+                sc.max_missed,
+            )
+        });
         StepTexts {
             on,
             when,
@@ -986,6 +1047,7 @@ impl Compiler<'_> {
             duration,
             every,
             stop,
+            scrape,
             paths,
         }
     }

@@ -142,6 +142,7 @@ mod tests {
             every: None,
             continue_on_host_loss: false,
             stop: None,
+            scrape: None,
             env: vec![],
             retries: 0,
             when: Condition::Always,

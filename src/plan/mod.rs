@@ -4,6 +4,7 @@ mod build;
 pub mod dag;
 pub mod diff;
 pub mod output;
+pub mod scrape;
 pub mod select;
 pub mod template;
 mod types;
@@ -14,5 +15,5 @@ pub use select::Only;
 pub use shard::Shard;
 pub use types::{
     CLOCK_EVERY_DEFAULT_MS, CONTROLLER, Edge, PatchRef, ReadyPlan, RunCommand, RunPlan, RunSource,
-    StepInstance, StopPlan,
+    ScrapePlan, StepInstance, StopPlan,
 };

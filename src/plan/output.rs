@@ -102,7 +102,7 @@ fn write_text<W: Write>(out: &mut W, run: &RunPlan, label: &str) -> io::Result<(
     let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
     for s in &run.steps {
         let what = match (&s.run, s.paths.is_empty()) {
-            (Some(r), _) => r.display(),
+            (Some(_), _) => s.command_display(),
             (None, false) => format!("fetch {}", s.paths.join(" ")),
             (None, true) => String::new(),
         };
@@ -165,7 +165,7 @@ fn write_dot<W: Write>(out: &mut W, run: &RunPlan, n: usize) -> io::Result<()> {
         let cmd = s
             .run
             .as_ref()
-            .map(|r| r.display())
+            .map(|_| s.command_display())
             .unwrap_or_else(|| s.paths.join(" "));
         let short: String = cmd.chars().take(60).collect();
         writeln!(

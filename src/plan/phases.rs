@@ -243,6 +243,7 @@ impl Planner<'_> {
                 duration_ms: None,
                 every_ms: None,
                 stop: None,
+                scrape: None,
                 retries: 0,
                 allow_failure: false,
                 continue_on_host_loss: false,

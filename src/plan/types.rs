@@ -117,6 +117,11 @@ pub struct StepInstance {
     pub every_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopPlan>,
+    /// Monitors that poll a Prometheus endpoint: `run` is flow's poller
+    /// with these arguments; its exit when stopped as planned decides
+    /// whether it passed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scrape: Option<ScrapePlan>,
     #[serde(skip_serializing_if = "is_zero", default)]
     pub retries: u32,
     #[serde(skip_serializing_if = "is_false", default)]
@@ -140,6 +145,16 @@ pub struct StepInstance {
 }
 
 impl StepInstance {
+    /// The command as one line, for people: a scrape's poller by its
+    /// endpoint and interval rather than its script.
+    pub fn command_display(&self) -> String {
+        match (&self.scrape, &self.run) {
+            (Some(s), _) => super::scrape::display(s),
+            (None, Some(r)) => r.display(),
+            (None, None) => String::new(),
+        }
+    }
+
     /// What a fetch step may bring home.
     pub fn limits(&self) -> crate::exec::fetch::Limits {
         crate::exec::fetch::Limits {
@@ -190,6 +205,14 @@ pub struct ReadyPlan {
     pub cmd: Option<String>,
     pub timeout_ms: u64,
     pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScrapePlan {
+    pub url: String,
+    pub every_ms: u64,
+    pub timeout_ms: u64,
+    pub max_missed: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

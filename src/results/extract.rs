@@ -6,7 +6,8 @@
 //! files (`matches: last`) or of every match (`all`); when that yields
 //! several numbers (several files, or `all`), the run's value is their
 //! mean. `csv` reads one column from the rows of every file (each with its
-//! own header), keeps the rows that match `where`, and aggregates them. A
+//! own header), keeps the rows that match `where`, and aggregates them.
+//! `scrape` reads a `scrape:` monitor's log (see `scraped`). A
 //! metric that cannot be extracted gets an error saying why, never a value.
 
 use std::collections::BTreeMap;
@@ -114,6 +115,11 @@ fn values(run_dir: &Path, m: &Metric) -> Result<(f64, u64), String> {
                 (Some(_), true) => Ok((mean(&v), v.len() as u64)),
             }
         }
+        MetricSource::Scrape {
+            metric,
+            labels,
+            agg,
+        } => super::scraped::aggregate(run_dir, &paths, metric, labels, agg),
         MetricSource::Csv {
             column,
             agg,

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod junit;
 pub mod order;
 pub mod report;
+pub mod scraped;
 pub mod stats;
 pub mod suite_steps;
 pub mod summary;

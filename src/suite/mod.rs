@@ -19,8 +19,9 @@ pub use load::{
 pub use model::{CodeSource, Entry, ModeRef, Mutation, NO_MUTATION, Suite};
 pub use raw::StepKind;
 pub use workload::{
-    Condition, Field, MIN_EVERY, Metric, MetricSource, OutsideRunDir, Ready, ReadyProbe, RunField,
-    Step, Stop, TimelineSource, Workload, check_inside_run_dir, normalize_signal,
+    Condition, Field, MIN_EVERY, MIN_SCRAPE_EVERY, Metric, MetricSource, OutsideRunDir, Ready,
+    ReadyProbe, RunField, Scrape, Step, Stop, TimelineSource, Workload, check_inside_run_dir,
+    normalize_signal,
 };
 
 #[cfg(test)]

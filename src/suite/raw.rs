@@ -203,6 +203,9 @@ pub struct RawStep {
     pub every: Option<String>,
     /// How flow stops a service or monitor.
     pub stop: Option<RawStop>,
+    /// For monitors, instead of `run`: poll a Prometheus text endpoint
+    /// into the step's log as CSV (`time_ns,metric,labels,value`).
+    pub scrape: Option<RawScrape>,
     /// Environment variables for this step.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -299,6 +302,21 @@ pub fn parse_size(t: &str) -> Result<u64, String> {
     Ok(b as u64)
 }
 
+/// `scrape:` of a monitor step.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawScrape {
+    /// The endpoint, fetched from the step's host (`http://localhost:9100/metrics`).
+    pub url: String,
+    /// How often (default `1s`; at least `100ms`).
+    pub every: Option<String>,
+    /// The longest one request may take (default: `every`, at most `10s`).
+    pub timeout: Option<String>,
+    /// How many scrapes may fail after the first that succeeded before the
+    /// step fails (default 0: the series has no holes).
+    pub max_missed: Option<u32>,
+}
+
 /// `on_host_loss:` of a service or monitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -333,7 +351,7 @@ pub struct RawStop {
     pub grace: Option<String>,
 }
 
-/// A figure of merit. Exactly one of `json`, `csv`, `regex`.
+/// A figure of merit. Exactly one of `json`, `csv`, `regex`, `scrape`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetric {
@@ -347,6 +365,8 @@ pub struct RawMetric {
     pub regex: Option<String>,
     /// For `regex`: every match (`all`) or the last one (`last`, default).
     pub matches: Option<String>,
+    /// A series of a `scrape:` monitor's log, aggregated over time.
+    pub scrape: Option<RawScrapeMetric>,
     pub unit: Option<String>,
     /// Which direction is an improvement.
     pub better: Option<Better>,
@@ -361,6 +381,20 @@ pub struct RawCsvMetric {
     /// Keep only rows whose columns equal these values.
     #[serde(rename = "where", default)]
     pub filter: BTreeMap<String, String>,
+}
+
+/// `scrape:` of a metric.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawScrapeMetric {
+    /// The Prometheus metric name (`node_load1`, `http_requests_total`).
+    pub metric: String,
+    /// Keep only series whose labels have these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// last (default), mean, min, max, increase, rate; several matching
+    /// series are each aggregated, then summed.
+    pub agg: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]

@@ -68,6 +68,15 @@ pub struct Ready {
     pub interval: Field,
 }
 
+/// `scrape:` of a monitor: the endpoint and how often it is polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scrape {
+    pub url: Field,
+    pub every: Field,
+    pub timeout: Option<Field>,
+    pub max_missed: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stop {
     pub signal: Field,
@@ -100,6 +109,8 @@ pub struct Step {
     /// Fetch steps: how often they also pull while the run goes.
     pub every: Option<Field>,
     pub stop: Option<Stop>,
+    /// Monitors: poll a Prometheus endpoint; flow supplies the command.
+    pub scrape: Option<Scrape>,
     pub env: Vec<(String, Field)>,
     pub retries: u32,
     pub when: Condition,
@@ -147,7 +158,20 @@ pub enum MetricSource {
         pattern: String,
         all: bool,
     },
+    /// A series of a `scrape:` monitor's CSV log.
+    Scrape {
+        metric: String,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+        labels: BTreeMap<String, String>,
+        agg: String,
+    },
 }
+
+/// Aggregations over time of a scraped series.
+pub const SCRAPE_AGGS: &[&str] = &["last", "mean", "min", "max", "increase", "rate"];
+
+/// The most often a `scrape:` monitor polls.
+pub const MIN_SCRAPE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// CSV aggregations a metric may use.
 pub const CSV_AGGS: &[&str] = &[
@@ -421,6 +445,25 @@ fn build_step(
     if raw.over_max.is_some() && kind != StepKind::Fetch {
         not_for("over_max", "fetch", diags);
     }
+    if raw.scrape.is_some() && kind != StepKind::Monitor {
+        let d = Diagnostic::at(
+            at("scrape"),
+            format!(
+                "step `{name}`: `scrape` is not allowed on a {} step",
+                kind.as_str()
+            ),
+        );
+        diags.push(d.with_help("a scrape runs for as long as the run goes: write `kind: monitor`"));
+    }
+    if raw.scrape.is_some() && raw.run.is_some() {
+        diags.push(
+            Diagnostic::at(
+                at("run"),
+                format!("step `{name}` has both `scrape` and `run`"),
+            )
+            .with_help("a scrape step's command is flow's poller: drop `run`, or make it a separate monitor"),
+        );
+    }
     let mut size = |s: Option<&super::raw::Size>, key: &str| -> Option<u64> {
         let s = s?;
         match s.bytes() {
@@ -488,6 +531,7 @@ fn build_step(
                 .with_help("list the files to fetch, e.g. `paths: [\"results.csv\"]`"),
         ),
         (StepKind::Fetch, None) => {}
+        (_, None) if raw.scrape.is_some() => {}
         (_, None) => diags.push(
             Diagnostic::at(name_span, format!("step `{name}` has no `run` command"))
                 .with_help("add `run: <command>`"),
@@ -640,6 +684,35 @@ fn build_step(
         }
         _ => None,
     };
+    let scrape = raw.scrape.as_ref().and_then(|r| {
+        let sn = node.get("scrape")?;
+        let url = field(sn.get("url"), sn.span)?;
+        let http = url.text.starts_with("http://") || url.text.starts_with("https://");
+        if !(url.is_template() || http) {
+            diags.push(
+                Diagnostic::at(url.span, format!("step `{name}`: `scrape.url` `{}` is not an http:// or https:// URL", url.text))
+                    .with_help("the endpoint as the step's host reaches it, e.g. `http://localhost:9100/metrics`"),
+            );
+        }
+        let every = field(sn.get("every"), sn.span).unwrap_or_else(|| Field::new("1s", sn.span));
+        check_duration(&every, &format!("step `{name}`: `scrape.every`"), diags);
+        if !every.is_template() && duration::parse(&every.text).is_ok_and(|d| d < MIN_SCRAPE_EVERY) {
+            diags.push(
+                Diagnostic::at(every.span, format!("step `{name}`: `scrape.every: {}` is too often", every.text))
+                    .with_help("a scrape runs at most every 100ms; Prometheus itself defaults to 1m"),
+            );
+        }
+        let timeout = field(sn.get("timeout"), sn.span);
+        if let Some(t) = &timeout {
+            check_duration(t, &format!("step `{name}`: `scrape.timeout`"), diags);
+        }
+        Some(Scrape {
+            url,
+            every,
+            timeout,
+            max_missed: r.max_missed.unwrap_or(0),
+        })
+    });
     let when = match &raw.when {
         None | Some(When::Bool(true)) => Condition::Always,
         Some(When::Bool(false)) => Condition::Never,
@@ -662,6 +735,7 @@ fn build_step(
         duration,
         every,
         stop,
+        scrape,
         env: {
             check_env_keys(node.get("env"), diags);
             map_fields(node.get("env"))
@@ -836,15 +910,20 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
         );
         return None;
     }
-    let count = [m.json.is_some(), m.csv.is_some(), m.regex.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let count = [
+        m.json.is_some(),
+        m.csv.is_some(),
+        m.regex.is_some(),
+        m.scrape.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if count != 1 {
         diags.push(
             Diagnostic::at(
                 span,
-                format!("metric `{name}` needs exactly one of `json`, `csv`, `regex`"),
+                format!("metric `{name}` needs exactly one of `json`, `csv`, `regex`, `scrape`"),
             )
             .with_help(format!("found {count}")),
         );
@@ -882,6 +961,30 @@ fn build_metric(name: &str, m: &RawMetric, span: Span, diags: &mut Diagnostics) 
             column: c.column.clone(),
             agg,
             filter: c.filter.clone(),
+        }
+    } else if let Some(sc) = &m.scrape {
+        let agg = sc.agg.clone().unwrap_or_else(|| "last".into());
+        if !SCRAPE_AGGS.contains(&agg.as_str()) {
+            diags.push(
+                Diagnostic::at(
+                    span,
+                    format!("metric `{name}`: unknown aggregation `{agg}` of a scraped series"),
+                )
+                .with_help(
+                    did_you_mean(&agg, SCRAPE_AGGS.iter().copied()).unwrap_or_else(|| {
+                        format!(
+                            "expected one of {}",
+                            list_names(SCRAPE_AGGS.iter().copied())
+                        )
+                    }),
+                ),
+            );
+            return None;
+        }
+        MetricSource::Scrape {
+            metric: sc.metric.clone(),
+            labels: sc.labels.clone(),
+            agg,
         }
     } else {
         let pattern = m.regex.clone().unwrap_or_default();

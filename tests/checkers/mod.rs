@@ -3,24 +3,10 @@
 //! `FLOW_TEST_TOOLS`): actionlint for the example GitHub workflow,
 //! junitparser for `junit.xml`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use super::run::Project;
-use super::{Flow, root};
-
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("FLOW_TEST_TOOLS").unwrap_or_else(|| {
-        panic!("FLOW_TEST_TOOLS is not set: run scripts/test.sh, which installs {name}")
-    });
-    let p = PathBuf::from(dir).join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/test.sh",
-        p.display()
-    );
-    p
-}
+use super::{Flow, root, test_tool as tool};
 
 fn lint(path: &std::path::Path) -> (bool, String) {
     let out = Command::new(tool("actionlint"))

@@ -1,6 +1,7 @@
 //! A private ClickHouse server (Debian's `clickhouse-server`) on loopback,
 //! in a folder of its own, stopped by its pid when dropped.
 
+use crate::free_port;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -13,14 +14,6 @@ pub struct ClickHouse {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Child,
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl ClickHouse {

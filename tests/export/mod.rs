@@ -4,10 +4,10 @@
 mod clickhouse;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::Flow;
 use super::run::Project;
+use super::{Flow, test_tool as tool};
 use clickhouse::ClickHouse;
 
 /// Two local hosts, each writing timestamped events; two modes, two
@@ -212,13 +212,6 @@ fn an_artifact_goes_into_clickhouse_whole_and_only_once() {
         .cwd(p.path())
         .expect(1);
     assert!(stderr.contains("cannot connect to 127.0.0.1:"), "{stderr}");
-}
-
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("FLOW_TEST_TOOLS").unwrap_or_else(|| {
-        panic!("FLOW_TEST_TOOLS is not set: run scripts/test.sh, which installs {name}")
-    });
-    PathBuf::from(dir).join(name)
 }
 
 #[test]

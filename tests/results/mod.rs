@@ -7,6 +7,8 @@ use std::path::Path;
 use super::Flow;
 use super::run::Project;
 
+mod scrape;
+
 /// Every result file of an artifact, by relative path.
 fn result_files(artifact: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
