@@ -482,6 +482,38 @@ steps:
             assert_eq!(result["fetch"]["failed"], 1, "{result}");
         },
     },
+    Case {
+        name: "a scrape monitor: a whole series passes, one that never came back fails when stopped",
+        workload: r#"workload: c
+steps:
+  srv:
+    kind: service
+    on: h
+    run: "printf 'up 1\\nreq_total{code=\"200\"} 5\\n' > metrics && exec python3 -m http.server --bind 127.0.0.1 @PORT@"
+    ready: { port: @PORT@, timeout: 10s, interval: 50ms }
+  live: { kind: monitor, on: h, needs: [srv], scrape: { url: "http://127.0.0.1:@PORT@/metrics", every: 100ms } }
+  dead: { kind: monitor, on: h, scrape: { url: "http://127.0.0.1:1/metrics", every: 100ms } }
+  t: { on: h, needs: [live, dead], run: "sleep 1" }
+"#,
+        code: 1,
+        steps: &[
+            s("live", "passed", ""),
+            s("dead", "failed", "exited with code 1 when stopped"),
+        ],
+        check: |_, dir| {
+            let log = std::fs::read_to_string(dir.join("logs/live@h1.out")).expect("live's log");
+            let rows: Vec<&str> = log.lines().collect();
+            assert_eq!(rows[0], "time_ns,metric,labels,value", "{log}");
+            assert!(rows.len() >= 9, "4 scrapes or more in 1s: {log}");
+            assert!(rows[1].ends_with(r#",up,"",1"#), "{log}");
+            assert!(rows[2].ends_with(r#",req_total,"code=""200""",5"#), "{log}");
+            let err = std::fs::read_to_string(dir.join("logs/dead@h1.err")).expect("dead's stderr");
+            assert!(
+                err.contains("no scrape of http://127.0.0.1:1/metrics succeeded"),
+                "{err}"
+            );
+        },
+    },
 ];
 
 fn step<'a>(result: &'a Value, step: &str) -> &'a Value {
