@@ -391,6 +391,12 @@ pub struct AnalyzeArgs {
     /// Extract metrics and summarize without re-running the analyze steps.
     #[arg(long)]
     pub no_steps: bool,
+    /// Take the metric definitions from the workload files as they are now
+    /// (the suite is planned again, files only) instead of the ones the
+    /// runs were planned with; says which metrics changed and records the
+    /// new definitions in the runs' `plan.json`.
+    #[arg(long)]
+    pub metrics_from_workloads: bool,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

@@ -40,6 +40,27 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
             }
         )));
     }
+    if args.metrics_from_workloads {
+        let changes = super::metrics_from::apply(&artifact, &mut runs, &select)?;
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(changes.render().as_bytes());
+        if !changes.orphans.is_empty() {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "warning: {} run{} the suite no longer has keep{} the metrics {} ran with: {}",
+                changes.orphans.len(),
+                if changes.orphans.len() == 1 { "" } else { "s" },
+                if changes.orphans.len() == 1 { "s" } else { "" },
+                if changes.orphans.len() == 1 {
+                    "it"
+                } else {
+                    "they"
+                },
+                changes.orphans.join(", ")
+            );
+        }
+    }
     // Each picked run's timeline merged again (the event files and clock
     // record are in the artifact), before the analyze steps read it.
     for run in runs.iter().filter(|r| select(&r.plan.id)) {

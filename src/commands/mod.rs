@@ -7,6 +7,7 @@ mod fetch;
 mod hooks;
 mod hosts;
 mod merge;
+mod metrics_from;
 mod plan;
 mod remote;
 mod resume;

@@ -29,7 +29,7 @@ use crate::plan::{PlanOptions, Planner, RunPlan};
 const MAX_LISTED: usize = 20;
 
 /// The command line the artifact was planned with, from its `suite.json`.
-fn suite_args(sj: &Value, dir: &Path) -> Result<SuiteArgs, Error> {
+pub(super) fn suite_args(sj: &Value, dir: &Path) -> Result<SuiteArgs, Error> {
     let s = &sj["suite"];
     let file = s["file"]
         .as_str()
@@ -164,7 +164,7 @@ fn stored_plan(dir: &Path, id: &str) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
-fn key(p: &RunPlan) -> (String, String, String, u32) {
+pub(super) fn key(p: &RunPlan) -> (String, String, String, u32) {
     (
         p.workload.clone(),
         p.mode.clone(),

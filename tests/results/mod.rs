@@ -719,3 +719,118 @@ metrics:
         .expect(2);
     assert_eq!(err, "error: `base` is never `15`; its values: `10`, `20`\n");
 }
+
+#[test]
+fn metrics_from_workloads_takes_the_fixed_definitions_and_says_what_changed() {
+    let p = project();
+    p.run(&[], 0);
+    let art = p.artifact();
+    // The workload file mended after the runs: `broken` reads the log now,
+    // `v` has another unit, `twice` is new.
+    let text = std::fs::read_to_string(p.path().join("workload.yaml")).expect("workload");
+    let text = text
+        .replace(
+            r#"broken: { from: "nothing/*.json", json: /x }"#,
+            r#"broken: { from: "logs/emit@local.out", regex: "value: (?P<value>[0-9]+)" }
+  twice: { from: "logs/emit@local.out", regex: "value: (?P<value>[0-9]+)", matches: all }"#,
+        )
+        .replace("unit: ms", "unit: us");
+    std::fs::write(p.path().join("workload.yaml"), text).expect("write");
+
+    // Without the flag, the runs' own definitions: nothing changes.
+    let before = result_files(&art);
+    Flow::new()
+        .args(["analyze", "--no-steps", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert_eq!(result_files(&art), before);
+
+    let (stdout, stderr) = Flow::new()
+        .args([
+            "analyze",
+            "--metrics-from-workloads",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert_eq!(
+        stdout.lines().take(3).collect::<Vec<_>>(),
+        [
+            "metric `broken`: changed in 6 runs",
+            "metric `twice`: added in 6 runs",
+            "metric `v`: changed in 6 runs",
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("6 runs: 18 metric values extracted, 0 without a value"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(art.join("summary.csv")).expect("summary.csv");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("m,baseline,default,broken,,,3,3,12,")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("m,slow,default,v,us,lower,3,3,22,")),
+        "{csv}"
+    );
+
+    // The artifact says which definitions gave its values.
+    for e in std::fs::read_dir(art.join("runs")).expect("runs").flatten() {
+        let plan: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path().join("plan.json")).expect("plan"))
+                .expect("json");
+        let names: Vec<&str> = plan["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| m["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names, ["broken", "twice", "v"]);
+    }
+    let sj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(art.join("suite.json")).expect("suite.json"))
+            .expect("json");
+    assert_eq!(sj["metric_changes"][0]["metrics"][1]["name"], "twice");
+    assert_eq!(sj["metric_changes"][0]["metrics"][1]["change"], "added");
+
+    // Again: nothing to change, and a plain analyze keeps the new values.
+    let (stdout, _) = Flow::new()
+        .args([
+            "analyze",
+            "--metrics-from-workloads",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(0);
+    assert!(
+        stdout.starts_with("metrics: as the workload files define them already\n"),
+        "{stdout}"
+    );
+    let after = result_files(&art);
+    Flow::new()
+        .args(["analyze", "--artifacts", "artifacts"])
+        .cwd(p.path())
+        .expect(0);
+    assert_eq!(result_files(&art), after);
+
+    // A workload file that no longer loads: the error names it, and the
+    // artifact is left as it was.
+    std::fs::write(p.path().join("workload.yaml"), "workload: m\nsteps: [\n").expect("write");
+    let (_, stderr) = Flow::new()
+        .args([
+            "analyze",
+            "--metrics-from-workloads",
+            "--artifacts",
+            "artifacts",
+        ])
+        .cwd(p.path())
+        .expect(2);
+    assert!(stderr.contains("workload.yaml"), "{stderr}");
+    assert_eq!(result_files(&art), after);
+}
