@@ -406,6 +406,17 @@ pub struct AnalyzeArgs {
 pub struct ReportArgs {
     /// An artifact id or folder; the latest when left out.
     pub id: Option<String>,
+    /// Also compare each value of this variant key (a matrix param, or
+    /// `mutation`) with `--ref`, with Welch's test; kept in `report.json`
+    /// for every later report. Repeatable, each with its `--ref`.
+    #[arg(long, value_name = "KEY", requires = "reference")]
+    pub by: Vec<String>,
+    /// The reference value of each `--by`.
+    #[arg(long = "ref", id = "reference", value_name = "VALUE", requires = "by")]
+    pub reference: Vec<String>,
+    /// Drop the comparisons an earlier `--by` chose.
+    #[arg(long, conflicts_with = "by")]
+    pub no_compare: bool,
     /// Where artifact folders live.
     #[arg(long, value_name = "DIR", default_value = "artifacts")]
     pub artifacts: PathBuf,

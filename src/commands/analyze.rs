@@ -298,6 +298,29 @@ pub fn report(args: &crate::cli::ReportArgs) -> Result<i32, Error> {
         let _ = writeln!(err, "warning: {e}");
     }
     let rows = results::summarize(&runs);
+    if args.by.len() != args.reference.len() {
+        return Err(Error::Invalid(
+            "error: each `--by KEY` needs its own `--ref VALUE`\n".into(),
+        ));
+    }
+    if !args.by.is_empty() || args.no_compare {
+        let pairs: Vec<(String, String)> = args
+            .by
+            .iter()
+            .cloned()
+            .zip(args.reference.iter().cloned())
+            .collect();
+        // A key or value that is not there is an error now, not a note in
+        // the page later.
+        for (k, v) in &pairs {
+            results::compare::compare_by(&rows, k, v)
+                .map_err(|e| Error::Invalid(format!("error: {e}\n")))?;
+        }
+        if let Err(e) = results::set_report_comparisons(&artifact, &pairs) {
+            let _ = writeln!(err, "error: {e}");
+            return Ok(exit::FAILED);
+        }
+    }
     if let Err(e) = results::write_report(&artifact, &runs, &rows) {
         let _ = writeln!(err, "error: {e}");
         return Ok(exit::FAILED);

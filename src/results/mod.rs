@@ -288,9 +288,56 @@ pub fn write_report(
             raw: Vec::new(),
         })
         .collect();
-    let html = report::render(artifact, &id, &suite, runs, rows, &phase_runs)?;
+    let comparisons = report_comparisons(artifact)?;
+    let html = report::render(artifact, &id, &suite, runs, rows, &phase_runs, &comparisons)?;
     let p = artifact.join("report.html");
     atomic_write(&p, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", p.display()))
+}
+
+/// Where `flow report --by KEY --ref VALUE` keeps its choice, so that
+/// every later report (`flow analyze`, `flow report`) shows it too.
+pub const REPORT_JSON: &str = "report.json";
+
+/// The `(key, reference value)` comparisons the report shows.
+pub fn report_comparisons(artifact: &Path) -> Result<Vec<(String, String)>, String> {
+    let p = artifact.join(REPORT_JSON);
+    let bytes = match std::fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
+    Ok(v["compare"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c["by"].as_str()?.to_string(),
+                c["ref"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// Records the report's comparisons (none: the file is removed).
+pub fn set_report_comparisons(artifact: &Path, pairs: &[(String, String)]) -> Result<(), String> {
+    let p = artifact.join(REPORT_JSON);
+    if pairs.is_empty() {
+        return match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("cannot remove {}: {e}", p.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    let v = serde_json::json!({
+        "schema_version": 1,
+        "compare": pairs.iter().map(|(by, r)| serde_json::json!({"by": by, "ref": r})).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
+    atomic_write(&p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
 }
 
 /// `text` with the folder `old` (an artifact's absolute path where it was

@@ -718,6 +718,44 @@ metrics:
         .cwd(p.path())
         .expect(2);
     assert_eq!(err, "error: `base` is never `15`; its values: `10`, `20`\n");
+
+    // The same comparison in the report, kept by every later report.
+    Flow::new()
+        .args(["report", &id, "--by", "base", "--ref", "10"])
+        .cwd(p.path())
+        .expect(0);
+    let html = || std::fs::read_to_string(art.join("report.html")).expect("report");
+    let section = |h: &str| {
+        let i = h.find("<h2>base against base=10</h2>")?;
+        Some(h[i..].split("</table>").next()?.to_string())
+    };
+    let table = section(&html()).expect("a comparison section");
+    assert_eq!(table.matches("<tr class=\"sig\">").count(), 1, "{table}");
+    assert!(table.contains("base=20,step=1"), "{table}");
+    assert!(table.contains("+"), "a positive delta: {table}");
+    Flow::new()
+        .args(["analyze", &id, "--no-steps"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(section(&html()).is_some(), "flow analyze keeps it");
+    let (_, err) = Flow::new()
+        .args(["report", &id, "--by", "nope", "--ref", "1"])
+        .cwd(p.path())
+        .expect(2);
+    assert_eq!(
+        err,
+        "error: no variant has a key `nope`; keys: `base`, `step`\n"
+    );
+    assert!(
+        section(&html()).is_some(),
+        "a refused choice changes nothing"
+    );
+    Flow::new()
+        .args(["report", &id, "--no-compare"])
+        .cwd(p.path())
+        .expect(0);
+    assert!(section(&html()).is_none());
+    assert!(!art.join("report.json").exists());
 }
 
 #[test]

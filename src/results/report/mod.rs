@@ -28,6 +28,10 @@ use super::summary::Row;
 /// Timelines drawn at most; with more runs the page shows a table.
 pub const MAX_TIMELINES: usize = 100;
 
+/// Runs whose merged timeline (`analysis/timeline.csv`) is drawn at most;
+/// the rest are counted and linked from their run.
+pub const MAX_MERGED: usize = 12;
+
 /// Figures of one run embedded at most.
 const MAX_FIGURES: usize = 12;
 
@@ -55,6 +59,10 @@ struct Page {
     mutations: bool,
     figures: Vec<plot::Figure>,
     merged: Vec<super::timeline::Drawn>,
+    /// `flow report --by KEY --ref VALUE`: each value of a key against one.
+    comparisons: Vec<ComparisonView>,
+    /// Runs with a merged timeline past [`MAX_MERGED`].
+    merged_more: usize,
     suite_figures: Vec<String>,
     /// More runs than timelines: the table.
     table: bool,
@@ -184,7 +192,73 @@ fn images(dir: &Path, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// The whole page for the artifact at `artifact`.
+/// A key compared with a reference value, as the page shows it.
+#[derive(Serialize)]
+struct ComparisonView {
+    by: String,
+    reference: String,
+    /// Why there is no table (the key or value is gone).
+    error: Option<String>,
+    rows: Vec<ComparisonRow>,
+}
+
+#[derive(Serialize)]
+struct ComparisonRow {
+    workload: String,
+    mode: String,
+    variant: String,
+    metric: String,
+    reference: String,
+    value: String,
+    delta_pct: String,
+    p: String,
+    sig: bool,
+}
+
+fn comparison_view((by, reference): &(String, String), rows: &[Row]) -> ComparisonView {
+    let with_n = |m: Option<f64>, n: usize, unit: &Option<String>| match m {
+        None => "—".to_string(),
+        Some(_) => format!(
+            "{}{} (n={n})",
+            short(m),
+            unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default()
+        ),
+    };
+    match super::compare::compare_by(rows, by, reference) {
+        Err(e) => ComparisonView {
+            by: by.clone(),
+            reference: reference.clone(),
+            error: Some(e),
+            rows: Vec::new(),
+        },
+        Ok(diffs) => ComparisonView {
+            by: by.clone(),
+            reference: reference.clone(),
+            error: None,
+            rows: diffs
+                .iter()
+                .map(|d| ComparisonRow {
+                    workload: d.workload.clone(),
+                    mode: d.mode.clone(),
+                    variant: d.variant.clone(),
+                    metric: d.metric.clone(),
+                    reference: with_n(d.a_mean, d.a_n, &d.unit),
+                    value: with_n(d.b_mean, d.b_n, &d.unit),
+                    delta_pct: d
+                        .delta_pct
+                        .map(|x| format!("{x:+.1}%"))
+                        .unwrap_or_else(|| "—".into()),
+                    p: d.p_value.map_or_else(|| "—".into(), |p| short(Some(p))),
+                    sig: d.significant == Some(true),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// The whole page for the artifact at `artifact`; `comparisons` are the
+/// `(key, reference value)` pairs `flow report --by` chose.
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     artifact: &Path,
     artifact_id: &str,
@@ -192,6 +266,7 @@ pub fn render(
     runs: &[StoredRun],
     rows: &[Row],
     phases: &[StoredRun],
+    comparisons: &[(String, String)],
 ) -> Result<String, String> {
     let mut ordered: Vec<&StoredRun> = runs.iter().collect();
     ordered.sort_by(|a, b| {
@@ -243,10 +318,20 @@ pub fn render(
             .any(|r| super::summary::mutation_of(&r.variant).is_some()),
         rows: rows.iter().map(summary_row).collect(),
         figures: plot::figures(rows),
+        comparisons: comparisons
+            .iter()
+            .map(|c| comparison_view(c, rows))
+            .collect(),
         merged: ordered
             .iter()
             .filter_map(|r| super::timeline::drawn(&r.dir, &r.plan.id))
+            .take(MAX_MERGED)
             .collect(),
+        merged_more: ordered
+            .iter()
+            .filter(|r| r.dir.join(super::timeline::TIMELINE_CSV).is_file())
+            .count()
+            .saturating_sub(MAX_MERGED),
         suite_figures: images(artifact, ""),
         table,
         metric_names,
