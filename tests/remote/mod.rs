@@ -852,15 +852,19 @@ fn analyze_steps_see_the_final_clock_record() {
         &inv,
         r#"workload: clocks
 steps:
-  t: { on: w, run: "sleep 0.2" }
+  t: { on: w, run: "echo seq,t > ev.csv; for i in 1 2 3; do echo $i,$(date +%s%N) >> ev.csv; sleep 0.1; done" }
+  get: { kind: fetch, from: w, paths: [ev.csv] }
   look:
     kind: analyze
     needs: [t]
     run: >-
       mkdir -p "$FLOW_RUN_DIR/analysis" &&
+      test -s "$FLOW_RUN_DIR/analysis/timeline.csv" &&
       cp "$FLOW_CLOCKS" "$FLOW_RUN_DIR/analysis/clocks.json" &&
       cp "$FLOW_RUN_DIR/run_result.json" "$FLOW_RUN_DIR/analysis/result.json" &&
       test "$FLOW_CLOCKS" = {{ run.clocks }}
+timeline:
+  ev: { files: ev.csv, time: t, unit: ns }
 "#,
     );
     let (stdout, _) = Flow::new()
@@ -887,4 +891,26 @@ steps:
         result["clocks"]["h1"]["after"]["offset_ns"].is_i64(),
         "run_result.json lacked the after measurement when analysis ran: {result:#}"
     );
+    // The ssh host is this machine: its true offset is 0, so each
+    // corrected time must be within its bound of the time as written.
+    let csv = std::fs::read_to_string(run.join("analysis/timeline.csv")).expect("timeline");
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let h = rd.headers().expect("header").clone();
+    let col = |n: &str| h.iter().position(|x| x == n).expect(n);
+    let (host, local, corrected, bound) = (
+        col("host"),
+        col("local_ns"),
+        col("corrected_ns"),
+        col("bound_ns"),
+    );
+    let mut n = 0;
+    for r in rd.records() {
+        let r = r.expect("a row");
+        let num = |i: usize| r[i].parse::<i128>().expect("a number");
+        assert_eq!(&r[host], "h1");
+        assert!(num(bound) > 0, "a remote host has a bound: {csv}");
+        assert!((num(corrected) - num(local)).abs() <= num(bound), "{csv}");
+        n += 1;
+    }
+    assert_eq!(n, 3, "{csv}");
 }
