@@ -44,15 +44,44 @@ fn files(run_dir: &Path, from: &str) -> Result<Vec<PathBuf>, String> {
     if Path::new(from).is_absolute() || from.split('/').any(|c| c == "..") {
         return Err(format!("`from: {from}` must stay inside the run dir"));
     }
-    let pattern = format!(
-        "{}/{from}",
-        glob::Pattern::escape(&run_dir.display().to_string())
-    );
-    let mut found: Vec<PathBuf> = glob::glob(&pattern)
-        .map_err(|e| format!("`from: {from}`: {e}"))?
-        .flatten()
-        .filter(|p| p.is_file())
-        .collect();
+    let mut found: Vec<PathBuf> = if from.contains("**") {
+        // Recursive patterns: the glob crate's walk.
+        let pattern = format!(
+            "{}/{from}",
+            glob::Pattern::escape(&run_dir.display().to_string())
+        );
+        glob::glob(&pattern)
+            .map_err(|e| format!("`from: {from}`: {e}"))?
+            .flatten()
+            .collect()
+    } else {
+        // One component at a time from the run dir: a literal one is
+        // joined, a pattern lists its folder. (Globbing the absolute path
+        // walks every folder above the run dir, for every run and metric.)
+        let mut current = vec![run_dir.to_path_buf()];
+        for comp in from.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            if !comp.contains(['*', '?', '[']) {
+                current.iter_mut().for_each(|d| d.push(comp));
+                continue;
+            }
+            let pat = glob::Pattern::new(comp).map_err(|e| format!("`from: {from}`: {e}"))?;
+            let mut next = Vec::new();
+            for d in &current {
+                let Ok(rd) = std::fs::read_dir(d) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    let name = e.file_name();
+                    if name.to_str().is_some_and(|n| pat.matches(n)) {
+                        next.push(d.join(name));
+                    }
+                }
+            }
+            current = next;
+        }
+        current
+    };
+    found.retain(|p| p.is_file());
     found.sort();
     if found.is_empty() {
         return Err(format!("no file matches `{from}`"));
@@ -66,6 +95,27 @@ fn rel(run_dir: &Path, p: &Path) -> String {
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// A metric's regex, compiled once per thread rather than once per run
+/// (compiling costs more than matching a short log).
+fn compiled(pattern: &str) -> Result<regex::Regex, String> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<BTreeMap<String, regex::Regex>> =
+            const { std::cell::RefCell::new(BTreeMap::new()) };
+    }
+    CACHE.with(|c| {
+        if let Some(re) = c.borrow().get(pattern) {
+            return Ok(re.clone());
+        }
+        let re = regex::Regex::new(pattern).map_err(|e| format!("invalid regex: {e}"))?;
+        let mut c = c.borrow_mut();
+        if c.len() >= 64 {
+            c.clear();
+        }
+        c.insert(pattern.to_string(), re.clone());
+        Ok(re)
+    })
 }
 
 /// (value, samples) or why not.
@@ -89,7 +139,7 @@ fn values(run_dir: &Path, m: &Metric) -> Result<(f64, u64), String> {
             Ok((mean(&v), v.len() as u64))
         }
         MetricSource::Regex { pattern, all } => {
-            let re = regex::Regex::new(pattern).map_err(|e| format!("invalid regex: {e}"))?;
+            let re = compiled(pattern)?;
             let mut v = Vec::new();
             for p in &paths {
                 let bytes = std::fs::read(p).map_err(|e| format!("`{}`: {e}", rel(run_dir, p)))?;
@@ -274,6 +324,30 @@ mod tests {
             Some(x) => Ok((x, v.samples)),
             None => Err(v.error.expect("an error when there is no value")),
         }
+    }
+
+    #[test]
+    fn from_globs_each_component_and_recursively() {
+        let d = run_dir();
+        let names = |from: &str| -> Vec<String> {
+            files(d.path(), from)
+                .map(|v| v.iter().map(|p| rel(d.path(), p)).collect())
+                .unwrap_or_else(|e| vec![e])
+        };
+        assert_eq!(
+            names("hosts/[ab]/*.csv"),
+            ["hosts/a/w.csv", "hosts/b/w.csv"]
+        );
+        assert_eq!(names("./hosts/c/bad.csv"), ["hosts/c/bad.csv"]);
+        assert_eq!(
+            names("**/*.csv"),
+            ["hosts/a/w.csv", "hosts/b/w.csv", "hosts/c/bad.csv"]
+        );
+        assert_eq!(names("hosts/*"), ["no file matches `hosts/*`"]);
+        assert_eq!(
+            names("logs/nope@*.out"),
+            ["no file matches `logs/nope@*.out`"]
+        );
     }
 
     #[test]
