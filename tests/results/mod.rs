@@ -264,52 +264,8 @@ fn the_report_renders_in_a_real_browser_without_console_errors() {
     // One plot per metric with a value, one timeline per run.
     assert_eq!(html.matches("<h3>m · v</h3>").count(), 1);
     assert_eq!(html.matches("seconds from the run").count(), 6);
-    let profile = p.path().join("chromium-profile");
-    let shot = p.path().join("report.png");
-    let url = format!("file://{}", art.join("report.html").display());
-    let out = std::process::Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--log-level=0",
-            "--window-size=1280,2000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("chromium runs");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    let png = std::fs::read(&shot).expect("a screenshot");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{} bytes",
-        png.len()
-    );
-    let console: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            l.contains("CONSOLE") || l.contains("Failed to load resource") || l.contains("Uncaught")
-        })
-        .collect();
-    assert!(console.is_empty(), "console: {console:#?}");
-    // The page as the browser built it.
-    let dom = std::process::Command::new(CHROMIUM)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(&url)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    // The page as the browser built it, without console errors.
+    let (_, dom) = browse(p.path(), &art.join("report.html"), 2000);
     assert!(
         dom.contains("<h2>Summary</h2>") && dom.matches("<svg").count() >= 7,
         "{dom}"
@@ -356,6 +312,17 @@ fn browse(dir: &Path, page: &Path, height: u32) -> (Vec<u8>, String) {
         .collect();
     assert!(console.is_empty(), "console: {console:#?}");
     let png = std::fs::read(&shot).expect("a screenshot");
+    // For a person to look at: `FLOW_TEST_SCREENSHOTS=DIR` keeps a copy.
+    if let Some(keep) = std::env::var_os("FLOW_TEST_SCREENSHOTS") {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let to = Path::new(&keep).join(format!("report-{name}.png"));
+        std::fs::create_dir_all(&keep)
+            .and_then(|()| std::fs::write(&to, &png))
+            .expect("keep the screenshot");
+    }
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "{} bytes",
@@ -375,8 +342,8 @@ fn browse(dir: &Path, page: &Path, height: u32) -> (Vec<u8>, String) {
 /// the figure puts one key on a numeric (log) axis, draws a line per mode
 /// and value of the other, titles both axes with the unit, keeps the
 /// legend out of the plot, and adds the ratio to baseline; runs and rows
-/// come in numeric order. The screenshot is kept beside the project
-/// (`report.png`) for a person to look at.
+/// come in numeric order. `FLOW_TEST_SCREENSHOTS=DIR` keeps the
+/// screenshot for a person to look at.
 #[test]
 fn a_two_by_two_matrix_with_two_modes_gets_numeric_axes_and_a_legend_outside_the_data() {
     let p = Project::new()
