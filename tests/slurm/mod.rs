@@ -795,6 +795,29 @@ fn resume_leaves_a_pending_shard_to_slurm_instead_of_submitting_it_again() {
     let out = expect(cmd, 0, &c);
     assert!(out.contains("cancelled jobs"), "{out}");
     wait_jobs(&c, d.path(), &["CANCELLED"]);
+    // Slurm says CANCELLED at once, while the processes of the running
+    // job are still being ended: `go` before the step waiting for it is
+    // gone would let that run pass instead of being interrupted.
+    let go = d.path().join("go").display().to_string();
+    let waiting = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&go))
+            })
+    };
+    let t0 = Instant::now();
+    while waiting() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "a step of a cancelled job still runs after 60s\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     std::fs::write(d.path().join("go"), "").expect("go");
     let mut cmd = flow_at(&c, d.path());
     cmd.args(["run", "--resume", "latest", "--artifacts", "artifacts"]);
