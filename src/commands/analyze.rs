@@ -5,7 +5,6 @@ use std::path::Path;
 
 use super::status::resolve;
 use super::{Error, exit};
-use crate::artifact::run_result::RunStatus;
 use crate::cli::{AnalyzeArgs, CompareArgs};
 use crate::diag::display_path;
 use crate::plan::{RunCommand, StepInstance};
@@ -67,11 +66,7 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
         if run.plan.timeline.is_empty() {
             continue;
         }
-        let Some(result) = run
-            .result
-            .as_ref()
-            .filter(|r| r.status == RunStatus::Passed)
-        else {
+        let Some(result) = run.passed() else {
             continue;
         };
         if let Err(errors) = results::timeline::merge(&run.dir, result, &run.plan.timeline) {
@@ -81,11 +76,7 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<i32, Error> {
     let mut steps_failed = 0;
     if !args.no_steps {
         for run in runs.iter().filter(|r| select(&r.plan.id)) {
-            if !run
-                .result
-                .as_ref()
-                .is_some_and(|r| r.status == RunStatus::Passed)
-            {
+            if run.passed().is_none() {
                 continue;
             }
             for step in run

@@ -32,6 +32,15 @@ pub struct StoredRun {
     raw: Vec<u8>,
 }
 
+impl StoredRun {
+    /// Its result, when the run passed: the only results whose data counts.
+    pub fn passed(&self) -> Option<&RunResult> {
+        self.result
+            .as_ref()
+            .filter(|r| r.status == RunStatus::Passed)
+    }
+}
+
 /// A run's status for `--only status=…`: its result's, or `pending`
 /// when it never started.
 pub fn status_of(result: Option<&RunResult>) -> &'static str {
@@ -101,11 +110,7 @@ pub fn metric_gaps<'a>(runs: impl IntoIterator<Item = &'a StoredRun>) -> Vec<Str
     // metric → (runs that passed and have it, runs without a value, first reason)
     let mut gaps: BTreeMap<String, (usize, usize, Option<String>)> = BTreeMap::new();
     for run in runs {
-        let Some(result) = run
-            .result
-            .as_ref()
-            .filter(|r| r.status == RunStatus::Passed)
-        else {
+        let Some(result) = run.passed() else {
             continue;
         };
         for (name, v) in &result.metrics {

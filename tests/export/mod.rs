@@ -105,18 +105,22 @@ fn an_artifact_goes_into_clickhouse_whole_and_only_once() {
     let id = artifact_id(&art);
     // Each run's timeline: both hosts' three events, on one clock, sorted.
     assert_eq!(timeline_rows(&art), 8 * 6);
-    let (stdout, stderr) = Flow::new()
-        .args([
-            "export",
-            "--clickhouse",
-            &ch.url(),
-            "--database",
-            "lab",
-            "--artifacts",
-            "artifacts",
-        ])
-        .cwd(p.path())
-        .expect(0);
+    let export = |code| {
+        Flow::new()
+            .args([
+                "export",
+                &id,
+                "--clickhouse",
+                &ch.url(),
+                "--database",
+                "lab",
+                "--artifacts",
+                "artifacts",
+            ])
+            .cwd(p.path())
+            .expect(code)
+    };
+    let (stdout, stderr) = export(0);
     assert!(
         stdout.contains(&format!("exported {id} to ClickHouse (lab.flow_*): 8 runs, 16 metrics, 8 summary, 48 timeline, counted back")),
         "{stdout}{stderr}"
@@ -172,19 +176,7 @@ fn an_artifact_goes_into_clickhouse_whole_and_only_once() {
         }
     }
     // Again: refused, nothing inserted twice.
-    let (_, stderr) = Flow::new()
-        .args([
-            "export",
-            &id,
-            "--clickhouse",
-            &ch.url(),
-            "--database",
-            "lab",
-            "--artifacts",
-            "artifacts",
-        ])
-        .cwd(p.path())
-        .expect(1);
+    let (_, stderr) = export(1);
     assert!(
         stderr.contains("is already in ClickHouse") && stderr.contains("nothing was inserted"),
         "{stderr}"

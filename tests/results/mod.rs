@@ -741,6 +741,17 @@ fn metrics_from_workloads_takes_the_fixed_definitions_and_says_what_changed() {
         )
         .replace("unit: ms", "unit: us");
     std::fs::write(p.path().join("workload.yaml"), text).expect("write");
+    let from_workloads = |code| {
+        Flow::new()
+            .args([
+                "analyze",
+                "--metrics-from-workloads",
+                "--artifacts",
+                "artifacts",
+            ])
+            .cwd(p.path())
+            .expect(code)
+    };
 
     // Without the flag, the runs' own definitions: nothing changes.
     let before = result_files(&art);
@@ -750,15 +761,7 @@ fn metrics_from_workloads_takes_the_fixed_definitions_and_says_what_changed() {
         .expect(0);
     assert_eq!(result_files(&art), before);
 
-    let (stdout, stderr) = Flow::new()
-        .args([
-            "analyze",
-            "--metrics-from-workloads",
-            "--artifacts",
-            "artifacts",
-        ])
-        .cwd(p.path())
-        .expect(0);
+    let (stdout, stderr) = from_workloads(0);
     assert_eq!(
         stdout.lines().take(3).collect::<Vec<_>>(),
         [
@@ -804,15 +807,7 @@ fn metrics_from_workloads_takes_the_fixed_definitions_and_says_what_changed() {
     assert_eq!(sj["metric_changes"][0]["metrics"][1]["change"], "added");
 
     // Again: nothing to change, and a plain analyze keeps the new values.
-    let (stdout, _) = Flow::new()
-        .args([
-            "analyze",
-            "--metrics-from-workloads",
-            "--artifacts",
-            "artifacts",
-        ])
-        .cwd(p.path())
-        .expect(0);
+    let (stdout, _) = from_workloads(0);
     assert!(
         stdout.starts_with("metrics: as the workload files define them already\n"),
         "{stdout}"
@@ -827,15 +822,7 @@ fn metrics_from_workloads_takes_the_fixed_definitions_and_says_what_changed() {
     // A workload file that no longer loads: the error names it, and the
     // artifact is left as it was.
     std::fs::write(p.path().join("workload.yaml"), "workload: m\nsteps: [\n").expect("write");
-    let (_, stderr) = Flow::new()
-        .args([
-            "analyze",
-            "--metrics-from-workloads",
-            "--artifacts",
-            "artifacts",
-        ])
-        .cwd(p.path())
-        .expect(2);
+    let (_, stderr) = from_workloads(2);
     assert!(stderr.contains("workload.yaml"), "{stderr}");
     assert_eq!(result_files(&art), after);
 }

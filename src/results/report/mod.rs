@@ -12,6 +12,7 @@
 //! Every link is relative to the artifact, so a copied artifact's report
 //! works where it is.
 
+mod merged;
 pub mod plot;
 pub mod timeline;
 
@@ -58,7 +59,7 @@ struct Page {
     rows: Vec<SummaryRow>,
     mutations: bool,
     figures: Vec<plot::Figure>,
-    merged: Vec<super::timeline::Drawn>,
+    merged: Vec<merged::Drawn>,
     /// `flow report --by KEY --ref VALUE`: each value of a key against one.
     comparisons: Vec<ComparisonView>,
     /// Runs with a merged timeline past [`MAX_MERGED`].
@@ -324,7 +325,7 @@ pub fn render(
             .collect(),
         merged: ordered
             .iter()
-            .filter_map(|r| super::timeline::drawn(&r.dir, &r.plan.id))
+            .filter_map(|r| merged::drawn(&r.dir, &r.plan.id))
             .take(MAX_MERGED)
             .collect(),
         merged_more: ordered

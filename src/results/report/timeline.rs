@@ -178,23 +178,12 @@ pub fn draw(r: &RunResult) -> Result<Option<String>, String> {
             .zip(&offsets)
             .map(|((name, _), o)| (total as f64 - *o as f64 - 0.5, name.clone()))
             .collect();
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(238, 238, 238))
-            .y_labels(total * 2 + 1)
-            .y_label_formatter(&|y| {
-                names
-                    .iter()
-                    .find(|(at, _)| (at - y).abs() < 1e-6)
-                    .map(|(_, n)| n.clone())
-                    .unwrap_or_default()
-            })
-            .x_desc("seconds from the run's start (controller's clock)")
-            .axis_desc_style(("sans-serif", 13))
-            .draw()
-            .map_err(e)?;
+        lane_mesh(
+            &mut chart,
+            total,
+            &names,
+            "seconds from the run's start (controller's clock)",
+        )?;
         let y_of = |b: &Bar| total as f64 - (offsets[b.lane] + b.row) as f64 - 1.0;
         let min_w = span / 400.0;
         chart
@@ -238,6 +227,37 @@ pub fn draw(r: &RunResult) -> Result<Option<String>, String> {
         root.present().map_err(e)?;
     }
     Ok(Some(svg))
+}
+
+/// The grid and axes of a chart of `rows` lanes: each lane named at its
+/// `names` position on the y axis, no horizontal grid lines.
+pub(super) fn lane_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    rows: usize,
+    names: &[(f64, String)],
+    x_desc: &str,
+) -> Result<(), String> {
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(238, 238, 238))
+        .y_labels(rows * 2 + 1)
+        .y_label_formatter(&|y| {
+            names
+                .iter()
+                .find(|(at, _)| (at - y).abs() < 1e-6)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default()
+        })
+        .x_desc(x_desc)
+        .axis_desc_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
