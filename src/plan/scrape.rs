@@ -45,6 +45,11 @@ mod tests {
 
     /// An endpoint that serves `BODY` twice, then closes.
     fn endpoint() -> String {
+        serving(BODY)
+    }
+
+    /// An endpoint that serves `body` twice (HTTP 200), then closes.
+    fn serving(body: &'static str) -> String {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/metrics", l.local_addr().expect("addr"));
         std::thread::spawn(move || {
@@ -54,8 +59,8 @@ mod tests {
                 let _ = s.read(&mut buf);
                 let _ = write!(
                     s,
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{BODY}",
-                    BODY.len()
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
                 );
             }
         });
@@ -65,10 +70,14 @@ mod tests {
     /// Runs the poller until its log shows a failure after two scrapes,
     /// stops it with TERM; (exit code, stdout, stderr).
     fn poll(max_missed: u32, path: Option<&Path>) -> (i32, String, String) {
+        poll_url(endpoint(), max_missed, path)
+    }
+
+    fn poll_url(url: String, max_missed: u32, path: Option<&Path>) -> (i32, String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (out, err) = (dir.path().join("out"), dir.path().join("err"));
         let plan = ScrapePlan {
-            url: endpoint(),
+            url,
             every_ms: 100,
             timeout_ms: 1000,
             max_missed,
@@ -133,6 +142,30 @@ mod tests {
             err.contains("flow scrape: 2 scrapes of http://127.0.0.1:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_prometheus_text_is_a_failed_scrape() {
+        for (body, why) in [
+            (
+                "<html><body>502 Bad Gateway</body></html>\n",
+                "line 1: `<html><body>502` is not a metric name",
+            ),
+            ("# HELP only comments\n\n", "no samples"),
+            ("up one\n", "line 1: `one` is not a number"),
+        ] {
+            let (code, out, err) = poll_url(serving(body), 100, None);
+            assert_eq!(code, 1, "{body}: {err}");
+            assert_eq!(
+                out, "time_ns,metric,labels,value\n",
+                "no rows of it: {body}"
+            );
+            assert!(
+                err.contains(&format!("is not Prometheus text: {why}\n")),
+                "{body}: {err}"
+            );
+            assert!(err.contains("no scrape of http://127.0.0.1:"), "{err}");
+        }
     }
 
     /// A PATH with the poller's tools and one fetcher.

@@ -2,6 +2,8 @@
 # Arguments: URL EVERY_MS TIMEOUT_MS MAX_MISSED.
 # stdout: CSV `time_ns,metric,labels,value`, one row per sample, every
 # row of a scrape with the host's clock (ns) read just before the request.
+# A scrape fails when the request does, or when the answer is not
+# Prometheus text with at least one sample (an HTML page, a proxy's error).
 # stderr: each failed scrape, and the count at the end.
 # Exit on TERM/INT/HUP: 0 when at least one scrape came back and at most
 # MAX_MISSED failed after the first that did; 1 otherwise.
@@ -47,36 +49,51 @@ while :; do
   t=$(date +%s%N)
   # A stop signal ends whatever runs now (date, the fetch, sleep) as well.
   [ -n "$stop" ] && finish
-  if body=$(fetch); then
+  # A scrape counts when the answer came and is Prometheus text with at
+  # least one sample; its rows are written whole, or none of them, even
+  # when the stop signal comes meanwhile.
+  if body=$(fetch) && (
+    trap '' TERM INT HUP
+    printf '%s\n' "$body" | awk -v t="$t" -v url="$url" '
+      function bad(why) {
+        if (!err) err = "line " NR ": " why
+      }
+      /^[ \t]*(#|$)/ { next }
+      {
+        line = $0
+        o = index(line, "{")
+        if (o > 0) {
+          c = 0
+          while ((k = index(substr(line, c + 1), "}")) > 0) c += k
+          if (c < o) { bad("a `{` without `}`"); next }
+          name = substr(line, 1, o - 1)
+          labels = substr(line, o + 1, c - o - 1)
+          rest = substr(line, c + 1)
+        } else {
+          split(line, f)
+          name = f[1]
+          labels = ""
+          rest = substr(line, index(line, name) + length(name))
+        }
+        gsub(/[ \t]/, "", name)
+        if (name !~ /^[a-zA-Z_:][a-zA-Z0-9_:]*$/) { bad("`" name "` is not a metric name"); next }
+        if (split(rest, v) < 1) { bad("`" name "` has no value"); next }
+        if (v[1] !~ /^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$/ && v[1] !~ /^([-+]?Inf|NaN)$/) {
+          bad("`" v[1] "` is not a number"); next
+        }
+        gsub(/"/, "\"\"", labels)
+        rows[++n] = t "," name ",\"" labels "\"," v[1]
+      }
+      END {
+        if (!err && n == 0) err = "no samples"
+        if (err) {
+          print "flow scrape: the answer of " url " is not Prometheus text: " err > "/dev/stderr"
+          exit 1
+        }
+        for (i = 1; i <= n; i++) print rows[i]
+      }'
+  ); then
     ok=$((ok + 1))
-    # Rows are written whole even when the stop signal comes meanwhile.
-    (
-      trap '' TERM INT HUP
-      printf '%s\n' "$body" | awk -v t="$t" '
-        /^[ \t]*(#|$)/ { next }
-        {
-          line = $0
-          o = index(line, "{")
-          if (o > 0) {
-            c = 0
-            while ((k = index(substr(line, c + 1), "}")) > 0) c += k
-            if (c < o) next
-            name = substr(line, 1, o - 1)
-            labels = substr(line, o + 1, c - o - 1)
-            rest = substr(line, c + 1)
-          } else {
-            n = split(line, f)
-            if (n < 2) next
-            name = f[1]
-            labels = ""
-            rest = f[2]
-          }
-          gsub(/[ \t]/, "", name)
-          if (split(rest, v) < 1) next
-          gsub(/"/, "\"\"", labels)
-          printf "%s,%s,\"%s\",%s\n", t, name, labels, v[1]
-        }'
-    )
   else
     [ -n "$stop" ] && finish
     if [ "$ok" -eq 0 ]; then early=$((early + 1)); else missed=$((missed + 1)); fi
